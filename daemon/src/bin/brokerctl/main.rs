@@ -1,0 +1,139 @@
+//! brokerctl: the human interface to brokerd.
+
+mod login;
+mod output;
+mod spec;
+mod status;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use broker_proto::v1::{self, broker_client::BrokerClient};
+use clap::{Parser, Subcommand};
+use tonic::transport::Channel;
+
+use output::{Format, fail};
+use spec::{SessionArgs, SpecArgs};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "brokerctl",
+    version,
+    about = "Control token-broker: sign in, see sessions, sign out",
+    propagate_version = true
+)]
+struct Cli {
+    /// brokerd's socket [default: $TOKEN_BROKER_SOCKET, else
+    /// $XDG_RUNTIME_DIR/token-broker/broker.sock]
+    #[arg(long, global = true, value_name = "PATH")]
+    socket: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Show the daemon and every session it knows
+    Status {
+        #[arg(long, short = 'o', value_enum, default_value_t = Format::Text)]
+        output: Format,
+    },
+    /// Sign in to a session (the same flags as `broker-shim get-token`)
+    Login {
+        #[command(flatten)]
+        spec: SpecArgs,
+        /// Print the sign-in URL instead of opening a browser
+        #[arg(long)]
+        no_browser: bool,
+        /// `json` prints one JSON object per line per event
+        #[arg(long, short = 'o', value_enum, default_value_t = Format::Text)]
+        output: Format,
+    },
+    /// Sign out: remove a session's refresh token from the keyring and forget the session
+    Logout {
+        #[command(flatten)]
+        session: SessionArgs,
+        /// Sign out of every session
+        #[arg(long, conflicts_with_all = ["session_id", "server_id"])]
+        all: bool,
+        #[arg(long, short = 'o', value_enum, default_value_t = Format::Text)]
+        output: Format,
+    },
+    /// Redeem a session's refresh token now
+    Refresh {
+        #[command(flatten)]
+        session: SessionArgs,
+        #[arg(long, short = 'o', value_enum, default_value_t = Format::Text)]
+        output: Format,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(&format!("cannot start: {e}")),
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(error) => fail(&output::describe(&error)),
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    let socket = broker_proto::socket_path(cli.socket.as_deref());
+    let mut client = connect(&socket).await?;
+    match cli.command {
+        Command::Status { output } => status::run(&mut client, output).await,
+        Command::Login {
+            spec,
+            no_browser,
+            output,
+        } => login::run(&mut client, spec.to_wire()?, no_browser, output).await,
+        Command::Logout {
+            session,
+            all,
+            output,
+        } => {
+            let request = if all {
+                v1::LogoutRequest {
+                    session: None,
+                    all: true,
+                }
+            } else {
+                v1::LogoutRequest {
+                    session: Some(session.to_wire()?),
+                    all: false,
+                }
+            };
+            let removed = client.logout(request).await?.into_inner().session_ids;
+            output::print_logout(&removed, output);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Refresh { session, output } => {
+            let answer = client
+                .refresh(v1::RefreshRequest {
+                    session: Some(session.to_wire()?),
+                })
+                .await?
+                .into_inner();
+            output::print_refresh(&answer, output);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn connect(socket: &std::path::Path) -> Result<BrokerClient<Channel>> {
+    match broker_proto::connect(socket).await {
+        Ok(client) => Ok(client),
+        Err(e @ broker_proto::ConnectError::NotRunning { .. }) => {
+            anyhow::bail!("{e}; start it with: brokerd &")
+        }
+        Err(e) => Err(e.into()),
+    }
+}

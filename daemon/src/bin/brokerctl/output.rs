@@ -1,0 +1,126 @@
+//! How brokerctl prints: text for people, JSON (a documented, stable shape) for programs.
+
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use broker_proto::v1;
+use clap::ValueEnum;
+use serde_json::json;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+/// Prints one error line and returns the failure exit code.
+pub fn fail(message: &str) -> ExitCode {
+    eprintln!("brokerctl: {message}");
+    ExitCode::FAILURE
+}
+
+/// One line for any error: a status from brokerd says it in its message; anything else is
+/// printed with its causes.
+pub fn describe(error: &anyhow::Error) -> String {
+    if let Some(status) = error.downcast_ref::<tonic::Status>() {
+        return status_message(status);
+    }
+    format!("{error:#}")
+}
+
+pub fn status_message(status: &tonic::Status) -> String {
+    match broker_proto::error_detail(status) {
+        Some(detail) if !detail.message.is_empty() => detail.message,
+        _ if !status.message().is_empty() => status.message().to_string(),
+        _ => format!("brokerd failed: {:?}", status.code()),
+    }
+}
+
+/// The reason name scripts branch on, for a status from brokerd.
+pub fn status_reason(status: &tonic::Status) -> &'static str {
+    broker_proto::error_detail(status)
+        .and_then(|d| v1::ErrorReason::try_from(d.reason).ok())
+        .map(broker_proto::reason_name)
+        .unwrap_or("INTERNAL")
+}
+
+/// RFC 3339 in UTC, or None for the wire's "0 = never".
+pub fn timestamp(unix: i64) -> Option<String> {
+    let secs = u64::try_from(unix).ok().filter(|s| *s > 0)?;
+    let time = UNIX_EPOCH + Duration::from_secs(secs);
+    Some(humantime::format_rfc3339_seconds(time).to_string())
+}
+
+/// "in 41 min" / "3 h ago", for people.
+pub fn relative(unix: i64) -> Option<String> {
+    let secs = u64::try_from(unix).ok().filter(|s| *s > 0)?;
+    let then = UNIX_EPOCH + Duration::from_secs(secs);
+    let now = SystemTime::now();
+    Some(match then.duration_since(now) {
+        Ok(ahead) => format!("in {}", short_duration(ahead)),
+        Err(behind) => format!("{} ago", short_duration(behind.duration())),
+    })
+}
+
+fn short_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..60 => format!("{s} s"),
+        60..3600 => format!("{} min", s / 60),
+        3600..172_800 => format!("{} h {} min", s / 3600, (s % 3600) / 60),
+        _ => format!("{} days", s / 86_400),
+    }
+}
+
+pub fn print_logout(removed: &[String], format: Format) {
+    match format {
+        Format::Json => println!("{}", json!({ "logged_out": removed })),
+        Format::Text if removed.is_empty() => println!("No sessions to log out of."),
+        Format::Text => {
+            for id in removed {
+                println!("Logged out of session {id}; its refresh token left the keyring.");
+            }
+        }
+    }
+}
+
+pub fn print_refresh(answer: &v1::RefreshResponse, format: Format) {
+    let expires = timestamp(answer.expires_at_unix);
+    match format {
+        Format::Json => println!(
+            "{}",
+            json!({ "session_id": answer.session_id, "expires_at": expires })
+        ),
+        Format::Text => println!(
+            "Refreshed session {}; the new token expires {} ({}).",
+            answer.session_id,
+            expires.as_deref().unwrap_or("at an unknown time"),
+            relative(answer.expires_at_unix).unwrap_or_default()
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_is_never() {
+        assert_eq!(timestamp(0), None);
+        assert_eq!(
+            timestamp(1_700_000_000).as_deref(),
+            Some("2023-11-14T22:13:20Z")
+        );
+    }
+
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(short_duration(Duration::from_secs(42)), "42 s");
+        assert_eq!(short_duration(Duration::from_secs(41 * 60 + 5)), "41 min");
+        assert_eq!(
+            short_duration(Duration::from_secs(3 * 3600 + 120)),
+            "3 h 2 min"
+        );
+        assert_eq!(short_duration(Duration::from_secs(9 * 86_400)), "9 days");
+    }
+}

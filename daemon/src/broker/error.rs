@@ -1,0 +1,103 @@
+//! The broker's errors, each with the reason a program can act on.
+
+use crate::identity::{ErrorClass, IdentityError};
+use crate::store::StoreError;
+
+use super::spec::{SessionSpec, SpecError};
+
+/// Why a call failed, as clients branch on it. The RPC layer maps these to wire reasons.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    LoginRequired,
+    Config,
+    IdpUnavailable,
+    StoreUnavailable,
+    NotFound,
+    LoginFailed,
+    Internal,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error(transparent)]
+    InvalidSpec(#[from] SpecError),
+    /// The session has no usable refresh token; only the user can fix that.
+    #[error("login required for {}: {why}", spec.describe())]
+    LoginRequired {
+        spec: Box<SessionSpec>,
+        why: String,
+        idp_codes: Vec<i64>,
+    },
+    /// The IdP could not be used: transient trouble, or it rejected the configuration.
+    #[error("{source}")]
+    Identity { source: IdentityError },
+    #[error("login failed: {message}")]
+    LoginFailed {
+        message: String,
+        idp_codes: Vec<i64>,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("no session {0}; `brokerctl status` lists the sessions")]
+    NotFound(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl BrokerError {
+    pub fn reason(&self) -> Reason {
+        match self {
+            BrokerError::InvalidSpec(_) => Reason::Config,
+            BrokerError::LoginRequired { .. } => Reason::LoginRequired,
+            BrokerError::Identity { source } => match source.class() {
+                ErrorClass::Transient => Reason::IdpUnavailable,
+                ErrorClass::Config => Reason::Config,
+                ErrorClass::LoginRequired => Reason::LoginRequired,
+            },
+            BrokerError::LoginFailed { .. } => Reason::LoginFailed,
+            BrokerError::Store(_) => Reason::StoreUnavailable,
+            BrokerError::NotFound(_) => Reason::NotFound,
+            BrokerError::Internal(_) => Reason::Internal,
+        }
+    }
+
+    pub fn idp_codes(&self) -> &[i64] {
+        match self {
+            BrokerError::LoginRequired { idp_codes, .. }
+            | BrokerError::LoginFailed { idp_codes, .. } => idp_codes,
+            BrokerError::Identity { source } => source.idp_error_codes(),
+            _ => &[],
+        }
+    }
+
+    pub(super) fn login_required(spec: &SessionSpec, why: impl Into<String>) -> Self {
+        BrokerError::LoginRequired {
+            spec: Box::new(spec.clone()),
+            why: why.into(),
+            idp_codes: Vec::new(),
+        }
+    }
+
+    /// An IdP failure while redeeming a refresh token.
+    pub(super) fn from_refresh(spec: &SessionSpec, error: IdentityError) -> Self {
+        match error.class() {
+            ErrorClass::LoginRequired => BrokerError::LoginRequired {
+                spec: Box::new(spec.clone()),
+                idp_codes: error.idp_error_codes().to_vec(),
+                why: error.to_string(),
+            },
+            _ => BrokerError::Identity { source: error },
+        }
+    }
+
+    /// An IdP failure during an interactive login.
+    pub(super) fn from_login(error: IdentityError) -> Self {
+        match error.class() {
+            ErrorClass::LoginRequired => BrokerError::LoginFailed {
+                idp_codes: error.idp_error_codes().to_vec(),
+                message: error.to_string(),
+            },
+            _ => BrokerError::Identity { source: error },
+        }
+    }
+}

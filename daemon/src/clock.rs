@@ -1,0 +1,76 @@
+//! The wall clock, behind a trait so that tests can move time.
+//!
+//! Token expiry is judged on `SystemTime`: a monotonic clock stops while a laptop sleeps, and a
+//! token that expired during the night must not look fresh in the morning.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub trait Clock: Send + Sync + 'static {
+    fn now(&self) -> SystemTime;
+}
+
+/// The real wall clock.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> SystemTime {
+        SystemTime::now()
+    }
+}
+
+/// Seconds since the Unix epoch, negative before it; what the wire and the index carry.
+pub fn unix_seconds(time: SystemTime) -> i64 {
+    match time.duration_since(UNIX_EPOCH) {
+        Ok(after) => i64::try_from(after.as_secs()).unwrap_or(i64::MAX),
+        Err(before) => -i64::try_from(before.duration().as_secs()).unwrap_or(i64::MAX),
+    }
+}
+
+/// The inverse of [`unix_seconds`].
+pub fn from_unix_seconds(seconds: i64) -> SystemTime {
+    if seconds >= 0 {
+        UNIX_EPOCH + Duration::from_secs(seconds.unsigned_abs())
+    } else {
+        UNIX_EPOCH - Duration::from_secs(seconds.unsigned_abs())
+    }
+}
+
+#[cfg(test)]
+pub mod testing {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// A clock that stands still until a test moves it.
+    #[derive(Debug)]
+    pub struct ManualClock(Mutex<SystemTime>);
+
+    impl ManualClock {
+        pub fn new(start: SystemTime) -> Self {
+            ManualClock(Mutex::new(start))
+        }
+
+        pub fn advance(&self, by: Duration) {
+            let mut now = self.0.lock().unwrap();
+            *now += by;
+        }
+    }
+
+    impl Clock for ManualClock {
+        fn now(&self) -> SystemTime {
+            *self.0.lock().unwrap()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unix_seconds_round_trip() {
+        for s in [0, 1, 1_700_000_000, -5] {
+            assert_eq!(unix_seconds(from_unix_seconds(s)), s);
+        }
+    }
+}

@@ -1,0 +1,54 @@
+//! The authorization code flow with PKCE (S256), the browser returning to a listener on
+//! localhost: kubelogin's and MSAL's `interactive` login.
+
+use std::time::Duration;
+
+use oauth2::{AuthorizationCode, CsrfToken, PkceCodeChallenge, RedirectUrl};
+
+use super::super::{IdentityClient, IdentityError, LoginPrompt, Target};
+use super::loopback::{Loopback, Redirect};
+use crate::identity::token::TokenSet;
+
+pub(in crate::identity) async fn run(
+    identity: &IdentityClient,
+    target: &Target,
+    prompt: &(dyn Fn(LoginPrompt) + Send + Sync),
+    timeout: Duration,
+) -> Result<TokenSet, IdentityError> {
+    let loopback = Loopback::bind().await.map_err(IdentityError::Loopback)?;
+    let redirect = RedirectUrl::new(loopback.redirect_uri())
+        .map_err(|e| IdentityError::InvalidEndpoint(e.to_string()))?;
+    let client = identity.oauth_client(target)?.set_redirect_uri(redirect);
+
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let (url, state) = client
+        .authorize_url(CsrfToken::new_random)
+        .add_scopes(IdentityClient::scopes(target))
+        .set_pkce_challenge(challenge)
+        .add_extra_param("prompt", "select_account")
+        .url();
+    prompt(LoginPrompt::OpenUrl {
+        url: url.to_string(),
+    });
+
+    let code = match loopback.wait(state.secret(), timeout).await? {
+        Redirect::Code(code) => code,
+        Redirect::Denied { error, description } => {
+            let first_line = description.lines().next().unwrap_or("").trim().to_string();
+            return Err(IdentityError::LoginFailed(if first_line.is_empty() {
+                format!("sign-in failed: {error}")
+            } else {
+                format!("sign-in failed: {error}: {first_line}")
+            }));
+        }
+    };
+
+    let answer = client
+        .exchange_code(AuthorizationCode::new(code))
+        .set_pkce_verifier(verifier)
+        .add_extra_param("scope", target.scopes.join(" "))
+        .request_async(&identity.http)
+        .await
+        .map_err(|e| IdentityError::from_request(e, IdentityError::rejected))?;
+    Ok(identity.token_set(answer))
+}

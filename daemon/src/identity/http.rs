@@ -1,0 +1,158 @@
+//! The one HTTP client brokerd uses to talk to identity providers.
+//!
+//! It plugs into the `oauth2` crate as its transport and adds what a long-running daemon needs
+//! and `oauth2`'s own reqwest glue lacks: a timeout on every call, a cap on answer size, and
+//! server faults (5xx, 429 with Retry-After) reported as transport errors so that they are
+//! classified as transient instead of being parsed as OAuth errors.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use oauth2::{HttpRequest, HttpResponse};
+
+/// Identity provider answers are a few kilobytes; anything far larger is not one.
+pub const MAX_ANSWER_BYTES: usize = 256 * 1024;
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("cannot reach {host}: {reason}")]
+    Unreachable { host: String, reason: String },
+    #[error("{host} did not answer in time")]
+    Timeout { host: String },
+    #[error("{host} answered HTTP {status}")]
+    ServerFault {
+        host: String,
+        status: u16,
+        retry_after: Option<Duration>,
+    },
+    #[error("{host} sent an answer larger than {limit} bytes")]
+    TooLarge { host: String, limit: usize },
+    #[error("invalid request to the identity provider: {0}")]
+    BadRequest(String),
+}
+
+/// HTTPS client for identity providers: rustls, the OS trust store, bounded in time and size.
+#[derive(Clone)]
+pub struct IdpHttp {
+    client: reqwest::Client,
+    max_answer: usize,
+}
+
+impl IdpHttp {
+    pub fn new() -> Result<Self, HttpError> {
+        install_crypto_provider();
+        let client = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .connect_timeout(CONNECT_TIMEOUT)
+            // A token endpoint never redirects; following one could send a grant elsewhere.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("token-broker/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| HttpError::BadRequest(e.without_url().to_string()))?;
+        Ok(IdpHttp {
+            client,
+            max_answer: MAX_ANSWER_BYTES,
+        })
+    }
+
+    async fn send(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
+        let host = request
+            .uri()
+            .authority()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let request = reqwest::Request::try_from(request)
+            .map_err(|e| HttpError::BadRequest(e.without_url().to_string()))?;
+        let mut response = self
+            .client
+            .execute(request)
+            .await
+            .map_err(|e| transport_error(&host, e))?;
+
+        let status = response.status();
+        if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            return Err(HttpError::ServerFault {
+                host,
+                status: status.as_u16(),
+                retry_after: retry_after(response.headers()),
+            });
+        }
+        if let Some(length) = response.content_length()
+            && length > self.max_answer as u64
+        {
+            return Err(HttpError::TooLarge {
+                host,
+                limit: self.max_answer,
+            });
+        }
+
+        let mut builder = http::Response::builder().status(status);
+        for (name, value) in response.headers() {
+            builder = builder.header(name, value);
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| transport_error(&host, e))?
+        {
+            if body.len() + chunk.len() > self.max_answer {
+                return Err(HttpError::TooLarge {
+                    host,
+                    limit: self.max_answer,
+                });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        builder
+            .body(body)
+            .map_err(|e| HttpError::BadRequest(e.to_string()))
+    }
+}
+
+impl<'c> oauth2::AsyncHttpClient<'c> for IdpHttp {
+    type Error = HttpError;
+    type Future = Pin<Box<dyn Future<Output = Result<HttpResponse, HttpError>> + Send + 'c>>;
+
+    fn call(&'c self, request: HttpRequest) -> Self::Future {
+        Box::pin(self.send(request))
+    }
+}
+
+/// rustls needs one process-wide crypto provider; ring builds with nothing but a C compiler.
+fn install_crypto_provider() {
+    // Fails only when a provider is already installed, which is just as good.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+fn transport_error(host: &str, error: reqwest::Error) -> HttpError {
+    let host = host.to_string();
+    if error.is_timeout() {
+        return HttpError::Timeout { host };
+    }
+    // The URL is left out: it adds nothing the host does not say.
+    let error = error.without_url();
+    let mut reason = error.to_string();
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        reason.push_str(": ");
+        reason.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    HttpError::Unreachable { host, reason }
+}
+
+/// `Retry-After` in its delay-seconds form; the HTTP-date form is rare from IdPs and ignored.
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_secs)
+}

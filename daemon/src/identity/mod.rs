@@ -1,0 +1,285 @@
+//! Talking to the identity provider, and nothing else: which endpoints, which grants, what the
+//! answers mean. No state lives here; the broker decides when to call and keeps the results.
+
+pub mod cloud;
+pub mod error;
+mod flows;
+pub mod http;
+pub mod token;
+
+use std::time::{Duration, SystemTime};
+
+use oauth2::basic::{
+    BasicRevocationErrorResponse, BasicTokenIntrospectionResponse, BasicTokenType,
+};
+use oauth2::{
+    AuthType, AuthUrl, ClientId, DeviceAuthorizationUrl, EndpointNotSet, EndpointSet,
+    RequestTokenError, Scope, StandardRevocableToken, TokenResponse, TokenUrl,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::clock::Clock;
+use cloud::Authority;
+pub use error::{EntraErrorBody, ErrorClass};
+use http::{HttpError, IdpHttp};
+use token::{AccessToken, IdToken, RefreshToken, TokenSet};
+
+/// Whose tokens, from where, for what: an app registration in a tenant asking an authority for
+/// scopes.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Target {
+    pub authority: Authority,
+    pub tenant: String,
+    pub client_id: String,
+    pub scopes: Vec<String>,
+}
+
+/// What the user must see or do while a login waits for them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LoginPrompt {
+    DeviceCode {
+        verification_uri: String,
+        user_code: String,
+        message: String,
+        expires_at: SystemTime,
+    },
+    OpenUrl {
+        url: String,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    /// Network trouble, a timeout or a server fault: worth retrying later.
+    #[error(transparent)]
+    Unavailable(#[from] HttpError),
+    /// The IdP answered with something that is not a valid OAuth answer.
+    #[error("the identity provider sent an invalid answer: {0}")]
+    Malformed(String),
+    /// The IdP refused the request.
+    #[error("the identity provider refused: {body}")]
+    Rejected {
+        class: ErrorClass,
+        body: Box<EntraErrorBody>,
+    },
+    /// A login that ended without a grant: declined, expired, abandoned or tampered with.
+    #[error("{0}")]
+    LoginFailed(String),
+    /// The endpoints built from the session's parameters are not valid URLs.
+    #[error("invalid identity provider endpoint: {0}")]
+    InvalidEndpoint(String),
+    /// The local listener for the browser's redirect could not be started.
+    #[error("cannot listen for the browser's redirect on localhost: {0}")]
+    Loopback(std::io::Error),
+}
+
+impl IdentityError {
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            IdentityError::Unavailable(_) | IdentityError::Malformed(_) => ErrorClass::Transient,
+            IdentityError::Rejected { class, .. } => *class,
+            IdentityError::LoginFailed(_) => ErrorClass::LoginRequired,
+            IdentityError::InvalidEndpoint(_) => ErrorClass::Config,
+            IdentityError::Loopback(_) => ErrorClass::Transient,
+        }
+    }
+
+    /// The IdP's AADSTS codes, if it gave any.
+    pub fn idp_error_codes(&self) -> &[i64] {
+        match self {
+            IdentityError::Rejected { body, .. } => &body.error_codes,
+            _ => &[],
+        }
+    }
+
+    /// Maps an `oauth2` request failure. The raw answer that `oauth2` attaches to parse errors
+    /// is dropped on purpose: a malformed token answer may still contain tokens.
+    fn from_request<TE>(
+        error: RequestTokenError<HttpError, TE>,
+        to_body: impl Fn(TE) -> Self,
+    ) -> Self
+    where
+        TE: oauth2::ErrorResponse + 'static,
+    {
+        match error {
+            RequestTokenError::ServerResponse(body) => to_body(body),
+            RequestTokenError::Request(http) => IdentityError::Unavailable(http),
+            RequestTokenError::Parse(err, _raw) => IdentityError::Malformed(format!(
+                "cannot read field `{}` of the answer",
+                err.path()
+            )),
+            RequestTokenError::Other(message) => IdentityError::Malformed(message),
+        }
+    }
+
+    fn rejected(body: EntraErrorBody) -> Self {
+        IdentityError::Rejected {
+            class: body.classify(),
+            body: Box::new(body),
+        }
+    }
+}
+
+/// Entra's additions to the standard token answer.
+#[derive(Debug, Deserialize, Serialize)]
+pub struct EntraTokenFields {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    id_token: Option<IdToken>,
+    /// Seconds after which to refresh; MSAL accepts a number or a quoted number.
+    #[serde(
+        default,
+        deserialize_with = "lenient_seconds",
+        skip_serializing_if = "Option::is_none"
+    )]
+    refresh_in: Option<u64>,
+}
+
+impl oauth2::ExtraTokenFields for EntraTokenFields {}
+
+type EntraTokenResponse = oauth2::StandardTokenResponse<EntraTokenFields, BasicTokenType>;
+
+type OAuthClient = oauth2::Client<
+    EntraErrorBody,
+    EntraTokenResponse,
+    BasicTokenIntrospectionResponse,
+    StandardRevocableToken,
+    BasicRevocationErrorResponse,
+    EndpointSet,
+    EndpointSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointSet,
+>;
+
+/// When a token answer gives no lifetime, assume a short one rather than a long one.
+const ASSUMED_LIFETIME: Duration = Duration::from_secs(300);
+
+/// Runs OAuth grants against Entra ID (or any IdP with the same endpoint layout).
+#[derive(Clone)]
+pub struct IdentityClient {
+    http: IdpHttp,
+    clock: std::sync::Arc<dyn Clock>,
+}
+
+impl IdentityClient {
+    pub fn new(clock: std::sync::Arc<dyn Clock>) -> Result<Self, IdentityError> {
+        Ok(IdentityClient {
+            http: IdpHttp::new()?,
+            clock,
+        })
+    }
+
+    fn oauth_client(&self, target: &Target) -> Result<OAuthClient, IdentityError> {
+        let endpoint = |name: &str| target.authority.endpoint(&target.tenant, name);
+        let invalid = |e: url::ParseError| IdentityError::InvalidEndpoint(e.to_string());
+        Ok(oauth2::Client::new(ClientId::new(target.client_id.clone()))
+            // Public clients send client_id in the form body, as Entra expects.
+            .set_auth_type(AuthType::RequestBody)
+            .set_auth_uri(AuthUrl::new(endpoint("authorize")).map_err(invalid)?)
+            .set_device_authorization_url(
+                DeviceAuthorizationUrl::new(endpoint("devicecode")).map_err(invalid)?,
+            )
+            .set_token_uri(TokenUrl::new(endpoint("token")).map_err(invalid)?))
+    }
+
+    fn scopes(target: &Target) -> impl Iterator<Item = Scope> + '_ {
+        target.scopes.iter().cloned().map(Scope::new)
+    }
+
+    /// Redeems a refresh token. The answer's refresh token, if any, replaces the old one.
+    pub async fn refresh(
+        &self,
+        target: &Target,
+        refresh_token: &RefreshToken,
+    ) -> Result<TokenSet, IdentityError> {
+        let client = self.oauth_client(target)?;
+        let presented = oauth2::RefreshToken::new(refresh_token.expose().to_string());
+        let answer = client
+            .exchange_refresh_token(&presented)
+            .add_scopes(Self::scopes(target))
+            .request_async(&self.http)
+            .await
+            .map_err(|e| IdentityError::from_request(e, IdentityError::rejected))?;
+        Ok(self.token_set(answer))
+    }
+
+    /// Signs a user in with the device code flow; `prompt` receives the code to show.
+    pub async fn device_code_login(
+        &self,
+        target: &Target,
+        prompt: &(dyn Fn(LoginPrompt) + Send + Sync),
+        timeout: Duration,
+    ) -> Result<TokenSet, IdentityError> {
+        flows::device_code::run(self, target, prompt, timeout).await
+    }
+
+    /// Signs a user in with the authorization code flow and PKCE, the browser being sent back
+    /// to a listener on localhost; `prompt` receives the URL to open.
+    pub async fn interactive_login(
+        &self,
+        target: &Target,
+        prompt: &(dyn Fn(LoginPrompt) + Send + Sync),
+        timeout: Duration,
+    ) -> Result<TokenSet, IdentityError> {
+        flows::auth_code::run(self, target, prompt, timeout).await
+    }
+
+    fn token_set(&self, answer: EntraTokenResponse) -> TokenSet {
+        let now = self.clock.now();
+        let lifetime = answer.expires_in().unwrap_or(ASSUMED_LIFETIME);
+        let extra = answer.extra_fields();
+        TokenSet {
+            access: AccessToken::new(
+                answer.access_token().secret().clone().into(),
+                now + lifetime,
+            ),
+            refresh: answer
+                .refresh_token()
+                .map(|rt| RefreshToken::new(rt.secret().clone().into())),
+            refresh_in: extra.refresh_in.map(Duration::from_secs),
+            account: extra.id_token.as_ref().and_then(IdToken::account),
+        }
+    }
+}
+
+fn lenient_seconds<'de, D>(deserializer: D) -> Result<Option<u64>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum NumberOrText {
+        Number(u64),
+        Text(String),
+    }
+    Ok(match Option::<NumberOrText>::deserialize(deserializer)? {
+        Some(NumberOrText::Number(n)) => Some(n),
+        Some(NumberOrText::Text(t)) => t.trim().parse().ok(),
+        None => None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refresh_in_may_be_a_number_or_a_string() {
+        let f: EntraTokenFields = serde_json::from_str(r#"{"refresh_in":"1800"}"#).unwrap();
+        assert_eq!(f.refresh_in, Some(1800));
+        let f: EntraTokenFields = serde_json::from_str(r#"{"refresh_in":900}"#).unwrap();
+        assert_eq!(f.refresh_in, Some(900));
+        let f: EntraTokenFields = serde_json::from_str(r#"{}"#).unwrap();
+        assert_eq!(f.refresh_in, None);
+    }
+
+    #[test]
+    fn a_token_answer_parses_as_entra_sends_it() {
+        let answer: EntraTokenResponse = serde_json::from_str(
+            r#"{"access_token":"at","client_info":"eyJ1aWQiOiIxIn0","expires_in":5302,"ext_expires_in":5302,"refresh_token":"rt","scope":"6dae42f8-4368-4678-94ff-3960e28e3630/user.read 6dae42f8-4368-4678-94ff-3960e28e3630/.default","token_type":"Bearer"}"#,
+        )
+        .unwrap();
+        assert_eq!(answer.expires_in(), Some(Duration::from_secs(5302)));
+        assert_eq!(answer.refresh_token().unwrap().secret(), "rt");
+    }
+}

@@ -1,0 +1,148 @@
+//! Tokens as the broker holds them: secrets wrapped so that they never print, with the wall-clock
+//! time they stop working.
+
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use base64::Engine;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+/// A bearer access token. `Debug` shows only its expiry.
+#[derive(Clone)]
+pub struct AccessToken {
+    secret: SecretString,
+    pub expires_at: SystemTime,
+}
+
+impl AccessToken {
+    pub fn new(secret: SecretString, expires_at: SystemTime) -> Self {
+        AccessToken { secret, expires_at }
+    }
+
+    pub fn expose(&self) -> &str {
+        self.secret.expose_secret()
+    }
+
+    /// Time left before expiry at `now`; zero once expired.
+    pub fn remaining(&self, now: SystemTime) -> Duration {
+        self.expires_at
+            .duration_since(now)
+            .unwrap_or(Duration::ZERO)
+    }
+}
+
+impl fmt::Debug for AccessToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AccessToken")
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A refresh token: the long-lived secret that lives in the OS keyring and in brokerd's memory
+/// only. Zeroized on drop; `Debug` prints nothing of it.
+#[derive(Clone)]
+pub struct RefreshToken(SecretString);
+
+impl RefreshToken {
+    pub fn new(secret: SecretString) -> Self {
+        RefreshToken(secret)
+    }
+
+    pub fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+
+    pub fn secret(&self) -> &SecretString {
+        &self.0
+    }
+}
+
+impl fmt::Debug for RefreshToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RefreshToken(..)")
+    }
+}
+
+/// What a successful grant yields.
+#[derive(Debug)]
+pub struct TokenSet {
+    pub access: AccessToken,
+    /// Absent when the IdP did not rotate it; the old one then stays in use.
+    pub refresh: Option<RefreshToken>,
+    /// The IdP's hint for when to refresh (Entra's `refresh_in`), if it gave one.
+    pub refresh_in: Option<Duration>,
+    /// The signed-in account, from the ID token.
+    pub account: Option<String>,
+}
+
+/// An ID token as received. Only its claims for display are read; `Debug` hides it.
+#[derive(Clone, Deserialize, Serialize)]
+#[serde(transparent)]
+pub struct IdToken(String);
+
+impl fmt::Debug for IdToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("IdToken(..)")
+    }
+}
+
+#[derive(Deserialize)]
+struct AccountClaims {
+    preferred_username: Option<String>,
+    upn: Option<String>,
+    email: Option<String>,
+    unique_name: Option<String>,
+}
+
+impl IdToken {
+    /// The account name the ID token was issued to, for display. The token arrived straight
+    /// from the token endpoint over TLS, so its signature is not checked: nothing is decided
+    /// on this value.
+    pub fn account(&self) -> Option<String> {
+        let payload = self.0.split('.').nth(1)?;
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload.trim_end_matches('='))
+            .ok()?;
+        let claims: AccountClaims = serde_json::from_slice(&bytes).ok()?;
+        [
+            claims.preferred_username,
+            claims.upn,
+            claims.email,
+            claims.unique_name,
+        ]
+        .into_iter()
+        .flatten()
+        .map(|name| name.trim().to_string())
+        .find(|name| !name.is_empty() && !name.chars().any(char::is_control))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jwt(claims: &str) -> IdToken {
+        let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        IdToken(format!("{}.{}.sig", b64(r#"{"alg":"RS256"}"#), b64(claims)))
+    }
+
+    #[test]
+    fn account_prefers_preferred_username() {
+        let t = jwt(r#"{"preferred_username":"alice@contoso.example","upn":"x@y"}"#);
+        assert_eq!(t.account().as_deref(), Some("alice@contoso.example"));
+        let t = jwt(r#"{"upn":"bob@contoso.example"}"#);
+        assert_eq!(t.account().as_deref(), Some("bob@contoso.example"));
+        assert_eq!(jwt(r#"{"sub":"x"}"#).account(), None);
+        assert_eq!(IdToken("not a jwt".into()).account(), None);
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug() {
+        let at = AccessToken::new("at-secret".into(), SystemTime::UNIX_EPOCH);
+        let rt = RefreshToken::new("rt-secret".into());
+        let printed = format!("{at:?} {rt:?} {:?}", IdToken("id-secret".into()));
+        assert!(!printed.contains("secret"), "{printed}");
+    }
+}

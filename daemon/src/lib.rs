@@ -1,0 +1,13 @@
+//! brokerd: the token-broker daemon, as a library that its two binaries share.
+//!
+//! Data flows one way: [`rpc`] → [`broker`] → [`identity`] and [`store`]. See
+//! `docs/ARCHITECTURE.md` for the map and the invariants each part keeps.
+
+pub mod broker;
+pub mod clock;
+pub mod identity;
+pub mod listener;
+pub mod paths;
+pub mod rpc;
+pub mod server;
+pub mod store;

@@ -1,0 +1,254 @@
+//! The Unix socket brokerd listens on, and the checks that make it private.
+//!
+//! The socket lives in a directory that must be a real directory (not a symlink), owned by the
+//! daemon's user and closed to everyone else (no group or other permissions); brokerd creates it
+//! 0700 when missing and refuses to use it otherwise. The socket itself is 0600. A lock file next
+//! to it makes sure one daemon serves a path; a socket left by a dead daemon is replaced.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::ErrorKind;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ListenError {
+    #[error("the socket path {0} has no parent directory")]
+    NoParent(PathBuf),
+    #[error("cannot create the socket directory {path}: {source}")]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the socket directory {path} is a symbolic link; refusing to use it")]
+    DirIsSymlink { path: PathBuf },
+    #[error("{path} is not a directory")]
+    NotADir { path: PathBuf },
+    #[error(
+        "the socket directory {path} belongs to uid {owner}, not to uid {uid}; refusing to use it"
+    )]
+    DirOwner { path: PathBuf, owner: u32, uid: u32 },
+    #[error(
+        "the socket directory {path} has mode {mode:04o}; it must be private (run: chmod 700 {path})"
+    )]
+    DirMode { path: PathBuf, mode: u32 },
+    #[error("another brokerd already serves {path}")]
+    AlreadyRunning { path: PathBuf },
+    #[error("{path} exists and is not a socket; refusing to replace it")]
+    NotASocket { path: PathBuf },
+    #[error("cannot listen on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// A bound, private listener. Dropping it releases the lock but leaves the socket file; call
+/// [`Listener::remove`] on orderly shutdown.
+pub struct Listener {
+    pub socket: std::os::unix::net::UnixListener,
+    pub path: PathBuf,
+    _lock: File,
+}
+
+impl Listener {
+    /// Removes the socket file, so that clients see "not running" rather than a dead socket.
+    pub fn remove(path: &Path) {
+        if let Err(e) = fs::remove_file(path)
+            && e.kind() != ErrorKind::NotFound
+        {
+            tracing::warn!("could not remove {}: {e}", path.display());
+        }
+    }
+}
+
+/// Binds `path` for the user `uid`, after checking (or creating) its directory.
+pub fn bind(path: &Path, uid: u32) -> Result<Listener, ListenError> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .ok_or_else(|| ListenError::NoParent(path.to_path_buf()))?;
+    private_dir(dir, uid)?;
+
+    let io = |source| ListenError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let lock_path = lock_path(path);
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&lock_path)
+        .map_err(io)?;
+    match rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => {}
+        Err(rustix::io::Errno::WOULDBLOCK) => {
+            return Err(ListenError::AlreadyRunning {
+                path: path.to_path_buf(),
+            });
+        }
+        Err(e) => return Err(io(e.into())),
+    }
+
+    // We hold the lock, so nobody else is serving or starting: whatever socket is there is a
+    // leftover. Still, refuse to delete anything that is not a socket, and double-check that
+    // nothing answers on it.
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(ListenError::AlreadyRunning {
+                    path: path.to_path_buf(),
+                });
+            }
+            tracing::info!("replacing the stale socket {}", path.display());
+            fs::remove_file(path).map_err(io)?;
+        }
+        Ok(_) => {
+            return Err(ListenError::NotASocket {
+                path: path.to_path_buf(),
+            });
+        }
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(e) => return Err(io(e)),
+    }
+
+    let socket = std::os::unix::net::UnixListener::bind(path).map_err(io)?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(io)?;
+    socket.set_nonblocking(true).map_err(io)?;
+    Ok(Listener {
+        socket,
+        path: path.to_path_buf(),
+        _lock: lock,
+    })
+}
+
+fn lock_path(socket: &Path) -> PathBuf {
+    let mut name = socket.file_name().unwrap_or_default().to_os_string();
+    name.push(".lock");
+    socket.with_file_name(name)
+}
+
+/// Creates `dir` 0700 if missing; otherwise checks it is ours and private.
+fn private_dir(dir: &Path, uid: u32) -> Result<(), ListenError> {
+    match fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+    {
+        Ok(()) => {}
+        Err(source) => {
+            return Err(ListenError::CreateDir {
+                path: dir.to_path_buf(),
+                source,
+            });
+        }
+    }
+    let meta = fs::symlink_metadata(dir).map_err(|source| ListenError::CreateDir {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let path = dir.to_path_buf();
+    if meta.file_type().is_symlink() {
+        return Err(ListenError::DirIsSymlink { path });
+    }
+    if !meta.is_dir() {
+        return Err(ListenError::NotADir { path });
+    }
+    if meta.uid() != uid {
+        return Err(ListenError::DirOwner {
+            path,
+            owner: meta.uid(),
+            uid,
+        });
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(ListenError::DirMode { path, mode });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn uid() -> u32 {
+        broker_proto::current_uid()
+    }
+
+    fn private_tempdir() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700)).unwrap();
+        dir
+    }
+
+    #[test]
+    fn creates_a_private_directory_and_socket() {
+        let tmp = private_tempdir();
+        let path = tmp.path().join("run/token-broker/broker.sock");
+        let listener = bind(&path, uid()).unwrap();
+        let dir_mode = fs::metadata(path.parent().unwrap()).unwrap().mode() & 0o777;
+        assert_eq!(dir_mode, 0o700);
+        assert_eq!(fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
+        drop(listener);
+    }
+
+    #[test]
+    fn refuses_an_open_directory() {
+        let tmp = private_tempdir();
+        let dir = tmp.path().join("open");
+        fs::create_dir(&dir).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+        let err = bind(&dir.join("broker.sock"), uid()).err().unwrap();
+        assert!(
+            matches!(err, ListenError::DirMode { mode: 0o755, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("chmod 700"), "{err}");
+    }
+
+    #[test]
+    fn refuses_a_directory_of_another_user() {
+        let tmp = private_tempdir();
+        let err = bind(&tmp.path().join("broker.sock"), uid() + 1)
+            .err()
+            .unwrap();
+        assert!(matches!(err, ListenError::DirOwner { .. }), "{err}");
+    }
+
+    #[test]
+    fn refuses_a_symlinked_directory() {
+        let tmp = private_tempdir();
+        let real = tmp.path().join("real");
+        fs::DirBuilder::new().mode(0o700).create(&real).unwrap();
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let err = bind(&link.join("broker.sock"), uid()).err().unwrap();
+        assert!(matches!(err, ListenError::DirIsSymlink { .. }), "{err}");
+    }
+
+    #[test]
+    fn one_daemon_per_path_and_stale_sockets_are_replaced() {
+        let tmp = private_tempdir();
+        let path = tmp.path().join("broker.sock");
+        let first = bind(&path, uid()).unwrap();
+        let err = bind(&path, uid()).err().unwrap();
+        assert!(matches!(err, ListenError::AlreadyRunning { .. }), "{err}");
+        // The first daemon dies without cleaning up: its socket file stays behind.
+        drop(first);
+        assert!(path.exists());
+        let second = bind(&path, uid()).unwrap();
+        drop(second);
+    }
+
+    #[test]
+    fn never_deletes_a_file_that_is_not_a_socket() {
+        let tmp = private_tempdir();
+        let path = tmp.path().join("broker.sock");
+        fs::write(&path, b"precious").unwrap();
+        let err = bind(&path, uid()).err().unwrap();
+        assert!(matches!(err, ListenError::NotASocket { .. }), "{err}");
+        assert_eq!(fs::read(&path).unwrap(), b"precious");
+    }
+}

@@ -1,0 +1,321 @@
+//! The gRPC face of the broker: wire types in, domain calls, wire types out.
+//!
+//! This is the only module that knows both the protobuf types and the broker's, and the only
+//! place where a broker error becomes a gRPC status. Every call first passes the peer check:
+//! the caller's uid (SO_PEERCRED / getpeereid) must be the daemon's own.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use broker_proto::v1::{self, broker_server, login_event};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::server::UdsConnectInfo;
+use tonic::{Code, Request, Response, Status};
+
+use crate::broker::{
+    Broker, BrokerError, LoginMode, Reason, Selector, SessionSpec, SessionState, SessionStatus,
+};
+use crate::clock::unix_seconds;
+use crate::identity::LoginPrompt;
+
+pub struct BrokerService {
+    broker: Arc<Broker>,
+    socket: PathBuf,
+    started: Instant,
+}
+
+impl BrokerService {
+    pub fn new(broker: Arc<Broker>, socket: PathBuf) -> Self {
+        BrokerService {
+            broker,
+            socket,
+            started: Instant::now(),
+        }
+    }
+}
+
+/// Refuses callers whose uid is not `daemon_uid`. Installed as a tonic interceptor.
+pub fn peer_check(daemon_uid: u32) -> impl Fn(Request<()>) -> Result<Request<()>, Status> + Clone {
+    move |request: Request<()>| {
+        let peer = request
+            .extensions()
+            .get::<UdsConnectInfo>()
+            .and_then(|info| info.peer_cred);
+        match peer {
+            Some(cred) if cred.uid() == daemon_uid => Ok(request),
+            Some(cred) => {
+                tracing::warn!(
+                    "refused a call from uid {} (pid {:?}): only uid {daemon_uid} may use this \
+                     daemon",
+                    cred.uid(),
+                    cred.pid()
+                );
+                Err(status(
+                    Code::PermissionDenied,
+                    v1::ErrorReason::PermissionDenied,
+                    format!(
+                        "permission denied: this brokerd serves uid {daemon_uid} only, and the \
+                         caller is uid {}",
+                        cred.uid()
+                    ),
+                    Vec::new(),
+                ))
+            }
+            None => Err(status(
+                Code::PermissionDenied,
+                v1::ErrorReason::PermissionDenied,
+                "permission denied: the caller's credentials are unknown".into(),
+                Vec::new(),
+            )),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl broker_server::Broker for BrokerService {
+    async fn get_token(
+        &self,
+        request: Request<v1::GetTokenRequest>,
+    ) -> Result<Response<v1::GetTokenResponse>, Status> {
+        let spec = session_spec(request.into_inner().spec)?;
+        let grant = self.broker.get_token(&spec).await.map_err(to_status)?;
+        Ok(Response::new(v1::GetTokenResponse {
+            access_token: grant.token.expose().to_string(),
+            expires_at_unix: unix_seconds(grant.token.expires_at),
+            session_id: grant.session_id.to_string(),
+        }))
+    }
+
+    type LoginStream = ReceiverStream<Result<v1::LoginEvent, Status>>;
+
+    async fn login(
+        &self,
+        request: Request<v1::LoginRequest>,
+    ) -> Result<Response<Self::LoginStream>, Status> {
+        let spec = session_spec(request.into_inner().spec)?;
+        let (events, stream) = mpsc::channel(8);
+        let broker = self.broker.clone();
+        tokio::spawn(async move {
+            let prompts = events.clone();
+            let prompt = move |prompt: LoginPrompt| {
+                let _ = prompts.try_send(Ok(prompt_event(prompt)));
+            };
+            // A caller that hangs up abandons the login: stop polling, close the listener.
+            let outcome = tokio::select! {
+                outcome = broker.login(&spec, &prompt) => outcome,
+                () = events.closed() => {
+                    tracing::info!("login for {} abandoned by its caller", spec.describe());
+                    return;
+                }
+            };
+            let event = match outcome {
+                Ok(done) => login_event::Event::LoggedIn(v1::LoggedIn {
+                    session_id: done.session_id.to_string(),
+                    account: done.account.unwrap_or_default(),
+                    expires_at_unix: unix_seconds(done.expires_at),
+                }),
+                Err(error) => login_event::Event::Failed(v1::LoginFailed {
+                    reason: wire_reason(error.reason()) as i32,
+                    message: error.to_string(),
+                }),
+            };
+            let _ = events.send(Ok(v1::LoginEvent { event: Some(event) })).await;
+        });
+        Ok(Response::new(ReceiverStream::new(stream)))
+    }
+
+    async fn logout(
+        &self,
+        request: Request<v1::LogoutRequest>,
+    ) -> Result<Response<v1::LogoutResponse>, Status> {
+        let request = request.into_inner();
+        let selector = match (request.session, request.all) {
+            (None, true) => None,
+            (Some(session), false) => Some(selector(session)?),
+            (Some(_), true) => return Err(invalid("give a session or all, not both")),
+            (None, false) => return Err(invalid("name a session, or ask for all")),
+        };
+        let removed = self
+            .broker
+            .logout(selector.as_ref())
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(v1::LogoutResponse {
+            session_ids: removed.iter().map(ToString::to_string).collect(),
+        }))
+    }
+
+    async fn status(
+        &self,
+        _request: Request<v1::StatusRequest>,
+    ) -> Result<Response<v1::StatusResponse>, Status> {
+        Ok(Response::new(v1::StatusResponse {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            uptime_seconds: self.started.elapsed().as_secs(),
+            socket_path: self.socket.display().to_string(),
+            secret_store: self.broker.store_backend().to_string(),
+            sessions: self.broker.status().into_iter().map(session_info).collect(),
+            pid: std::process::id(),
+        }))
+    }
+
+    async fn refresh(
+        &self,
+        request: Request<v1::RefreshRequest>,
+    ) -> Result<Response<v1::RefreshResponse>, Status> {
+        let session = request
+            .into_inner()
+            .session
+            .ok_or_else(|| invalid("name the session to refresh"))?;
+        let grant = self
+            .broker
+            .refresh(&selector(session)?)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(v1::RefreshResponse {
+            session_id: grant.session_id.to_string(),
+            expires_at_unix: unix_seconds(grant.token.expires_at),
+        }))
+    }
+}
+
+fn session_spec(spec: Option<v1::SessionSpec>) -> Result<SessionSpec, Status> {
+    let spec = spec.ok_or_else(|| invalid("the request names no session"))?;
+    let mode = match v1::LoginMode::try_from(spec.login_mode) {
+        Ok(v1::LoginMode::Unspecified | v1::LoginMode::DeviceCode) => LoginMode::DeviceCode,
+        Ok(v1::LoginMode::Interactive) => LoginMode::Interactive,
+        Err(_) => {
+            return Err(invalid(&format!(
+                "login mode {} is not supported by this brokerd",
+                spec.login_mode
+            )));
+        }
+    };
+    SessionSpec::new(
+        &spec.environment,
+        &spec.authority_host,
+        &spec.tenant_id,
+        &spec.client_id,
+        &spec.server_id,
+        mode,
+    )
+    .map_err(|e| to_status(BrokerError::from(e)))
+}
+
+fn selector(session: v1::SessionRef) -> Result<Selector, Status> {
+    match session.target {
+        Some(v1::session_ref::Target::SessionId(id)) => Ok(Selector::Id(id)),
+        Some(v1::session_ref::Target::Spec(spec)) => Ok(Selector::Spec(session_spec(Some(spec))?)),
+        None => Err(invalid("the session reference is empty")),
+    }
+}
+
+fn wire_spec(spec: &SessionSpec) -> v1::SessionSpec {
+    v1::SessionSpec {
+        environment: spec.environment.clone(),
+        authority_host: spec.authority_host.clone(),
+        tenant_id: spec.tenant_id.clone(),
+        client_id: spec.client_id.clone(),
+        server_id: spec.server_id.clone(),
+        login_mode: match spec.login_mode {
+            LoginMode::DeviceCode => v1::LoginMode::DeviceCode,
+            LoginMode::Interactive => v1::LoginMode::Interactive,
+        } as i32,
+    }
+}
+
+fn session_info(status: SessionStatus) -> v1::SessionInfo {
+    v1::SessionInfo {
+        session_id: status.id.to_string(),
+        spec: Some(wire_spec(&status.spec)),
+        authority: status.spec.authority.to_string(),
+        account: status.account.unwrap_or_default(),
+        state: match status.state {
+            SessionState::Fresh => v1::SessionState::Fresh,
+            SessionState::Stale => v1::SessionState::Stale,
+            SessionState::Refreshing => v1::SessionState::Refreshing,
+            SessionState::LoginRequired => v1::SessionState::LoginRequired,
+        } as i32,
+        token_expires_at_unix: status.token_expires_at.map(unix_seconds).unwrap_or(0),
+        last_refresh_unix: status.last_refresh.map(unix_seconds).unwrap_or(0),
+        last_error: status.last_error.unwrap_or_default(),
+    }
+}
+
+fn prompt_event(prompt: LoginPrompt) -> v1::LoginEvent {
+    let event = match prompt {
+        LoginPrompt::DeviceCode {
+            verification_uri,
+            user_code,
+            message,
+            expires_at,
+        } => login_event::Event::DeviceCode(v1::DeviceCode {
+            verification_uri,
+            user_code,
+            message,
+            expires_at_unix: unix_seconds(expires_at),
+        }),
+        LoginPrompt::OpenUrl { url } => login_event::Event::OpenUrl(v1::OpenUrl { url }),
+    };
+    v1::LoginEvent { event: Some(event) }
+}
+
+fn wire_reason(reason: Reason) -> v1::ErrorReason {
+    match reason {
+        Reason::LoginRequired => v1::ErrorReason::LoginRequired,
+        Reason::Config => v1::ErrorReason::Config,
+        Reason::IdpUnavailable => v1::ErrorReason::IdpUnavailable,
+        Reason::StoreUnavailable => v1::ErrorReason::StoreUnavailable,
+        Reason::NotFound => v1::ErrorReason::NotFound,
+        Reason::LoginFailed => v1::ErrorReason::LoginFailed,
+        Reason::Internal => v1::ErrorReason::Internal,
+    }
+}
+
+/// The one mapping from broker errors to gRPC statuses.
+fn to_status(error: BrokerError) -> Status {
+    let reason = error.reason();
+    let code = match reason {
+        Reason::LoginRequired => Code::Unauthenticated,
+        Reason::Config => Code::InvalidArgument,
+        Reason::IdpUnavailable | Reason::StoreUnavailable => Code::Unavailable,
+        Reason::NotFound => Code::NotFound,
+        Reason::LoginFailed => Code::Aborted,
+        Reason::Internal => Code::Internal,
+    };
+    let message = match &error {
+        BrokerError::LoginRequired { spec, .. } => format!(
+            "{error}; run: {}",
+            broker_proto::login_command(&wire_spec(spec))
+        ),
+        _ => error.to_string(),
+    };
+    status(
+        code,
+        wire_reason(reason),
+        message,
+        error.idp_codes().to_vec(),
+    )
+}
+
+fn invalid(message: &str) -> Status {
+    status(
+        Code::InvalidArgument,
+        v1::ErrorReason::Config,
+        message.to_string(),
+        Vec::new(),
+    )
+}
+
+fn status(code: Code, reason: v1::ErrorReason, message: String, idp_codes: Vec<i64>) -> Status {
+    broker_proto::status_with_detail(
+        code,
+        v1::ErrorDetail {
+            reason: reason as i32,
+            message,
+            idp_error_codes: idp_codes,
+        },
+    )
+}

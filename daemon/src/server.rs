@@ -1,0 +1,56 @@
+//! Serving the broker on its socket until asked to stop.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use broker_proto::v1::broker_server::BrokerServer;
+use tokio_stream::wrappers::UnixListenerStream;
+
+use crate::broker::Broker;
+use crate::listener::Listener;
+use crate::rpc::{BrokerService, peer_check};
+
+/// How long in-flight calls (a login waiting for its user, say) may run after shutdown starts.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves until `shutdown` completes and in-flight calls finish (or the drain time runs out),
+/// then removes the socket file.
+pub async fn serve(
+    listener: Listener,
+    broker: Arc<Broker>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let path = listener.path.clone();
+    let uid = broker_proto::current_uid();
+    let socket = tokio::net::UnixListener::from_std(listener.socket.try_clone()?)?;
+    let service = BrokerService::new(broker, path.clone());
+
+    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let signal = async move {
+        shutdown.await;
+        tracing::info!("shutting down");
+        let _ = stopping_tx.send(());
+    };
+    let server = tonic::transport::Server::builder()
+        .add_service(BrokerServer::with_interceptor(service, peer_check(uid)))
+        .serve_with_incoming_shutdown(UnixListenerStream::new(socket), signal);
+
+    let drain_deadline = async move {
+        if stopping_rx.await.is_ok() {
+            tokio::time::sleep(DRAIN_TIMEOUT).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    let result = tokio::select! {
+        result = server => result.map_err(std::io::Error::other),
+        () = drain_deadline => {
+            tracing::warn!("in-flight calls did not finish within {} s; stopping anyway", DRAIN_TIMEOUT.as_secs());
+            Ok(())
+        }
+    };
+    Listener::remove(&path);
+    drop(listener);
+    result
+}

@@ -1,0 +1,172 @@
+//! The OS keyring through keyring-core: Secret Service on Linux and the BSDs, the Keychain on
+//! macOS.
+//!
+//! The `keyring` crate's all-in-one `v1` API opens its platform store once per process and
+//! keeps the failure forever if the keyring was not up yet; a daemon started at login often
+//! comes up before the keyring does. So this module holds the platform store itself (the same
+//! stores `keyring` uses, through keyring-core) and opens it again after a failure.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use keyring_core::{CredentialStore, Entry, Error as KeyringError};
+use secrecy::{ExposeSecret, SecretString};
+
+use super::{SecretStore, StoreError};
+
+/// The keyring `service` attribute of every entry token-broker writes.
+const SERVICE: &str = "token-broker";
+
+pub struct KeyringStore {
+    store: Mutex<Option<Arc<CredentialStore>>>,
+}
+
+impl Default for KeyringStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl KeyringStore {
+    /// Does not touch the keyring yet: it is opened on first use, so that brokerd starts (and
+    /// can explain the problem) even while the keyring is missing or locked.
+    pub fn new() -> Self {
+        KeyringStore {
+            store: Mutex::new(None),
+        }
+    }
+
+    fn store(&self) -> Result<Arc<CredentialStore>, KeyringError> {
+        let mut slot = self.store.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(store) = slot.as_ref() {
+            return Ok(store.clone());
+        }
+        let store = open_platform_store()?;
+        *slot = Some(store.clone());
+        Ok(store)
+    }
+
+    /// Runs one keyring operation; a failure of the keyring itself drops the connection so
+    /// that the next call opens a fresh one.
+    fn with_entry<T>(
+        &self,
+        key: &str,
+        modifiers: Option<&HashMap<&str, &str>>,
+        op: impl FnOnce(&Entry) -> Result<T, KeyringError>,
+    ) -> Result<T, KeyringError> {
+        let store = self.store()?;
+        let entry = match modifiers {
+            Some(m) => Entry::new_in_store_with_modifiers(&store, SERVICE, key, m)?,
+            None => Entry::new_in_store(&store, SERVICE, key)?,
+        };
+        let result = op(&entry);
+        if matches!(result, Err(KeyringError::PlatformFailure(_))) {
+            *self.store.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        }
+        result
+    }
+
+    /// Translates keyring errors, leaving out the bytes some of them carry.
+    fn error(&self, key: &str, error: KeyringError) -> StoreError {
+        let backend = self.backend().to_string();
+        match error {
+            KeyringError::NoStorageAccess(e) => StoreError::Locked {
+                backend,
+                reason: e.to_string(),
+            },
+            KeyringError::PlatformFailure(e) => StoreError::Unavailable {
+                backend,
+                reason: e.to_string(),
+            },
+            KeyringError::NoDefaultStore => StoreError::Unavailable {
+                backend,
+                reason: "no credential store could be opened".into(),
+            },
+            KeyringError::BadEncoding(_) => StoreError::Corrupt {
+                backend,
+                key: key.into(),
+                reason: "the stored value is not UTF-8".into(),
+            },
+            KeyringError::BadDataFormat(_, e) => StoreError::Corrupt {
+                backend,
+                key: key.into(),
+                reason: e.to_string(),
+            },
+            KeyringError::Ambiguous(entries) => StoreError::Corrupt {
+                backend,
+                key: key.into(),
+                reason: format!("{} entries match", entries.len()),
+            },
+            KeyringError::TooLong(what, limit) => StoreError::Failed {
+                backend,
+                reason: format!("{what} is longer than the store's limit of {limit}"),
+            },
+            other => StoreError::Failed {
+                backend,
+                reason: other.to_string(),
+            },
+        }
+    }
+}
+
+#[cfg(all(
+    unix,
+    not(any(target_os = "macos", target_os = "ios", target_os = "android"))
+))]
+fn open_platform_store() -> Result<Arc<CredentialStore>, KeyringError> {
+    let store: Arc<CredentialStore> = zbus_secret_service_keyring_store::Store::new()?;
+    Ok(store)
+}
+
+#[cfg(target_os = "macos")]
+fn open_platform_store() -> Result<Arc<CredentialStore>, KeyringError> {
+    let store: Arc<CredentialStore> = apple_native_keyring_store::keychain::Store::new()?;
+    Ok(store)
+}
+
+#[cfg(not(any(
+    target_os = "macos",
+    all(
+        unix,
+        not(any(target_os = "macos", target_os = "ios", target_os = "android"))
+    )
+)))]
+fn open_platform_store() -> Result<Arc<CredentialStore>, KeyringError> {
+    Err(KeyringError::NotSupportedByStore(
+        "no OS keyring is supported on this platform; run brokerd --store memory".into(),
+    ))
+}
+
+impl SecretStore for KeyringStore {
+    fn backend(&self) -> &str {
+        if cfg!(target_os = "macos") {
+            "macOS Keychain"
+        } else {
+            "Secret Service"
+        }
+    }
+
+    fn load(&self, key: &str) -> Result<Option<SecretString>, StoreError> {
+        match self.with_entry(key, None, |entry| entry.get_password()) {
+            Ok(secret) => Ok(Some(SecretString::from(secret))),
+            Err(KeyringError::NoEntry) => Ok(None),
+            Err(e) => Err(self.error(key, e)),
+        }
+    }
+
+    fn save(&self, key: &str, label: &str, secret: &SecretString) -> Result<(), StoreError> {
+        let modifiers = HashMap::from([("label", label)]);
+        self.with_entry(key, Some(&modifiers), |entry| {
+            entry.set_password(secret.expose_secret())
+        })
+        .map_err(|e| self.error(key, e))
+    }
+
+    fn delete(&self, key: &str) -> Result<bool, StoreError> {
+        match self.with_entry(key, None, |entry| entry.delete_credential()) {
+            Ok(()) => Ok(true),
+            Err(KeyringError::NoEntry) => Ok(false),
+            Err(e) => Err(self.error(key, e)),
+        }
+    }
+}

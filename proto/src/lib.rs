@@ -1,0 +1,275 @@
+//! token-broker's wire contract, shared by brokerd, brokerctl and broker-shim.
+//!
+//! Besides the generated gRPC code this crate holds the few rules every binary must agree on:
+//! where the socket is, how a machine-readable error reason travels in a gRPC status, and how a
+//! session spec is spelled as a `brokerctl login` command. It stays small because broker-shim
+//! links it on every kubectl run.
+
+use std::path::{Path, PathBuf};
+
+pub mod v1 {
+    tonic::include_proto!("tokenbroker.v1");
+}
+
+use v1::{ErrorDetail, ErrorReason, LoginMode, SessionSpec};
+
+/// Overrides the socket path for brokerd, brokerctl and broker-shim alike.
+pub const SOCKET_ENV: &str = "TOKEN_BROKER_SOCKET";
+
+/// Name of the per-user directory that holds the socket.
+const SOCKET_DIR: &str = "token-broker";
+const SOCKET_FILE: &str = "broker.sock";
+
+/// The socket path: an explicit path (brokerd's `--socket`) wins, then `TOKEN_BROKER_SOCKET`,
+/// then the per-user default.
+pub fn socket_path(explicit: Option<&Path>) -> PathBuf {
+    if let Some(path) = explicit {
+        return path.to_path_buf();
+    }
+    match std::env::var_os(SOCKET_ENV) {
+        Some(path) if !path.is_empty() => PathBuf::from(path),
+        _ => default_socket_path(),
+    }
+}
+
+/// `$XDG_RUNTIME_DIR/token-broker/broker.sock`. Where there is no runtime dir (macOS, or a
+/// Linux session without pam_systemd) the socket goes under the temp dir in a directory named
+/// for the user, as tmux and ssh-agent do; brokerd checks that directory's owner and mode.
+pub fn default_socket_path() -> PathBuf {
+    if let Some(runtime) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        let runtime = PathBuf::from(runtime);
+        if runtime.is_absolute() {
+            return runtime.join(SOCKET_DIR).join(SOCKET_FILE);
+        }
+    }
+    let tmp = std::env::var_os("TMPDIR")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .filter(|d| d.is_absolute())
+        .unwrap_or_else(|| PathBuf::from("/tmp"));
+    tmp.join(format!("{SOCKET_DIR}-{}", current_uid()))
+        .join(SOCKET_FILE)
+}
+
+/// The real user id of this process.
+pub fn current_uid() -> u32 {
+    // SAFETY: getuid has no preconditions and cannot fail (POSIX).
+    unsafe { libc::getuid() }
+}
+
+/// The short, stable name of a reason as scripts see it: `LOGIN_REQUIRED`, `CONFIG`, ...
+pub fn reason_name(reason: ErrorReason) -> &'static str {
+    let full = reason.as_str_name();
+    full.strip_prefix("ERROR_REASON_").unwrap_or(full)
+}
+
+/// kubelogin's spelling of a login mode.
+pub fn login_mode_name(mode: LoginMode) -> &'static str {
+    match mode {
+        LoginMode::Unspecified | LoginMode::DeviceCode => "devicecode",
+        LoginMode::Interactive => "interactive",
+    }
+}
+
+/// Parses kubelogin's `--login` values that token-broker supports.
+pub fn parse_login_mode(name: &str) -> Option<LoginMode> {
+    match name {
+        "devicecode" => Some(LoginMode::DeviceCode),
+        "interactive" => Some(LoginMode::Interactive),
+        _ => None,
+    }
+}
+
+/// The `brokerctl login` command that signs in the session `spec` names, for messages that tell
+/// a user what to run.
+pub fn login_command(spec: &SessionSpec) -> String {
+    let mut cmd = String::from("brokerctl login");
+    let mut flag = |name: &str, value: &str| {
+        if !value.is_empty() {
+            cmd.push_str(" --");
+            cmd.push_str(name);
+            cmd.push(' ');
+            cmd.push_str(&shell_quote(value));
+        }
+    };
+    flag("server-id", &spec.server_id);
+    flag("client-id", &spec.client_id);
+    flag("tenant-id", &spec.tenant_id);
+    if spec.authority_host.is_empty() {
+        flag("environment", &spec.environment);
+    } else {
+        flag("authority-host", &spec.authority_host);
+    }
+    flag("login", login_mode_name(spec.login_mode()));
+    cmd
+}
+
+/// Quotes a value for a POSIX shell when it holds anything but plain word characters.
+fn shell_quote(value: &str) -> String {
+    let plain = value
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-_./:=@".contains(c));
+    if plain {
+        value.to_string()
+    } else {
+        format!("'{}'", value.replace('\'', r"'\''"))
+    }
+}
+
+/// A gRPC status that carries `detail` (prost-encoded) for programs and its message for people.
+pub fn status_with_detail(code: tonic::Code, detail: ErrorDetail) -> tonic::Status {
+    use prost::Message;
+    let message = detail.message.clone();
+    tonic::Status::with_details(code, message, detail.encode_to_vec().into())
+}
+
+/// The machine-readable detail of a status from brokerd, if it carries one.
+pub fn error_detail(status: &tonic::Status) -> Option<ErrorDetail> {
+    use prost::Message;
+    if status.details().is_empty() {
+        return None;
+    }
+    ErrorDetail::decode(status.details()).ok()
+}
+
+#[cfg(feature = "client")]
+pub use client::{ConnectError, connect};
+
+#[cfg(feature = "client")]
+mod client {
+    use std::path::{Path, PathBuf};
+
+    use super::v1::broker_client::BrokerClient;
+    use tonic::transport::{Channel, Endpoint};
+
+    /// Why a client could not reach brokerd.
+    #[derive(Debug)]
+    pub enum ConnectError {
+        /// Nothing listens on the socket: brokerd is not running.
+        NotRunning { path: PathBuf },
+        /// The socket or its directory belongs to someone else.
+        PermissionDenied { path: PathBuf },
+        /// The path cannot be used as a socket address.
+        BadPath { path: PathBuf },
+        Other {
+            path: PathBuf,
+            source: tonic::transport::Error,
+        },
+    }
+
+    impl std::fmt::Display for ConnectError {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            match self {
+                ConnectError::NotRunning { path } => {
+                    write!(
+                        f,
+                        "brokerd is not running (no answer on {})",
+                        path.display()
+                    )
+                }
+                ConnectError::PermissionDenied { path } => write!(
+                    f,
+                    "permission denied on {}: it belongs to another user",
+                    path.display()
+                ),
+                ConnectError::BadPath { path } => {
+                    write!(f, "{} cannot be used as a socket path", path.display())
+                }
+                ConnectError::Other { path, source } => {
+                    write!(f, "cannot reach brokerd on {}: {source}", path.display())?;
+                    if let Some(io) = io_cause(source) {
+                        write!(f, ": {io}")?;
+                    }
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    impl std::error::Error for ConnectError {}
+
+    /// Connects to brokerd's Unix socket.
+    pub async fn connect(path: &Path) -> Result<BrokerClient<Channel>, ConnectError> {
+        let bad_path = || ConnectError::BadPath {
+            path: path.to_path_buf(),
+        };
+        let text = path.to_str().ok_or_else(bad_path)?;
+        let endpoint = Endpoint::from_shared(format!("unix:{text}")).map_err(|_| bad_path())?;
+        match endpoint.connect().await {
+            Ok(channel) => Ok(BrokerClient::new(channel)),
+            Err(source) => Err(classify(path, source)),
+        }
+    }
+
+    fn classify(path: &Path, source: tonic::transport::Error) -> ConnectError {
+        use std::io::ErrorKind;
+        let path = path.to_path_buf();
+        match io_cause(&source).map(|e| e.kind()) {
+            Some(ErrorKind::NotFound | ErrorKind::ConnectionRefused) => {
+                ConnectError::NotRunning { path }
+            }
+            Some(ErrorKind::PermissionDenied) => ConnectError::PermissionDenied { path },
+            _ => ConnectError::Other { path, source },
+        }
+    }
+
+    fn io_cause<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a std::io::Error> {
+        let mut cause = error.source();
+        while let Some(err) = cause {
+            if let Some(io) = err.downcast_ref::<std::io::Error>() {
+                return Some(io);
+            }
+            cause = err.source();
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reason_names_are_short() {
+        assert_eq!(reason_name(ErrorReason::LoginRequired), "LOGIN_REQUIRED");
+        assert_eq!(reason_name(ErrorReason::IdpUnavailable), "IDP_UNAVAILABLE");
+    }
+
+    #[test]
+    fn login_command_quotes_odd_values_and_prefers_authority_host() {
+        let spec = SessionSpec {
+            environment: "AzurePublicCloud".into(),
+            authority_host: "http://127.0.0.1:8080/".into(),
+            tenant_id: "my tenant".into(),
+            client_id: "c".into(),
+            server_id: "s".into(),
+            login_mode: LoginMode::Interactive as i32,
+        };
+        assert_eq!(
+            login_command(&spec),
+            "brokerctl login --server-id s --client-id c --tenant-id 'my tenant' \
+             --authority-host http://127.0.0.1:8080/ --login interactive"
+        );
+    }
+
+    #[test]
+    fn error_detail_round_trips_through_a_status() {
+        let detail = ErrorDetail {
+            reason: ErrorReason::LoginRequired as i32,
+            message: "run brokerctl login".into(),
+            idp_error_codes: vec![700082],
+        };
+        let status = status_with_detail(tonic::Code::Unauthenticated, detail.clone());
+        assert_eq!(status.message(), "run brokerctl login");
+        assert_eq!(error_detail(&status), Some(detail));
+        assert_eq!(error_detail(&tonic::Status::internal("x")), None);
+    }
+
+    #[test]
+    fn login_modes_use_kubelogin_names() {
+        for mode in [LoginMode::DeviceCode, LoginMode::Interactive] {
+            assert_eq!(parse_login_mode(login_mode_name(mode)), Some(mode));
+        }
+        assert_eq!(parse_login_mode("spn"), None);
+    }
+}

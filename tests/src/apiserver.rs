@@ -1,0 +1,204 @@
+//! An HTTPS fake of the Kubernetes API server, for real kubectl to talk to. kubectl runs exec
+//! plugins only for TLS servers, so it serves TLS with a throwaway CA. It accepts exactly the
+//! bearer tokens the mock Entra ID signed for the AKS server application, and answers `/api`
+//! and `/version` as a real API server would.
+
+use std::convert::Infallible;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
+use serde_json::json;
+use tokio::sync::oneshot;
+
+use crate::mock_entra::{AKS_SERVER_ID, State};
+
+/// A running fake API server. Stops when dropped.
+pub struct FakeApiServer {
+    url: String,
+    ca_pem: String,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+/// One request as the fake API server judged it.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub path: String,
+    pub authorized: bool,
+    pub subject: Option<String>,
+}
+
+/// A CA and a leaf certificate for 127.0.0.1 and localhost, made fresh for each server.
+struct Tls {
+    ca_pem: String,
+    config: rustls::ServerConfig,
+}
+
+fn make_tls() -> Tls {
+    let ca_key = KeyPair::generate().expect("key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "token-broker test CA");
+    let ca = ca_params.self_signed(&ca_key).expect("CA");
+    let issuer = Issuer::from_params(&ca_params, &ca_key);
+
+    let leaf_key = KeyPair::generate().expect("key");
+    let mut leaf_params = CertificateParams::new(vec!["localhost".to_string()]).expect("params");
+    leaf_params
+        .subject_alt_names
+        .push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+    let leaf = leaf_params.signed_by(&leaf_key, &issuer).expect("leaf");
+
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let key = rustls::pki_types::PrivateKeyDer::try_from(leaf_key.serialize_der()).expect("der");
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(vec![leaf.der().clone(), ca.der().clone()], key)
+        .expect("TLS config");
+    Tls {
+        ca_pem: ca.pem(),
+        config,
+    }
+}
+
+impl FakeApiServer {
+    /// Starts on a free loopback port, trusting tokens that `mock` signs.
+    pub fn start(mock: Arc<State>) -> Self {
+        let tls = make_tls();
+        let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let url = format!("https://{}", listener.local_addr().expect("addr"));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (stop, stopped) = oneshot::channel::<()>();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls.config));
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let seen_by_server = seen.clone();
+        std::thread::spawn(move || {
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                let accept_loop = async {
+                    loop {
+                        let Ok((stream, _)) = listener.accept().await else {
+                            continue;
+                        };
+                        let acceptor = acceptor.clone();
+                        let mock = mock.clone();
+                        let seen = seen_by_server.clone();
+                        tokio::spawn(async move {
+                            let Ok(stream) = acceptor.accept(stream).await else {
+                                return;
+                            };
+                            let service = hyper::service::service_fn(move |request| {
+                                let answer = answer(&request, &mock, &seen);
+                                async move { Ok::<_, Infallible>(answer) }
+                            });
+                            let _ = hyper::server::conn::http1::Builder::new()
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await;
+                        });
+                    }
+                };
+                tokio::select! {
+                    () = accept_loop => {}
+                    _ = stopped => {}
+                }
+            });
+        });
+        FakeApiServer {
+            url,
+            ca_pem: tls.ca_pem,
+            seen,
+            stop: Some(stop),
+        }
+    }
+
+    /// `https://127.0.0.1:PORT`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The CA certificate (PEM) a kubeconfig's cluster must trust.
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    pub fn requests(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+impl Drop for FakeApiServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+fn answer<B>(request: &Request<B>, mock: &State, seen: &Mutex<Vec<Seen>>) -> Response<Full<Bytes>> {
+    let token = request
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let claims = token.and_then(|t| mock.key.verify(t, AKS_SERVER_ID).ok());
+    let path = request.uri().path().to_string();
+    seen.lock().unwrap_or_else(|p| p.into_inner()).push(Seen {
+        path: path.clone(),
+        authorized: claims.is_some(),
+        subject: claims.as_ref().map(|c| c.upn.clone()),
+    });
+    if claims.is_none() {
+        return reply(
+            StatusCode::UNAUTHORIZED,
+            json!({
+                "kind": "Status", "apiVersion": "v1", "metadata": {},
+                "status": "Failure", "message": "Unauthorized", "reason": "Unauthorized", "code": 401
+            }),
+        );
+    }
+    match path.as_str() {
+        "/api" => reply(
+            StatusCode::OK,
+            json!({
+                "kind": "APIVersions",
+                "versions": ["v1"],
+                "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1:6443"}]
+            }),
+        ),
+        "/version" => reply(
+            StatusCode::OK,
+            json!({
+                "major": "1", "minor": "32", "gitVersion": "v1.32.0-fake",
+                "platform": "linux/amd64"
+            }),
+        ),
+        _ => reply(
+            StatusCode::NOT_FOUND,
+            json!({
+                "kind": "Status", "apiVersion": "v1", "metadata": {},
+                "status": "Failure", "message": "the server could not find the requested resource",
+                "reason": "NotFound", "code": 404
+            }),
+        ),
+    }
+}
+
+fn reply(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+}

@@ -1,0 +1,489 @@
+//! Fixtures for end-to-end tests: the project's binaries, a sandbox HOME with private XDG
+//! directories and a socket path, brokerd started and stopped as a real process, and the rule
+//! for tests that need system pieces (kubectl, D-Bus, gnome-keyring, root).
+//!
+//! Waits use readiness signals (brokerd's `ready` line, a child's exit, a line of output), each
+//! bounded by a generous deadline so that a broken build fails instead of hanging.
+
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::mock_entra::{AKS_SERVER_ID, MockConfig, MockEntra, TENANT_ID};
+
+/// How long any single wait may take before the test fails.
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+pub const EXEC_V1: &str = "client.authentication.k8s.io/v1";
+pub const EXEC_V1BETA1: &str = "client.authentication.k8s.io/v1beta1";
+
+/// Paths of the project's binaries, built once per test process.
+pub struct Binaries {
+    pub brokerd: PathBuf,
+    pub brokerctl: PathBuf,
+    pub shim: PathBuf,
+    pub mock_entra: PathBuf,
+}
+
+/// Builds the workspace's binaries (a no-op when they are fresh) with the same cargo and
+/// profile as this test, so that a test never runs a stale brokerd.
+pub fn binaries() -> &'static Binaries {
+    static BINARIES: OnceLock<Binaries> = OnceLock::new();
+    BINARIES.get_or_init(|| {
+        let exe = std::env::current_exe().expect("the test knows its own path");
+        // target/<profile>/deps/<test> → target/<profile>
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("tests run from target/<profile>/deps")
+            .to_path_buf();
+        let target_dir = profile_dir.parent().expect("target dir").to_path_buf();
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut build = Command::new(cargo);
+        build
+            .args(["build", "--workspace", "--bins", "--quiet", "--target-dir"])
+            .arg(&target_dir)
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            build.arg("--release");
+        }
+        let status = build.status().expect("cargo runs");
+        assert!(status.success(), "building the binaries failed");
+        let bin = |name: &str| {
+            let path = profile_dir.join(name);
+            assert!(path.exists(), "{} was not built", path.display());
+            path
+        };
+        Binaries {
+            brokerd: bin("brokerd"),
+            brokerctl: bin("brokerctl"),
+            shim: bin("broker-shim"),
+            mock_entra: bin("mock-entra"),
+        }
+    })
+}
+
+/// True when system tests must run: a missing piece is then a failure, not a skip.
+pub fn system_tests_required() -> bool {
+    std::env::var("TOKEN_BROKER_REQUIRE_SYSTEM_TESTS").is_ok_and(|v| v == "1")
+}
+
+/// Whether the test may go on, given that `what` is `available`. Prints a visible SKIPPED line
+/// when it is not, or fails when system tests are required.
+pub fn require(what: &str, available: bool) -> bool {
+    if available {
+        return true;
+    }
+    if system_tests_required() {
+        panic!("{what} is required (TOKEN_BROKER_REQUIRE_SYSTEM_TESTS=1) but not available");
+    }
+    eprintln!(
+        "SKIPPED: {what} is not available; set TOKEN_BROKER_REQUIRE_SYSTEM_TESTS=1 to fail instead"
+    );
+    false
+}
+
+/// Whether `program` is on PATH.
+pub fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths).any(|dir| {
+            let candidate = dir.join(program);
+            candidate
+                .metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+    })
+}
+
+pub fn is_root() -> bool {
+    rustix::process::getuid().is_root()
+}
+
+/// A temporary HOME with private XDG directories and a socket path, and the environment that
+/// points every process at them. Processes get only this environment (plus PATH), so nothing
+/// of the developer's own session leaks in.
+pub struct Sandbox {
+    root: tempfile::TempDir,
+    pub home: PathBuf,
+    pub runtime_dir: PathBuf,
+    pub state_dir: PathBuf,
+    pub socket: PathBuf,
+    extra_env: Vec<(OsString, OsString)>,
+}
+
+impl Default for Sandbox {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Sandbox {
+    pub fn new() -> Self {
+        let root = tempfile::Builder::new()
+            .prefix("tb-test-")
+            .tempdir()
+            .expect("temp dir");
+        let home = root.path().join("home");
+        let runtime_dir = root.path().join("run");
+        for dir in [&home, &runtime_dir] {
+            std::fs::create_dir_all(dir).expect("mkdir");
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        }
+        let state_dir = home.join(".local/state/token-broker");
+        let socket = runtime_dir.join("token-broker/broker.sock");
+        Sandbox {
+            root,
+            home,
+            runtime_dir,
+            state_dir,
+            socket,
+            extra_env: Vec::new(),
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        self.root.path()
+    }
+
+    /// Adds a variable to every process started from this sandbox.
+    pub fn set_env(&mut self, name: &str, value: impl Into<OsString>) {
+        self.extra_env.push((name.into(), value.into()));
+    }
+
+    /// A command for `program` with the sandbox's environment only.
+    pub fn command(&self, program: &Path) -> Command {
+        let mut command = Command::new(program);
+        command.env_clear();
+        if let Some(path) = std::env::var_os("PATH") {
+            command.env("PATH", path);
+        }
+        command
+            .env("HOME", &self.home)
+            .env("XDG_RUNTIME_DIR", &self.runtime_dir)
+            .env("XDG_STATE_HOME", self.home.join(".local/state"))
+            .env("XDG_CONFIG_HOME", self.home.join(".config"))
+            .env("XDG_DATA_HOME", self.home.join(".local/share"))
+            .env("XDG_CACHE_HOME", self.home.join(".cache"))
+            .env("TOKEN_BROKER_SOCKET", &self.socket)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null());
+        for (name, value) in &self.extra_env {
+            command.env(name, value);
+        }
+        command
+    }
+
+    /// Starts brokerd with `args` and waits for its `ready` line.
+    pub fn start_daemon(&self, args: &[&str]) -> Daemon {
+        let log = self.root().join(format!(
+            "brokerd-{}.log",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0)
+        ));
+        let log_file = std::fs::File::create(&log).expect("log file");
+        let mut child = self
+            .command(&binaries().brokerd)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(log_file)
+            .spawn()
+            .expect("brokerd starts");
+        let stdout = line_channel(child.stdout.take().expect("stdout"));
+        match stdout.recv_timeout(DEADLINE) {
+            Ok(line) if line.starts_with("ready ") => Daemon { child, stdout, log },
+            other => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "brokerd did not become ready ({other:?}); its log:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+        }
+    }
+
+    /// Runs brokerctl to completion.
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        self.command(&binaries().brokerctl)
+            .args(args)
+            .output()
+            .expect("brokerctl runs")
+    }
+
+    /// Runs `broker-shim get-token <args>` as kubectl would, with `exec_info` in
+    /// KUBERNETES_EXEC_INFO.
+    pub fn shim(&self, args: &[&str], exec_info: Option<&str>) -> Output {
+        let mut command = self.command(&binaries().shim);
+        command.arg("get-token").args(args);
+        if let Some(info) = exec_info {
+            command.env("KUBERNETES_EXEC_INFO", info);
+        }
+        command.output().expect("broker-shim runs")
+    }
+
+    /// Starts `brokerctl login <args> --output json` and returns it with its event stream.
+    pub fn start_login(&self, args: &[&str]) -> LoginRun {
+        let mut child = self
+            .command(&binaries().brokerctl)
+            .arg("login")
+            .args(args)
+            .args(["--output", "json"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("brokerctl login starts");
+        let events = line_channel(child.stdout.take().expect("stdout"));
+        LoginRun { child, events }
+    }
+
+    /// Every regular file under the sandbox, for scanning.
+    pub fn files(&self) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        let mut stack = vec![self.root().to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                match entry.file_type() {
+                    Ok(t) if t.is_dir() => stack.push(path),
+                    Ok(t) if t.is_file() => out.push(path),
+                    _ => {}
+                }
+            }
+        }
+        out
+    }
+
+    /// Files under the sandbox that contain `needle`.
+    pub fn files_containing(&self, needle: &str) -> Vec<PathBuf> {
+        self.files()
+            .into_iter()
+            .filter(|path| {
+                std::fs::read(path).is_ok_and(|bytes| {
+                    bytes
+                        .windows(needle.len())
+                        .any(|window| window == needle.as_bytes())
+                })
+            })
+            .collect()
+    }
+}
+
+/// Reads lines from a pipe on a thread, so that waits can have deadlines.
+fn line_channel(pipe: impl std::io::Read + Send + 'static) -> Receiver<String> {
+    let (tx, rx) = channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// A running brokerd. Killed when dropped; [`Daemon::stop`] stops it the polite way.
+pub struct Daemon {
+    child: Child,
+    /// Closes when brokerd exits: the signal that it has.
+    stdout: Receiver<String>,
+    log: PathBuf,
+}
+
+impl Daemon {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM, then waits for the exit.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        if let Some(pid) = rustix::process::Pid::from_raw(self.child.id() as i32) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+        wait_for_exit(&mut self.child, &self.stdout, "brokerd")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits for a child to exit: its stdout closing is the signal, bounded by [`DEADLINE`].
+/// Lines still arriving are discarded.
+pub fn wait_for_exit(
+    child: &mut Child,
+    stdout: &Receiver<String>,
+    what: &str,
+) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + DEADLINE;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match stdout.recv_timeout(left) {
+            Ok(_) => continue,
+            Err(RecvTimeoutError::Disconnected) => break,
+            Err(RecvTimeoutError::Timeout) => {
+                let _ = child.kill();
+                panic!("{what} did not exit within {} s", DEADLINE.as_secs());
+            }
+        }
+    }
+    child.wait().expect("wait")
+}
+
+/// `brokerctl login --output json`, running.
+pub struct LoginRun {
+    child: Child,
+    events: Receiver<String>,
+}
+
+impl LoginRun {
+    /// The next JSON event line.
+    pub fn next_event(&mut self) -> Value {
+        match self.events.recv_timeout(DEADLINE) {
+            Ok(line) => serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("login printed a line that is not JSON ({e}): {line}")),
+            Err(RecvTimeoutError::Timeout) => {
+                panic!("no login event within {} s", DEADLINE.as_secs())
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                let output = self.finish();
+                panic!("login ended without another event: {output:?}")
+            }
+        }
+    }
+
+    /// Waits for brokerctl to exit; returns its status and stderr.
+    pub fn finish(&mut self) -> (std::process::ExitStatus, String) {
+        let status = wait_for_exit(&mut self.child, &self.events, "brokerctl login");
+        let mut stderr = String::new();
+        if let Some(mut pipe) = self.child.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+        }
+        (status, stderr)
+    }
+}
+
+impl Drop for LoginRun {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `KUBERNETES_EXEC_INFO` as kubectl sets it.
+pub fn exec_info(api_version: &str, interactive: bool) -> String {
+    serde_json::json!({
+        "kind": "ExecCredential",
+        "apiVersion": api_version,
+        "spec": { "interactive": interactive },
+    })
+    .to_string()
+}
+
+/// stdout of a finished process as text, asserting it succeeded.
+pub fn success(output: &Output, what: &str) -> String {
+    assert!(
+        output.status.success(),
+        "{what} failed ({}):\nstdout: {}\nstderr: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// stderr of a finished process as text, asserting it failed with exit code 1.
+pub fn failure(output: &Output, what: &str) -> String {
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "{what} should exit 1:\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// A mock Entra ID as tests want it: it asks clients to poll every second instead of Entra's
+/// five, so device logins finish quickly.
+pub fn fast_mock() -> MockEntra {
+    MockEntra::start(MockConfig {
+        device_code_interval: 1,
+        ..MockConfig::default()
+    })
+}
+
+/// The session flags for the AKS server in the test tenant, at `mock`.
+pub fn session_args(mock: &MockEntra) -> Vec<String> {
+    vec![
+        "--server-id".into(),
+        AKS_SERVER_ID.into(),
+        "--tenant-id".into(),
+        TENANT_ID.into(),
+        "--authority-host".into(),
+        mock.authority_host(),
+    ]
+}
+
+pub fn as_strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
+/// Signs in with the device code flow through `brokerctl login`, approving the code at the
+/// mock as the user would; returns the `logged_in` event.
+pub fn device_login(sandbox: &Sandbox, mock: &MockEntra) -> Value {
+    let args = session_args(mock);
+    let mut login = sandbox.start_login(&as_strs(&args));
+    let code = login.next_event();
+    assert_eq!(code["event"], "device_code", "{code}");
+    let user_code = code["user_code"].as_str().expect("user_code");
+    assert!(
+        mock.approve(user_code),
+        "the mock knows the code {user_code}"
+    );
+    let done = login.next_event();
+    assert_eq!(done["event"], "logged_in", "{done}");
+    let (status, stderr) = login.finish();
+    assert!(status.success(), "brokerctl login failed: {stderr}");
+    done
+}
+
+/// The ExecCredential a successful shim run printed.
+pub fn credential(output: &Output) -> Value {
+    let stdout = success(output, "broker-shim");
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
+}
+
+/// Asserts that brokerd's log holds none of the tokens the mock issued.
+pub fn assert_no_tokens_in(text: &str, mock: &MockEntra, what: &str) {
+    for token in mock
+        .issued_refresh_tokens()
+        .iter()
+        .chain(mock.issued_access_tokens().iter())
+    {
+        assert!(!text.contains(token.as_str()), "{what} contains a token");
+        // A JWT's signature part alone is still the secret part.
+        if let Some(signature) = token.rsplit('.').next().filter(|s| s.len() > 20) {
+            assert!(!text.contains(signature), "{what} contains part of a token");
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! RS256 signing for the mock Entra ID, and verification for the fake API server and the tests:
+//! tokens "the mock signed" are exactly those that verify against its key.
+
+use base64::Engine;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use rsa::traits::PublicKeyParts;
+use rsa::{Generate, PrivateKey};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+/// The claims of an access token the mock issues (Entra v2 shape).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+pub struct AccessClaims {
+    pub aud: String,
+    pub iss: String,
+    pub iat: u64,
+    pub nbf: u64,
+    pub exp: u64,
+    pub tid: String,
+    pub oid: String,
+    pub sub: String,
+    pub upn: String,
+    pub preferred_username: String,
+    pub name: String,
+    pub azp: String,
+    pub scp: String,
+    pub ver: String,
+    /// Unique per token, so that every issued token differs.
+    pub uti: String,
+}
+
+pub struct SigningKey {
+    kid: String,
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    n: String,
+    e: String,
+}
+
+impl SigningKey {
+    /// A fresh 2048-bit RSA key.
+    pub fn generate() -> Self {
+        use rsa::pkcs1::EncodeRsaPrivateKey;
+        let private = PrivateKey::generate();
+        let der = private
+            .to_pkcs1_der()
+            .expect("a generated RSA key encodes as PKCS#1");
+        let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+        let n = b64(&private.n_bytes());
+        let e = b64(&private.e_bytes());
+        let decoding = DecodingKey::from_rsa_components(&n, &e).expect("valid RSA components");
+        let kid = b64(&sha2_digest(n.as_bytes())[..12]);
+        SigningKey {
+            kid,
+            encoding: EncodingKey::from_rsa_der(der.as_bytes()),
+            decoding,
+            n,
+            e,
+        }
+    }
+
+    pub fn sign<T: Serialize>(&self, claims: &T) -> String {
+        let mut header = Header::new(Algorithm::RS256);
+        header.typ = Some("JWT".into());
+        header.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(&header, claims, &self.encoding).expect("claims serialise")
+    }
+
+    /// Checks signature, expiry and audience; returns the claims.
+    pub fn verify(&self, token: &str, audience: &str) -> Result<AccessClaims, String> {
+        let mut validation = Validation::new(Algorithm::RS256);
+        validation.set_audience(&[audience]);
+        validation.leeway = 0;
+        jsonwebtoken::decode::<AccessClaims>(token, &self.decoding, &validation)
+            .map(|data| data.claims)
+            .map_err(|e| e.to_string())
+    }
+
+    /// The JSON Web Key Set that `/discovery/v2.0/keys` serves.
+    pub fn jwks(&self) -> Value {
+        json!({
+            "keys": [{
+                "kty": "RSA",
+                "use": "sig",
+                "alg": "RS256",
+                "kid": self.kid,
+                "n": self.n,
+                "e": self.e,
+            }]
+        })
+    }
+}
+
+fn sha2_digest(bytes: &[u8]) -> Vec<u8> {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(aud: &str, exp: u64) -> AccessClaims {
+        AccessClaims {
+            aud: aud.into(),
+            iss: "http://127.0.0.1/t/v2.0".into(),
+            iat: 0,
+            nbf: 0,
+            exp,
+            tid: "t".into(),
+            oid: "o".into(),
+            sub: "s".into(),
+            upn: "u".into(),
+            preferred_username: "u".into(),
+            name: "n".into(),
+            azp: "c".into(),
+            scp: "user.read".into(),
+            ver: "2.0".into(),
+            uti: "x".into(),
+        }
+    }
+
+    #[test]
+    fn verifies_only_its_own_unexpired_tokens_for_the_audience() {
+        let key = SigningKey::generate();
+        let other = SigningKey::generate();
+        let far = 4_000_000_000;
+        let token = key.sign(&claims("server", far));
+        assert_eq!(key.verify(&token, "server").unwrap().aud, "server");
+        assert!(key.verify(&token, "elsewhere").is_err());
+        assert!(other.verify(&token, "server").is_err());
+        assert!(
+            key.verify(&key.sign(&claims("server", 1)), "server")
+                .is_err()
+        );
+    }
+}

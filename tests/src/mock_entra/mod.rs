@@ -1,0 +1,215 @@
+//! A mock of Microsoft Entra ID's v2.0 endpoints, faithful to `shared/reference`: the answers,
+//! error bodies, device flow, authorization code + PKCE and refresh token rotation of the real
+//! service, plus controls that tests need (approve a device code, set lifetimes, revoke refresh
+//! tokens, inject faults, count requests).
+//!
+//! It runs on its own thread and Tokio runtime, so it serves real processes (brokerd) from
+//! plain synchronous tests.
+
+mod errors;
+mod routes;
+mod state;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+pub use state::{AuthorizeOutcome, DeviceStatus, State};
+
+/// "Azure Kubernetes Service AAD Server": the resource AKS tokens are for.
+pub const AKS_SERVER_ID: &str = "6dae42f8-4368-4678-94ff-3960e28e3630";
+/// "Azure Kubernetes Service AAD Client": the public client for user sign-in.
+pub const AKS_CLIENT_ID: &str = "80faf920-1908-4b52-b5ef-a8e7bedfc67a";
+/// The tenant the tests sign in to.
+pub const TENANT_ID: &str = "00000000-0000-0000-0000-000000000001";
+
+/// The user who signs in.
+#[derive(Clone, Debug)]
+pub struct MockUser {
+    pub upn: String,
+    pub name: String,
+    pub oid: String,
+    pub home_tenant: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct MockConfig {
+    /// `expires_in` of access tokens, seconds. Entra issues 60–90 minutes.
+    pub access_token_lifetime: u64,
+    /// Sent as `refresh_in` when set.
+    pub refresh_in: Option<u64>,
+    pub device_code_lifetime: u64,
+    /// The polling interval the device code answer asks for; Entra says 5.
+    pub device_code_interval: u64,
+    /// Device codes are approved the moment they are issued.
+    pub auto_approve: bool,
+    /// Tenants that answer `invalid_tenant` (AADSTS90002).
+    pub unknown_tenants: Vec<String>,
+    pub user: MockUser,
+}
+
+impl Default for MockConfig {
+    fn default() -> Self {
+        MockConfig {
+            access_token_lifetime: 3599,
+            refresh_in: None,
+            device_code_lifetime: 900,
+            device_code_interval: 5,
+            auto_approve: false,
+            unknown_tenants: Vec::new(),
+            user: MockUser {
+                upn: "alice@contoso.example".into(),
+                name: "Alice Example".into(),
+                oid: "11111111-2222-3333-4444-555555555555".into(),
+                home_tenant: TENANT_ID.into(),
+            },
+        }
+    }
+}
+
+/// A misbehaviour to answer the next token or device code request with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// An HTTP error status with an HTML body, as a failing front end sends.
+    Status(u16),
+    /// 429 with Retry-After.
+    TooManyRequests { retry_after: u64 },
+    /// Answer normally, after a delay.
+    Delay(Duration),
+    /// HTTP 200 with a body that is not JSON.
+    Malformed,
+    /// HTTP 200 with a 4 MiB body.
+    Oversized,
+}
+
+/// A running mock. Stops when dropped.
+pub struct MockEntra {
+    base_url: String,
+    state: Arc<State>,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl MockEntra {
+    /// Starts on a free loopback port.
+    pub fn start(config: MockConfig) -> Self {
+        Self::start_on(config, 0).expect("the mock Entra ID starts on a free port")
+    }
+
+    /// Starts on `127.0.0.1:port` (0 = any free port).
+    pub fn start_on(config: MockConfig, port: u16) -> std::io::Result<Self> {
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port))?;
+        listener.set_nonblocking(true)?;
+        let base_url = format!("http://{}", listener.local_addr()?);
+        let state = Arc::new(State::new(config, base_url.clone()));
+        let app = routes::router(state.clone());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("mock-entra")
+            .enable_all()
+            .build()?;
+        std::thread::Builder::new()
+            .name("mock-entra".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let listener = match tokio::net::TcpListener::from_std(listener) {
+                        Ok(l) => l,
+                        Err(e) => return eprintln!("mock-entra: {e}"),
+                    };
+                    let server = axum::serve(listener, app);
+                    tokio::select! {
+                        result = server => if let Err(e) = result { eprintln!("mock-entra: {e}") },
+                        _ = stopped => {}
+                    }
+                });
+                // Dropping the runtime here closes every connection still open.
+            })?;
+        Ok(MockEntra {
+            base_url,
+            state,
+            stop: Some(stop),
+        })
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// What to pass as `--authority-host`.
+    pub fn authority_host(&self) -> String {
+        format!("{}/", self.base_url)
+    }
+
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// The state, shared: for the fake API server, which trusts what the mock signs.
+    pub fn shared_state(&self) -> Arc<State> {
+        self.state.clone()
+    }
+
+    pub fn approve(&self, user_code: &str) -> bool {
+        self.state
+            .decide_device_code(user_code, DeviceStatus::Approved)
+    }
+
+    pub fn decline(&self, user_code: &str) -> bool {
+        self.state
+            .decide_device_code(user_code, DeviceStatus::Declined)
+    }
+
+    pub fn set_access_token_lifetime(&self, seconds: u64) {
+        self.state.lock().config.access_token_lifetime = seconds;
+    }
+
+    pub fn set_device_code_interval(&self, seconds: u64) {
+        self.state.lock().config.device_code_interval = seconds;
+    }
+
+    pub fn set_authorize_outcome(&self, outcome: AuthorizeOutcome) {
+        self.state.lock().authorize_outcome = outcome;
+    }
+
+    pub fn revoke_refresh_tokens(&self) {
+        self.state.revoke_refresh_tokens();
+    }
+
+    /// The next `count` token or device code requests get `fault`.
+    pub fn inject(&self, fault: Fault, count: usize) {
+        let mut inner = self.state.lock();
+        for _ in 0..count {
+            inner.faults.push_back(fault.clone());
+        }
+    }
+
+    /// Requests seen per kind: `device_code`, `authorization_code`, `refresh_token`,
+    /// `devicecode` (the device authorization endpoint), `authorize`.
+    pub fn requests(&self, kind: &str) -> u64 {
+        self.state.count(kind)
+    }
+
+    pub fn issued_refresh_tokens(&self) -> Vec<String> {
+        self.state.issued_refresh_tokens()
+    }
+
+    pub fn issued_access_tokens(&self) -> Vec<String> {
+        self.state.issued_access_tokens()
+    }
+
+    /// The claims of `token` if the mock signed it, it has not expired, and it is for
+    /// `audience`.
+    pub fn verify(&self, token: &str, audience: &str) -> Result<crate::jwt::AccessClaims, String> {
+        self.state.key.verify(token, audience)
+    }
+}
+
+impl Drop for MockEntra {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}

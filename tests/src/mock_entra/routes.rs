@@ -1,0 +1,235 @@
+//! The mock's HTTP surface: Entra's v2.0 endpoints, the device login page a person would use,
+//! and `/_mock/*` controls for scripts.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State as Extract};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::json;
+
+use super::Fault;
+use super::errors::{entra_error, html, json_response};
+use super::state::{DeviceStatus, State, delay};
+
+type Shared = Extract<Arc<State>>;
+
+pub fn router(state: Arc<State>) -> Router {
+    Router::new()
+        .route(
+            "/{tenant}/v2.0/.well-known/openid-configuration",
+            get(openid_configuration),
+        )
+        .route("/{tenant}/discovery/v2.0/keys", get(keys))
+        .route("/{tenant}/oauth2/v2.0/devicecode", post(devicecode))
+        .route("/{tenant}/oauth2/v2.0/authorize", get(authorize))
+        .route("/{tenant}/oauth2/v2.0/token", post(token))
+        .route(
+            "/devicelogin",
+            get(devicelogin_page).post(devicelogin_submit),
+        )
+        .route("/_mock/approve", post(approve_all))
+        .route("/_mock/revoke", post(revoke))
+        .route("/_mock/stats", get(stats))
+        .with_state(state)
+}
+
+fn form(body: &[u8]) -> HashMap<String, String> {
+    url::form_urlencoded::parse(body).into_owned().collect()
+}
+
+async fn openid_configuration(Extract(state): Shared, Path(tenant): Path<String>) -> Response {
+    let base = &state.base_url;
+    let issuer_tenant = if matches!(tenant.as_str(), "common" | "organizations" | "consumers") {
+        "{tenantid}".to_string()
+    } else {
+        tenant.clone()
+    };
+    let mut response = json_response(
+        StatusCode::OK,
+        &json!({
+            "token_endpoint": format!("{base}/{tenant}/oauth2/v2.0/token"),
+            "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt", "client_secret_basic"],
+            "jwks_uri": format!("{base}/{tenant}/discovery/v2.0/keys"),
+            "response_modes_supported": ["query", "fragment", "form_post"],
+            "subject_types_supported": ["pairwise"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+            "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
+            "scopes_supported": ["openid", "profile", "email", "offline_access"],
+            "issuer": format!("{base}/{issuer_tenant}/v2.0"),
+            "request_uri_parameter_supported": false,
+            "authorization_endpoint": format!("{base}/{tenant}/oauth2/v2.0/authorize"),
+            "device_authorization_endpoint": format!("{base}/{tenant}/oauth2/v2.0/devicecode"),
+            "end_session_endpoint": format!("{base}/{tenant}/oauth2/v2.0/logout"),
+            "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "acr", "nonce", "preferred_username", "name", "tid", "ver", "at_hash", "c_hash", "email"],
+            "tenant_region_scope": "WW",
+            "cloud_instance_name": "microsoftonline.com",
+        }),
+    );
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("max-age=86400, private"),
+    );
+    response
+}
+
+async fn keys(Extract(state): Shared) -> Response {
+    json_response(StatusCode::OK, &state.key.jwks())
+}
+
+/// Applies the next injected fault, if any. `Some` is the answer to send instead.
+async fn fault(state: &State) -> Option<Response> {
+    match state.take_fault()? {
+        Fault::Status(code) => {
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            Some(html(status, "Service unavailable", "<p>injected fault</p>"))
+        }
+        Fault::TooManyRequests { retry_after } => {
+            let mut response = entra_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "temporarily_unavailable",
+                50196,
+                "The server terminated an operation because it encountered a client request loop.",
+                None,
+            );
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_str(&retry_after.to_string()).expect("digits"),
+            );
+            Some(response)
+        }
+        Fault::Delay(duration) => {
+            delay(duration).await;
+            None
+        }
+        Fault::Malformed => Some(
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+                "{\"access_token\": \"unterminated",
+            )
+                .into_response(),
+        ),
+        Fault::Oversized => Some(
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+                format!("{{\"padding\":\"{}\"}}", "x".repeat(4 * 1024 * 1024)),
+            )
+                .into_response(),
+        ),
+    }
+}
+
+async fn devicecode(Extract(state): Shared, Path(tenant): Path<String>, body: Bytes) -> Response {
+    state.bump("devicecode");
+    if let Some(response) = fault(&state).await {
+        return response;
+    }
+    match state.start_device_code(&tenant, &form(&body)) {
+        Ok(answer) => json_response(StatusCode::OK, &answer),
+        Err(refusal) => *refusal,
+    }
+}
+
+async fn authorize(
+    Extract(state): Shared,
+    Path(tenant): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    state.bump("authorize");
+    match state.authorize(&tenant, &query) {
+        Ok(location) => (StatusCode::FOUND, [(header::LOCATION, location)]).into_response(),
+        Err(refusal) => *refusal,
+    }
+}
+
+async fn token(Extract(state): Shared, Path(tenant): Path<String>, body: Bytes) -> Response {
+    let form = form(&body);
+    let grant_type = form.get("grant_type").cloned().unwrap_or_default();
+    let grant = match grant_type.as_str() {
+        // MSAL and azidentity send the short form; RFC 8628 clients send the URN.
+        "urn:ietf:params:oauth:grant-type:device_code" | "device_code" => "device_code",
+        "authorization_code" => "authorization_code",
+        "refresh_token" => "refresh_token",
+        _ => "unsupported",
+    };
+    state.bump(grant);
+    if let Some(response) = fault(&state).await {
+        return response;
+    }
+    let result = match grant {
+        "device_code" => state.redeem_device_code(&tenant, &form),
+        "authorization_code" => state.redeem_code(&tenant, &form),
+        "refresh_token" => state.redeem_refresh_token(&tenant, &form),
+        _ => {
+            return entra_error(
+                StatusCode::BAD_REQUEST,
+                "unsupported_grant_type",
+                70003,
+                &format!("The app requested an unsupported grant type '{grant_type}'."),
+                None,
+            );
+        }
+    };
+    match result {
+        Ok(answer) => json_response(StatusCode::OK, &answer),
+        Err(refusal) => *refusal,
+    }
+}
+
+async fn devicelogin_page() -> Response {
+    html(
+        StatusCode::OK,
+        "Enter code",
+        "<form method=\"post\"><p>Enter the code displayed on your device.</p>\
+         <input name=\"user_code\" autofocus>\
+         <button name=\"action\" value=\"approve\">Sign in</button>\
+         <button name=\"action\" value=\"decline\">Decline</button></form>",
+    )
+}
+
+async fn devicelogin_submit(Extract(state): Shared, body: Bytes) -> Response {
+    let form = form(&body);
+    let code = form.get("user_code").cloned().unwrap_or_default();
+    let status = if form.get("action").map(String::as_str) == Some("decline") {
+        DeviceStatus::Declined
+    } else {
+        DeviceStatus::Approved
+    };
+    if state.decide_device_code(&code, status) {
+        html(
+            StatusCode::OK,
+            "Done",
+            "<p>You have signed in to the mock Entra ID. You may now close this window.</p>",
+        )
+    } else {
+        html(
+            StatusCode::BAD_REQUEST,
+            "Unknown code",
+            "<p>That code is not known or has already been used.</p>",
+        )
+    }
+}
+
+/// Approves every pending device code: handy in scripted demos.
+async fn approve_all(Extract(state): Shared) -> Response {
+    let codes = state.pending_user_codes();
+    for code in &codes {
+        state.decide_device_code(code, DeviceStatus::Approved);
+    }
+    json_response(StatusCode::OK, &json!({ "approved": codes }))
+}
+
+async fn revoke(Extract(state): Shared) -> Response {
+    state.revoke_refresh_tokens();
+    json_response(StatusCode::OK, &json!({ "revoked": true }))
+}
+
+async fn stats(Extract(state): Shared) -> Response {
+    json_response(StatusCode::OK, &json!({ "requests": state.counts() }))
+}

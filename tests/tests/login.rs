@@ -1,0 +1,164 @@
+//! Signing in through brokerd against the mock Entra ID, then getting tokens through the shim.
+
+use broker_tests::harness::{
+    EXEC_V1, EXEC_V1BETA1, Sandbox, as_strs, assert_no_tokens_in, credential, device_login,
+    exec_info, failure, fast_mock, session_args,
+};
+use broker_tests::mock_entra::{AKS_SERVER_ID, AuthorizeOutcome, TENANT_ID};
+
+#[test]
+fn device_code_login_then_the_shim_prints_credentials_for_both_api_versions() {
+    let mock = fast_mock();
+    let sandbox = Sandbox::new();
+    let daemon = sandbox.start_daemon(&["--store", "memory"]);
+
+    let done = device_login(&sandbox, &mock);
+    assert_eq!(done["account"], "alice@contoso.example");
+    assert_eq!(done["session_id"].as_str().map(str::len), Some(12));
+    assert!(
+        done["expires_at"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z'))
+    );
+
+    let args = session_args(&mock);
+    for (api_version, info) in [
+        (EXEC_V1, Some(exec_info(EXEC_V1, false))),
+        (EXEC_V1BETA1, Some(exec_info(EXEC_V1BETA1, false))),
+        // No KUBERNETES_EXEC_INFO at all: kubelogin's default, v1beta1.
+        (EXEC_V1BETA1, None),
+    ] {
+        let cred = credential(&sandbox.shim(&as_strs(&args), info.as_deref()));
+        assert_eq!(cred["apiVersion"], api_version);
+        assert_eq!(cred["kind"], "ExecCredential");
+        let token = cred["status"]["token"].as_str().expect("token");
+        let claims = mock
+            .verify(token, AKS_SERVER_ID)
+            .expect("a token the mock signed");
+        assert_eq!(claims.tid, TENANT_ID);
+        assert_eq!(claims.upn, "alice@contoso.example");
+        let expiry = cred["status"]["expirationTimestamp"]
+            .as_str()
+            .expect("expiry");
+        let expiry = humantime::parse_rfc3339(expiry).expect("RFC 3339");
+        let exp = std::time::UNIX_EPOCH + std::time::Duration::from_secs(claims.exp);
+        assert!(expiry <= exp, "the credential must not outlive the token");
+        assert!(expiry > std::time::SystemTime::now());
+    }
+    // Served from memory: the device code was redeemed once and nothing was refreshed.
+    assert!(mock.requests("device_code") >= 1);
+    assert_eq!(mock.requests("refresh_token"), 0);
+    assert_no_tokens_in(&daemon.log(), &mock, "brokerd's log");
+}
+
+#[test]
+fn a_declined_device_code_fails_the_login_with_a_reason() {
+    let mock = fast_mock();
+    let sandbox = Sandbox::new();
+    let _daemon = sandbox.start_daemon(&["--store", "memory"]);
+    let args = session_args(&mock);
+    let mut login = sandbox.start_login(&as_strs(&args));
+    let code = login.next_event();
+    assert!(mock.decline(code["user_code"].as_str().unwrap()));
+    let failed = login.next_event();
+    assert_eq!(failed["event"], "failed", "{failed}");
+    assert_eq!(failed["reason"], "LOGIN_FAILED");
+    assert!(
+        failed["message"].as_str().unwrap().contains("declined"),
+        "{failed}"
+    );
+    assert_eq!(login.finish().0.code(), Some(1));
+
+    // Nothing was stored: the shim still needs a login.
+    let err = failure(
+        &sandbox.shim(&as_strs(&args), Some(&exec_info(EXEC_V1, false))),
+        "shim",
+    );
+    assert!(err.contains("brokerctl login"), "{err}");
+}
+
+/// The browser's part of an interactive login: follow the authorize URL, let the mock sign the
+/// user in, follow its redirect to brokerd's loopback listener.
+fn browse(url: &str) -> (u16, String) {
+    let agent = ureq::Agent::new_with_defaults();
+    match agent.get(url).call() {
+        Ok(mut response) => (
+            response.status().as_u16(),
+            response.body_mut().read_to_string().unwrap_or_default(),
+        ),
+        Err(ureq::Error::StatusCode(code)) => (code, String::new()),
+        Err(e) => panic!("the browser could not load {url}: {e}"),
+    }
+}
+
+#[test]
+fn interactive_login_with_pkce_through_the_loopback_redirect() {
+    let mock = fast_mock();
+    let sandbox = Sandbox::new();
+    let daemon = sandbox.start_daemon(&["--store", "memory"]);
+    let mut args = session_args(&mock);
+    args.extend([
+        "--login".into(),
+        "interactive".into(),
+        "--no-browser".into(),
+    ]);
+    let mut login = sandbox.start_login(&as_strs(&args));
+    let open = login.next_event();
+    assert_eq!(open["event"], "open_url", "{open}");
+    let url = url::Url::parse(open["url"].as_str().unwrap()).unwrap();
+    let query: std::collections::HashMap<_, _> = url.query_pairs().into_owned().collect();
+    assert_eq!(query["code_challenge_method"], "S256");
+    assert_eq!(query["response_type"], "code");
+    assert!(query["scope"].contains(&format!("{AKS_SERVER_ID}/.default")));
+    assert!(query["scope"].contains("offline_access"));
+    let redirect = url::Url::parse(&query["redirect_uri"]).unwrap();
+    assert_eq!(redirect.host_str(), Some("localhost"));
+
+    // A forged redirect with the wrong state is refused and does not end the login.
+    let port = redirect.port().unwrap();
+    let (status, _) = browse(&format!("http://127.0.0.1:{port}/?code=forged&state=wrong"));
+    assert_eq!(status, 400);
+
+    let (status, page) = browse(url.as_str());
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("Signed in"), "{page}");
+    let done = login.next_event();
+    assert_eq!(done["event"], "logged_in", "{done}");
+    assert_eq!(done["account"], "alice@contoso.example");
+    assert!(login.finish().0.success());
+    assert_eq!(mock.requests("authorization_code"), 1);
+
+    let mut shim_args = session_args(&mock);
+    shim_args.extend(["--login".into(), "interactive".into()]);
+    let cred = credential(&sandbox.shim(&as_strs(&shim_args), Some(&exec_info(EXEC_V1, false))));
+    mock.verify(cred["status"]["token"].as_str().unwrap(), AKS_SERVER_ID)
+        .expect("a token the mock signed");
+    assert_no_tokens_in(&daemon.log(), &mock, "brokerd's log");
+}
+
+#[test]
+fn interactive_login_the_user_refuses_reports_the_idp_error() {
+    let mock = fast_mock();
+    mock.set_authorize_outcome(AuthorizeOutcome::Deny);
+    let sandbox = Sandbox::new();
+    let _daemon = sandbox.start_daemon(&["--store", "memory"]);
+    let mut args = session_args(&mock);
+    args.extend([
+        "--login".into(),
+        "interactive".into(),
+        "--no-browser".into(),
+    ]);
+    let mut login = sandbox.start_login(&as_strs(&args));
+    let open = login.next_event();
+    let (status, page) = browse(open["url"].as_str().unwrap());
+    assert_eq!(status, 200);
+    assert!(page.contains("access_denied"), "{page}");
+    let failed = login.next_event();
+    assert_eq!(failed["event"], "failed");
+    assert_eq!(failed["reason"], "LOGIN_FAILED");
+    assert!(
+        failed["message"].as_str().unwrap().contains("AADSTS65004"),
+        "{failed}"
+    );
+    assert_eq!(login.finish().0.code(), Some(1));
+}
