@@ -36,19 +36,25 @@ pub fn socket_path(explicit: Option<&Path>) -> PathBuf {
 /// Linux session without pam_systemd) the socket goes under the temp dir in a directory named
 /// for the user, as tmux and ssh-agent do; brokerd checks that directory's owner and mode.
 pub fn default_socket_path() -> PathBuf {
-    if let Some(runtime) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
-        let runtime = PathBuf::from(runtime);
-        if runtime.is_absolute() {
-            return runtime.join(SOCKET_DIR).join(SOCKET_FILE);
-        }
+    default_socket_path_from(
+        std::env::var_os("XDG_RUNTIME_DIR"),
+        std::env::var_os("TMPDIR"),
+        current_uid(),
+    )
+}
+
+fn default_socket_path_from(
+    runtime_dir: Option<std::ffi::OsString>,
+    tmp_dir: Option<std::ffi::OsString>,
+    uid: u32,
+) -> PathBuf {
+    let absolute =
+        |dir: Option<std::ffi::OsString>| dir.map(PathBuf::from).filter(|d| d.is_absolute());
+    if let Some(runtime) = absolute(runtime_dir) {
+        return runtime.join(SOCKET_DIR).join(SOCKET_FILE);
     }
-    let tmp = std::env::var_os("TMPDIR")
-        .filter(|d| !d.is_empty())
-        .map(PathBuf::from)
-        .filter(|d| d.is_absolute())
-        .unwrap_or_else(|| PathBuf::from("/tmp"));
-    tmp.join(format!("{SOCKET_DIR}-{}", current_uid()))
-        .join(SOCKET_FILE)
+    let tmp = absolute(tmp_dir).unwrap_or_else(|| PathBuf::from("/tmp"));
+    tmp.join(format!("{SOCKET_DIR}-{uid}")).join(SOCKET_FILE)
 }
 
 /// The real user id of this process.
@@ -228,6 +234,24 @@ mod client {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_socket_follows_xdg_then_falls_back_to_a_per_user_temp_dir() {
+        assert_eq!(
+            default_socket_path_from(Some("/run/user/1000".into()), Some("/var/tmp".into()), 1000),
+            PathBuf::from("/run/user/1000/token-broker/broker.sock")
+        );
+        // macOS: no runtime dir, a per-user TMPDIR.
+        assert_eq!(
+            default_socket_path_from(None, Some("/var/folders/ab/T/".into()), 501),
+            PathBuf::from("/var/folders/ab/T/token-broker-501/broker.sock")
+        );
+        // Relative or empty values are ignored, as the XDG spec says.
+        assert_eq!(
+            default_socket_path_from(Some("".into()), Some("tmp".into()), 7),
+            PathBuf::from("/tmp/token-broker-7/broker.sock")
+        );
+    }
 
     #[test]
     fn reason_names_are_short() {

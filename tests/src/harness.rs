@@ -116,6 +116,7 @@ pub struct Sandbox {
     pub state_dir: PathBuf,
     pub socket: PathBuf,
     extra_env: Vec<(OsString, OsString)>,
+    socket_env: bool,
 }
 
 impl Default for Sandbox {
@@ -145,11 +146,18 @@ impl Sandbox {
             state_dir,
             socket,
             extra_env: Vec::new(),
+            socket_env: true,
         }
     }
 
     pub fn root(&self) -> &Path {
         self.root.path()
+    }
+
+    /// Leaves TOKEN_BROKER_SOCKET unset, so that processes find the socket at its default
+    /// place, `$XDG_RUNTIME_DIR/token-broker/broker.sock` (which is where `socket` points).
+    pub fn without_socket_env(&mut self) {
+        self.socket_env = false;
     }
 
     /// Adds a variable to every process started from this sandbox.
@@ -171,9 +179,11 @@ impl Sandbox {
             .env("XDG_CONFIG_HOME", self.home.join(".config"))
             .env("XDG_DATA_HOME", self.home.join(".local/share"))
             .env("XDG_CACHE_HOME", self.home.join(".cache"))
-            .env("TOKEN_BROKER_SOCKET", &self.socket)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null());
+        if self.socket_env {
+            command.env("TOKEN_BROKER_SOCKET", &self.socket);
+        }
         for (name, value) in &self.extra_env {
             command.env(name, value);
         }
@@ -485,5 +495,79 @@ pub fn assert_no_tokens_in(text: &str, mock: &MockEntra, what: &str) {
         if let Some(signature) = token.rsplit('.').next().filter(|s| s.len() > 20) {
             assert!(!text.contains(signature), "{what} contains part of a token");
         }
+    }
+}
+
+/// A private D-Bus session bus with gnome-keyring's Secret Service on it, unlocked: the real
+/// OS keyring of a Linux desktop, headless. Both go away when this is dropped.
+pub struct SecretService {
+    bus: Child,
+    pub address: String,
+}
+
+impl SecretService {
+    /// Whether the pieces are installed (packages dbus, gnome-keyring, libsecret-tools).
+    pub fn available() -> bool {
+        on_path("dbus-daemon") && on_path("gnome-keyring-daemon") && on_path("secret-tool")
+    }
+
+    /// Starts a bus under the sandbox's runtime dir and an unlocked gnome-keyring on it, and
+    /// points the sandbox's processes at it.
+    pub fn start(sandbox: &mut Sandbox) -> Self {
+        let socket = sandbox.runtime_dir.join("bus");
+        let mut bus = sandbox
+            .command(Path::new("dbus-daemon"))
+            .args(["--session", "--nofork", "--print-address=1"])
+            .arg(format!("--address=unix:path={}", socket.display()))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("dbus-daemon starts");
+        // The address line is the bus's readiness signal.
+        let lines = line_channel(bus.stdout.take().expect("stdout"));
+        let address = lines
+            .recv_timeout(DEADLINE)
+            .expect("dbus-daemon prints its address when it listens");
+        sandbox.set_env("DBUS_SESSION_BUS_ADDRESS", &address);
+
+        // `--unlock` reads the login keyring's password from stdin (creating the keyring on
+        // first use); the launcher exits once the daemon serves.
+        let mut keyring = sandbox
+            .command(Path::new("gnome-keyring-daemon"))
+            .args(["--unlock", "--components=secrets"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("gnome-keyring-daemon starts");
+        {
+            use std::io::Write;
+            let mut stdin = keyring.stdin.take().expect("stdin");
+            stdin.write_all(b"test-keyring-password").expect("password");
+        }
+        let status = keyring.wait().expect("gnome-keyring-daemon launcher exits");
+        assert!(status.success(), "gnome-keyring-daemon failed: {status}");
+        SecretService { bus, address }
+    }
+
+    /// `secret-tool lookup service token-broker username <key>`: the secret, if stored.
+    pub fn lookup(sandbox: &Sandbox, key: &str) -> Option<String> {
+        let output = sandbox
+            .command(Path::new("secret-tool"))
+            .args(["lookup", "service", "token-broker", "username", key])
+            .output()
+            .expect("secret-tool runs");
+        output
+            .status
+            .success()
+            .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+}
+
+impl Drop for SecretService {
+    fn drop(&mut self) {
+        // gnome-keyring-daemon leaves when its bus does.
+        let _ = self.bus.kill();
+        let _ = self.bus.wait();
     }
 }

@@ -10,6 +10,8 @@
 mod error;
 mod session;
 pub mod spec;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -339,21 +341,34 @@ impl Broker {
         })?;
 
         let id = spec.id();
-        let session = {
+        let (session, created) = {
             let mut sessions = self.sessions.write().unwrap_or_else(|p| p.into_inner());
-            sessions
+            let created = !sessions.contains_key(&id);
+            let session = sessions
                 .entry(id.clone())
                 .or_insert_with(|| Arc::new(Session::new(spec.clone(), Meta::default())))
-                .clone()
+                .clone();
+            (session, created)
         };
-        let access = {
+        let accepted = {
             let mut slot = session.refresh.lock().await;
-            let access = self
-                .accept_tokens(&session, &mut slot, tokens, true)
-                .await?;
-            session.meta().logged_in_at = Some(self.clock.now());
-            access
+            self.accept_tokens(&session, &mut slot, tokens, true).await
         };
+        let access = match accepted {
+            Ok(access) => access,
+            Err(error) => {
+                // A session this login created must not linger without tokens.
+                if created {
+                    self.sessions
+                        .write()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&id);
+                }
+                tracing::warn!("login for {} failed: {error}", spec.describe());
+                return Err(error);
+            }
+        };
+        session.meta().logged_in_at = Some(self.clock.now());
         self.save_index().await;
         let account = session.meta().account.clone();
         tracing::info!(

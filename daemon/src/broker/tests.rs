@@ -1,0 +1,199 @@
+//! The broker's rules, with a clock the tests move and the mock Entra ID in process.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use broker_tests::mock_entra::{AKS_SERVER_ID, Fault, MockConfig, MockEntra, TENANT_ID};
+use secrecy::SecretString;
+
+use super::*;
+use crate::clock::testing::ManualClock;
+use crate::identity::LoginPrompt;
+use crate::store::{MemoryStore, SecretStore, StoreError};
+
+struct Bench {
+    mock: MockEntra,
+    clock: Arc<ManualClock>,
+    broker: Arc<Broker>,
+    spec: SessionSpec,
+}
+
+fn bench_with_store(store: Arc<dyn SecretStore>) -> Bench {
+    let mock = MockEntra::start(MockConfig {
+        device_code_interval: 1,
+        ..MockConfig::default()
+    });
+    let clock = Arc::new(ManualClock::new(SystemTime::now()));
+    let identity = IdentityClient::new(clock.clone()).unwrap();
+    let broker = Arc::new(Broker::new(
+        store,
+        None,
+        identity,
+        clock.clone(),
+        BrokerOptions::default(),
+    ));
+    let spec = SessionSpec::new(
+        "",
+        &mock.authority_host(),
+        TENANT_ID,
+        "",
+        AKS_SERVER_ID,
+        LoginMode::DeviceCode,
+    )
+    .unwrap();
+    Bench {
+        mock,
+        clock,
+        broker,
+        spec,
+    }
+}
+
+fn bench() -> Bench {
+    bench_with_store(Arc::new(MemoryStore::new()))
+}
+
+impl Bench {
+    /// A device code login in which the user approves at once.
+    async fn login(&self) -> Result<LoggedIn, BrokerError> {
+        let state = self.mock.shared_state();
+        let approve = move |prompt: LoginPrompt| {
+            if let LoginPrompt::DeviceCode { user_code, .. } = prompt {
+                assert!(state.decide_device_code(
+                    &user_code,
+                    broker_tests::mock_entra::DeviceStatus::Approved
+                ));
+            }
+        };
+        self.broker.login(&self.spec, &approve).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_token_is_never_served_even_when_the_idp_is_down() {
+    let b = bench();
+    b.login().await.unwrap();
+    // The laptop slept past the token's expiry; the IdP is down on wake-up.
+    b.clock.advance(Duration::from_secs(3600));
+    b.mock.inject(Fault::Status(503), 1);
+    let err = b.broker.get_token(&b.spec).await.unwrap_err();
+    assert_eq!(err.reason(), Reason::IdpUnavailable, "{err}");
+    assert!(err.to_string().contains("HTTP 503"), "{err}");
+    // Once it is back, the next request refreshes.
+    let grant = b.broker.get_token(&b.spec).await.unwrap();
+    assert!(grant.token.remaining(b.clock.now()) > Duration::from_secs(3000));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_still_valid_token_is_served_while_the_idp_fails() {
+    let b = bench();
+    b.login().await.unwrap();
+    let first = b.broker.get_token(&b.spec).await.unwrap();
+    // Within the refresh margin but not expired: refresh is tried, fails, the token stays.
+    b.clock.advance(Duration::from_secs(3599 - 300));
+    b.mock.inject(Fault::TooManyRequests { retry_after: 30 }, 1);
+    let served = b.broker.get_token(&b.spec).await.unwrap();
+    assert_eq!(served.token.expose(), first.token.expose());
+    let status = &b.broker.status()[0];
+    assert!(status.last_error.as_deref().unwrap().contains("429"));
+    assert_eq!(status.state, SessionState::Stale);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_share_one_refresh() {
+    let b = bench();
+    b.login().await.unwrap();
+    b.clock.advance(Duration::from_secs(3599 - 60));
+    // Slow the IdP so that every request arrives while the refresh is in flight.
+    b.mock.inject(Fault::Delay(Duration::from_millis(300)), 1);
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let broker = b.broker.clone();
+        let spec = b.spec.clone();
+        tasks.push(tokio::spawn(async move { broker.get_token(&spec).await }));
+    }
+    let mut tokens = Vec::new();
+    for task in tasks {
+        tokens.push(task.await.unwrap().unwrap().token.expose().to_string());
+    }
+    assert_eq!(b.mock.requests("refresh_token"), 1);
+    tokens.dedup();
+    assert_eq!(tokens.len(), 1, "every waiter got the one new token");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_refresh_token_fails_fast_until_the_next_login() {
+    let b = bench();
+    b.login().await.unwrap();
+    b.mock.revoke_refresh_tokens();
+    b.clock.advance(Duration::from_secs(3700));
+    let err = b.broker.get_token(&b.spec).await.unwrap_err();
+    assert_eq!(err.reason(), Reason::LoginRequired);
+    assert_eq!(err.idp_codes(), &[50173]);
+    let asked = b.mock.requests("refresh_token");
+    for _ in 0..5 {
+        let err = b.broker.get_token(&b.spec).await.unwrap_err();
+        assert_eq!(err.reason(), Reason::LoginRequired);
+    }
+    assert_eq!(b.mock.requests("refresh_token"), asked, "no request loop");
+    assert_eq!(b.broker.status()[0].state, SessionState::LoginRequired);
+
+    b.login().await.unwrap();
+    assert!(b.broker.get_token(&b.spec).await.is_ok());
+    assert_eq!(b.broker.status()[0].state, SessionState::Fresh);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_that_arrives_expired_is_refused() {
+    let b = bench();
+    b.mock.set_access_token_lifetime(0);
+    let err = b.login().await.unwrap_err();
+    assert!(err.to_string().contains("already expired"), "{err}");
+    assert!(b.broker.status().is_empty(), "no half-made session");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_session_needs_a_login() {
+    let b = bench();
+    let err = b.broker.get_token(&b.spec).await.unwrap_err();
+    assert_eq!(err.reason(), Reason::LoginRequired);
+    assert_eq!(b.mock.requests("refresh_token"), 0);
+}
+
+/// A keyring that refuses everything, as a locked one does.
+struct LockedStore;
+
+impl SecretStore for LockedStore {
+    fn backend(&self) -> &str {
+        "Locked Keyring"
+    }
+    fn load(&self, _: &str) -> Result<Option<SecretString>, StoreError> {
+        Err(self.error())
+    }
+    fn save(&self, _: &str, _: &str, _: &SecretString) -> Result<(), StoreError> {
+        Err(self.error())
+    }
+    fn delete(&self, _: &str) -> Result<bool, StoreError> {
+        Err(self.error())
+    }
+}
+
+impl LockedStore {
+    fn error(&self) -> StoreError {
+        StoreError::Locked {
+            backend: self.backend().into(),
+            reason: "the collection is locked".into(),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_keyring_fails_the_login_clearly_and_keeps_nothing_half_done() {
+    let b = bench_with_store(Arc::new(LockedStore));
+    let err = b.login().await.unwrap_err();
+    assert_eq!(err.reason(), Reason::StoreUnavailable);
+    assert_eq!(
+        err.to_string(),
+        "Locked Keyring is locked or refused access: the collection is locked"
+    );
+}

@@ -1,0 +1,86 @@
+//! The real OS keyring: gnome-keyring's Secret Service on a private D-Bus session bus.
+
+use broker_tests::harness::{
+    EXEC_V1, Sandbox, SecretService, as_strs, assert_no_tokens_in, credential, device_login,
+    exec_info, failure, fast_mock, require, session_args, success,
+};
+use broker_tests::mock_entra::AKS_SERVER_ID;
+use serde_json::Value;
+
+#[test]
+fn refresh_tokens_live_in_the_secret_service_and_survive_a_daemon_restart() {
+    if !require(
+        "D-Bus and gnome-keyring (packages dbus, gnome-keyring, libsecret-tools)",
+        SecretService::available(),
+    ) {
+        return;
+    }
+    let mock = fast_mock();
+    let mut sandbox = Sandbox::new();
+    let _keyring = SecretService::start(&mut sandbox);
+    let mut daemon = sandbox.start_daemon(&[]);
+
+    let done = device_login(&sandbox, &mock);
+    let session = done["session_id"].as_str().unwrap().to_string();
+    let key = format!("refresh-token/{session}");
+    let issued = mock.issued_refresh_tokens();
+    assert_eq!(issued.len(), 1);
+    assert_eq!(
+        SecretService::lookup(&sandbox, &key).as_deref(),
+        Some(issued[0].as_str()),
+        "secret-tool sees the refresh token in the keyring"
+    );
+    let status: Value =
+        serde_json::from_str(&success(&sandbox.ctl(&["status", "-o", "json"]), "status")).unwrap();
+    assert_eq!(status["secret_store"], "Secret Service");
+
+    let args = session_args(&mock);
+    let info = exec_info(EXEC_V1, false);
+    credential(&sandbox.shim(&as_strs(&args), Some(&info)));
+    let first_log = daemon.log();
+    assert!(daemon.stop().success());
+
+    // A new daemon knows the session from its index and redeems the refresh token it finds in
+    // the keyring: no new login.
+    let daemon = sandbox.start_daemon(&[]);
+    let status: Value =
+        serde_json::from_str(&success(&sandbox.ctl(&["status", "-o", "json"]), "status")).unwrap();
+    assert_eq!(status["sessions"][0]["id"], session.as_str());
+    assert_eq!(status["sessions"][0]["account"], "alice@contoso.example");
+    assert_eq!(status["sessions"][0]["state"], "stale");
+    let cred = credential(&sandbox.shim(&as_strs(&args), Some(&info)));
+    mock.verify(cred["status"]["token"].as_str().unwrap(), AKS_SERVER_ID)
+        .expect("a token the mock signed");
+    assert_eq!(mock.requests("devicecode"), 1, "no second login");
+    assert_eq!(mock.requests("refresh_token"), 1);
+
+    // The rotated refresh token replaced the old one in the keyring.
+    let newest = mock
+        .issued_refresh_tokens()
+        .into_iter()
+        .find(|t| *t != issued[0])
+        .expect("a rotated refresh token");
+    assert_eq!(
+        SecretService::lookup(&sandbox, &key).as_deref(),
+        Some(newest.as_str())
+    );
+
+    // No refresh token reached a file: not the index, not the logs, not the keyring's own
+    // (encrypted) files, nothing under HOME, the state dir or the runtime dir.
+    for token in mock.issued_refresh_tokens() {
+        let found = sandbox.files_containing(&token);
+        assert!(found.is_empty(), "a refresh token is in {found:?}");
+    }
+    assert_no_tokens_in(&first_log, &mock, "the first brokerd's log");
+    assert_no_tokens_in(&daemon.log(), &mock, "the second brokerd's log");
+    assert!(sandbox.state_dir.join("sessions.json").exists());
+
+    // Logging out removes the keyring entry.
+    success(&sandbox.ctl(&["logout", &session]), "logout");
+    assert_eq!(SecretService::lookup(&sandbox, &key), None);
+    let err = failure(
+        &sandbox.shim(&as_strs(&args), Some(&info)),
+        "shim after logout",
+    );
+    assert!(err.contains("brokerctl login"), "{err}");
+}
