@@ -92,12 +92,13 @@ async fn run(args: Args) -> Result<()> {
             (Arc::new(MemoryStore::new()), None)
         }
     };
-    let identity = IdentityClient::new(Arc::new(SystemClock))?;
+    let clock = Arc::new(SystemClock);
+    let identity = IdentityClient::new(clock.clone())?;
     let broker = Arc::new(Broker::new(
         store,
         index,
         identity,
-        Arc::new(SystemClock),
+        clock,
         BrokerOptions::default(),
     ));
 

@@ -138,6 +138,23 @@ pub fn error_detail(status: &tonic::Status) -> Option<ErrorDetail> {
     ErrorDetail::decode(status.details()).ok()
 }
 
+/// The reason a status from brokerd carries; `Unspecified` when it carries none.
+pub fn error_reason(status: &tonic::Status) -> ErrorReason {
+    error_detail(status)
+        .and_then(|d| ErrorReason::try_from(d.reason).ok())
+        .unwrap_or(ErrorReason::Unspecified)
+}
+
+/// One line for people: brokerd's message (written for them already), or the gRPC code when a
+/// status has no message.
+pub fn error_message(status: &tonic::Status) -> String {
+    if status.message().is_empty() {
+        format!("brokerd failed: {:?}", status.code())
+    } else {
+        status.message().to_string()
+    }
+}
+
 #[cfg(feature = "client")]
 pub use client::{ConnectError, connect};
 
@@ -284,9 +301,13 @@ mod tests {
             idp_error_codes: vec![700082],
         };
         let status = status_with_detail(tonic::Code::Unauthenticated, detail.clone());
-        assert_eq!(status.message(), "run brokerctl login");
+        assert_eq!(error_message(&status), "run brokerctl login");
         assert_eq!(error_detail(&status), Some(detail));
-        assert_eq!(error_detail(&tonic::Status::internal("x")), None);
+        assert_eq!(error_reason(&status), ErrorReason::LoginRequired);
+        let plain = tonic::Status::internal("");
+        assert_eq!(error_detail(&plain), None);
+        assert_eq!(error_reason(&plain), ErrorReason::Unspecified);
+        assert_eq!(error_message(&plain), "brokerd failed: Internal");
     }
 
     #[test]

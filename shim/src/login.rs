@@ -14,10 +14,14 @@ pub async fn run(client: &mut BrokerClient<Channel>, spec: &SessionSpec) -> Resu
             spec: Some(spec.clone()),
         })
         .await
-        .map_err(|s| super::message(&s))?
+        .map_err(|s| broker_proto::error_message(&s))?
         .into_inner();
     loop {
-        match stream.message().await.map_err(|s| super::message(&s))? {
+        match stream
+            .message()
+            .await
+            .map_err(|s| broker_proto::error_message(&s))?
+        {
             Some(LoginEvent {
                 event: Some(Event::DeviceCode(code)),
             }) => {

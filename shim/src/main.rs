@@ -79,13 +79,16 @@ async fn fetch(spec: SessionSpec, info: ExecInfo) -> Result<String, String> {
     };
     match request_token(&mut client, &spec).await {
         Ok(answer) => Ok(answer),
-        Err(status) if reason(&status) == ErrorReason::LoginRequired && info.interactive => {
+        Err(status)
+            if broker_proto::error_reason(&status) == ErrorReason::LoginRequired
+                && info.interactive =>
+        {
             login::run(&mut client, &spec).await?;
             request_token(&mut client, &spec)
                 .await
-                .map_err(|status| message(&status))
+                .map_err(|status| broker_proto::error_message(&status))
         }
-        Err(status) => Err(message(&status)),
+        Err(status) => Err(broker_proto::error_message(&status)),
     }
     .map(|answer| {
         exec_credential::exec_credential(
@@ -106,19 +109,4 @@ async fn request_token(
         })
         .await
         .map(tonic::Response::into_inner)
-}
-
-fn reason(status: &tonic::Status) -> ErrorReason {
-    broker_proto::error_detail(status)
-        .and_then(|d| ErrorReason::try_from(d.reason).ok())
-        .unwrap_or(ErrorReason::Unspecified)
-}
-
-/// brokerd's messages are written for people already; anything else gets its gRPC code.
-fn message(status: &tonic::Status) -> String {
-    if status.message().is_empty() {
-        format!("brokerd failed: {:?}", status.code())
-    } else {
-        status.message().to_string()
-    }
 }

@@ -386,26 +386,20 @@ impl Broker {
     /// With `None`, every session.
     pub async fn logout(&self, selector: Option<&Selector>) -> Result<Vec<SessionId>, BrokerError> {
         let targets = match selector {
-            Some(selector) => match self.select_one(selector) {
-                Ok(session) => vec![session],
-                // A spec with no session may still have an orphaned keyring entry.
-                Err(BrokerError::NotFound(_)) if matches!(selector, Selector::Spec(_)) => {
-                    let Selector::Spec(spec) = selector else {
-                        unreachable!()
-                    };
-                    let id = spec.id();
-                    return if self.delete_secret(refresh_token_key(&id)).await? {
-                        Ok(vec![id])
-                    } else {
-                        Err(BrokerError::NotFound(format!(
-                            "for {}; nobody is signed in to it",
-                            spec.describe()
-                        )))
-                    };
-                }
-                Err(e) => return Err(e),
-            },
             None => self.all_sessions(),
+            // A spec with no session may still have an orphaned keyring entry: remove it.
+            Some(Selector::Spec(spec)) if self.session(&spec.id()).is_none() => {
+                let id = spec.id();
+                return if self.delete_secret(refresh_token_key(&id)).await? {
+                    Ok(vec![id])
+                } else {
+                    Err(BrokerError::NotFound(format!(
+                        "for {}; nobody is signed in to it",
+                        spec.describe()
+                    )))
+                };
+            }
+            Some(selector) => vec![self.select_one(selector)?],
         };
         let mut removed = Vec::new();
         for session in targets {

@@ -8,7 +8,7 @@ use broker_proto::v1::{self, broker_client::BrokerClient, login_event::Event};
 use serde_json::json;
 use tonic::transport::Channel;
 
-use crate::output::{Format, status_message, status_reason, timestamp};
+use crate::output::{Format, status_reason, timestamp};
 
 pub async fn run(
     client: &mut BrokerClient<Channel>,
@@ -21,7 +21,7 @@ pub async fn run(
         Err(status) => {
             return Ok(failed(
                 status_reason(&status),
-                &status_message(&status),
+                &broker_proto::error_message(&status),
                 format,
             ));
         }
@@ -40,7 +40,7 @@ pub async fn run(
             Err(status) => {
                 return Ok(failed(
                     status_reason(&status),
-                    &status_message(&status),
+                    &broker_proto::error_message(&status),
                     format,
                 ));
             }

@@ -23,25 +23,17 @@ pub fn fail(message: &str) -> ExitCode {
 /// printed with its causes.
 pub fn describe(error: &anyhow::Error) -> String {
     if let Some(status) = error.downcast_ref::<tonic::Status>() {
-        return status_message(status);
+        return broker_proto::error_message(status);
     }
     format!("{error:#}")
 }
 
-pub fn status_message(status: &tonic::Status) -> String {
-    match broker_proto::error_detail(status) {
-        Some(detail) if !detail.message.is_empty() => detail.message,
-        _ if !status.message().is_empty() => status.message().to_string(),
-        _ => format!("brokerd failed: {:?}", status.code()),
-    }
-}
-
 /// The reason name scripts branch on, for a status from brokerd.
 pub fn status_reason(status: &tonic::Status) -> &'static str {
-    broker_proto::error_detail(status)
-        .and_then(|d| v1::ErrorReason::try_from(d.reason).ok())
-        .map(broker_proto::reason_name)
-        .unwrap_or("INTERNAL")
+    match broker_proto::error_reason(status) {
+        v1::ErrorReason::Unspecified => "INTERNAL",
+        reason => broker_proto::reason_name(reason),
+    }
 }
 
 /// RFC 3339 in UTC, or None for the wire's "0 = never".

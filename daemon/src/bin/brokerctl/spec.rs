@@ -10,8 +10,8 @@ pub struct SpecArgs {
     #[arg(long, value_name = "ID")]
     pub server_id: String,
     /// The client application id [default: the AKS client, 80faf920-…]
-    #[arg(long, value_name = "ID", default_value = "")]
-    pub client_id: String,
+    #[arg(long, value_name = "ID")]
+    pub client_id: Option<String>,
     /// The tenant id or domain
     #[arg(long, short = 't', value_name = "ID")]
     pub tenant_id: String,
@@ -38,7 +38,7 @@ impl SpecArgs {
             environment: self.environment.clone(),
             authority_host: self.authority_host.clone().unwrap_or_default(),
             tenant_id: self.tenant_id.clone(),
-            client_id: self.client_id.clone(),
+            client_id: self.client_id.clone().unwrap_or_default(),
             server_id: self.server_id.clone(),
             login_mode: mode as i32,
         })
@@ -53,8 +53,8 @@ pub struct SessionArgs {
     pub session_id: Option<String>,
     #[arg(long, value_name = "ID")]
     pub server_id: Option<String>,
-    #[arg(long, value_name = "ID", default_value = "")]
-    pub client_id: String,
+    #[arg(long, value_name = "ID")]
+    pub client_id: Option<String>,
     #[arg(long, short = 't', value_name = "ID")]
     pub tenant_id: Option<String>,
     #[arg(long, short = 'e', default_value = "AzurePublicCloud")]
