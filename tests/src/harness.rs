@@ -192,6 +192,11 @@ impl Sandbox {
 
     /// Starts brokerd with `args` and waits for its `ready` line.
     pub fn start_daemon(&self, args: &[&str]) -> Daemon {
+        self.start_daemon_logging(args, "info")
+    }
+
+    /// Starts brokerd with `args` and RUST_LOG set to `filter`.
+    pub fn start_daemon_logging(&self, args: &[&str], filter: &str) -> Daemon {
         let log = self.root().join(format!(
             "brokerd-{}.log",
             std::time::SystemTime::now()
@@ -203,6 +208,7 @@ impl Sandbox {
         let mut child = self
             .command(&binaries().brokerd)
             .args(args)
+            .env("RUST_LOG", filter)
             .stdout(Stdio::piped())
             .stderr(log_file)
             .spawn()

@@ -4,8 +4,8 @@ use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 
 use broker_tests::harness::{
-    EXEC_V1, Sandbox, as_strs, binaries, credential, device_login, exec_info, failure, fast_mock,
-    session_args, success,
+    EXEC_V1, Sandbox, as_strs, assert_no_tokens_in, binaries, credential, device_login, exec_info,
+    failure, fast_mock, session_args, success,
 };
 use broker_tests::mock_entra::AKS_SERVER_ID;
 use serde_json::Value;
@@ -211,4 +211,25 @@ fn at_a_terminal_the_shim_signs_in_once_then_prints_the_credential() {
     mock.verify(cred["status"]["token"].as_str().unwrap(), AKS_SERVER_ID)
         .expect("a token the mock signed");
     assert_eq!(mock.requests("devicecode"), 1);
+}
+
+#[test]
+fn even_trace_logs_of_a_login_and_refreshes_hold_no_token() {
+    let mock = fast_mock();
+    let sandbox = Sandbox::new();
+    let daemon = sandbox.start_daemon_logging(&["--store", "memory"], "trace");
+    let session = device_login(&sandbox, &mock)["session_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    success(&sandbox.ctl(&["refresh", &session]), "refresh");
+    success(&sandbox.ctl(&["refresh", &session]), "refresh");
+    token_of(&sandbox.shim(
+        &as_strs(&session_args(&mock)),
+        Some(&exec_info(EXEC_V1, false)),
+    ));
+    let log = daemon.log();
+    assert!(log.contains("TRACE"), "trace logging is on");
+    assert_eq!(mock.issued_refresh_tokens().len(), 3);
+    assert_no_tokens_in(&log, &mock, "brokerd's trace log");
 }
