@@ -1,8 +1,8 @@
 //! Signing in through brokerd against the mock Entra ID, then getting tokens through the shim.
 
 use broker_tests::harness::{
-    EXEC_V1, EXEC_V1BETA1, Sandbox, as_strs, assert_no_tokens_in, credential, device_login,
-    exec_info, failure, fast_mock, session_args,
+    EXEC_V1, EXEC_V1BETA1, Sandbox, as_strs, assert_no_tokens_in, binaries, credential,
+    device_login, exec_info, failure, fast_mock, on_path, require, session_args, success,
 };
 use broker_tests::mock_entra::{AKS_SERVER_ID, AuthorizeOutcome, TENANT_ID};
 
@@ -161,4 +161,66 @@ fn interactive_login_the_user_refuses_reports_the_idp_error() {
         "{failed}"
     );
     assert_eq!(login.finish().0.code(), Some(1));
+}
+
+/// A stand-in for the user's browser, for `$BROWSER`: it loads the URL it is given and follows
+/// the redirects, as a browser does.
+fn fake_browser(sandbox: &Sandbox) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = sandbox.root().join("browser");
+    std::fs::write(&path, "#!/bin/sh\nexec curl -fsSL -o /dev/null \"$1\"\n").unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+#[test]
+fn at_a_terminal_the_shim_opens_the_browser_for_an_interactive_login() {
+    if !require("curl (the stand-in browser)", on_path("curl")) {
+        return;
+    }
+    let mock = fast_mock();
+    let sandbox = Sandbox::new();
+    let _daemon = sandbox.start_daemon(&["--store", "memory"]);
+    let output = sandbox
+        .command(&binaries().shim)
+        .arg("get-token")
+        .args(session_args(&mock))
+        .args(["--login", "interactive"])
+        .env("KUBERNETES_EXEC_INFO", exec_info(EXEC_V1, true))
+        .env("BROWSER", fake_browser(&sandbox))
+        .output()
+        .unwrap();
+    let cred = credential(&output);
+    mock.verify(cred["status"]["token"].as_str().unwrap(), AKS_SERVER_ID)
+        .expect("a token the mock signed");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("/oauth2/v2.0/authorize?"),
+        "the URL is shown too: {stderr}"
+    );
+    assert_eq!(mock.requests("authorization_code"), 1);
+}
+
+#[test]
+fn brokerctl_login_opens_the_browser_unless_told_not_to() {
+    if !require("curl (the stand-in browser)", on_path("curl")) {
+        return;
+    }
+    let mock = fast_mock();
+    let sandbox = Sandbox::new();
+    let _daemon = sandbox.start_daemon(&["--store", "memory"]);
+    let mut args = vec!["login".to_string()];
+    args.extend(session_args(&mock));
+    args.extend(["--login".into(), "interactive".into()]);
+    let output = sandbox
+        .command(&binaries().brokerctl)
+        .args(&args)
+        .env("BROWSER", fake_browser(&sandbox))
+        .output()
+        .unwrap();
+    let stdout = success(&output, "brokerctl login");
+    assert!(
+        stdout.contains("Signed in as alice@contoso.example"),
+        "{stdout}"
+    );
 }
