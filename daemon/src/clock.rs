@@ -19,6 +19,34 @@ impl Clock for SystemClock {
     }
 }
 
+/// The wall clock moved by an offset that tests set (`brokerd --test-clock`), as a laptop's
+/// sleep or a clock jump would move it. Reading it is one atomic load: no I/O, no lock.
+#[derive(Debug, Default)]
+pub struct AdjustableClock {
+    offset_secs: std::sync::atomic::AtomicI64,
+}
+
+impl AdjustableClock {
+    /// Moves the clock by `seconds` (backwards when negative) and returns the new time.
+    pub fn advance(&self, seconds: i64) -> SystemTime {
+        self.offset_secs
+            .fetch_add(seconds, std::sync::atomic::Ordering::SeqCst);
+        self.now()
+    }
+}
+
+impl Clock for AdjustableClock {
+    fn now(&self) -> SystemTime {
+        let offset = self.offset_secs.load(std::sync::atomic::Ordering::SeqCst);
+        let real = SystemTime::now();
+        if offset >= 0 {
+            real + Duration::from_secs(offset.unsigned_abs())
+        } else {
+            real - Duration::from_secs(offset.unsigned_abs())
+        }
+    }
+}
+
 /// Seconds since the Unix epoch, negative before it; what the wire and the index carry.
 pub fn unix_seconds(time: SystemTime) -> i64 {
     match time.duration_since(UNIX_EPOCH) {
@@ -66,6 +94,16 @@ pub mod testing {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_adjustable_clock_moves_both_ways() {
+        let clock = AdjustableClock::default();
+        let before = SystemTime::now();
+        let moved = clock.advance(3 * 3600);
+        assert!(moved >= before + Duration::from_secs(3 * 3600));
+        let back = clock.advance(-3 * 3600);
+        assert!(back < moved - Duration::from_secs(3000));
+    }
 
     #[test]
     fn unix_seconds_round_trip() {

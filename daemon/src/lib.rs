@@ -5,6 +5,7 @@
 
 pub mod broker;
 pub mod clock;
+pub mod config;
 pub mod identity;
 pub mod listener;
 pub mod paths;

@@ -6,10 +6,15 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Parser, ValueEnum};
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
-use brokerd::broker::{Broker, BrokerOptions};
-use brokerd::clock::SystemClock;
+use brokerd::broker::{Broker, scheduler};
+use brokerd::clock::{AdjustableClock, Clock, SystemClock};
+use brokerd::config::{self, watch::Settings};
 use brokerd::identity::IdentityClient;
+use brokerd::rpc::TestClockService;
 use brokerd::store::{KeyringStore, MemoryStore, SecretStore, SessionIndex};
 use brokerd::{listener, paths, server};
 
@@ -19,14 +24,20 @@ use brokerd::{listener, paths, server};
     version,
     about = "token-broker's daemon: keeps Entra ID refresh tokens in the OS keyring and serves \
              access tokens to kubectl over a Unix socket",
-    after_help = "Logs go to stderr, filtered by RUST_LOG (default: info). Once the socket \
-                  serves, brokerd prints one line to stdout: `ready <socket path>`."
+    after_help = "Logs go to stderr, filtered by RUST_LOG, else the configuration's log_level \
+                  (default: info). Once the socket serves, brokerd prints one line to stdout: \
+                  `ready <socket path>`. SIGHUP reloads the configuration."
 )]
 struct Args {
     /// Unix socket to serve [default: $TOKEN_BROKER_SOCKET, else
     /// $XDG_RUNTIME_DIR/token-broker/broker.sock]
     #[arg(long, value_name = "PATH")]
     socket: Option<PathBuf>,
+
+    /// Configuration file [default: $TOKEN_BROKER_CONFIG, else
+    /// $XDG_CONFIG_HOME/token-broker/config.toml]
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
 
     /// Where refresh tokens live. `memory` forgets everything when brokerd exits: for tests
     /// and demos only.
@@ -36,6 +47,10 @@ struct Args {
     /// Directory for the session index [default: $XDG_STATE_HOME/token-broker]
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
+
+    /// Serve a service that lets tests move brokerd's clock. Never use it otherwise.
+    #[arg(long, hide = true)]
+    test_clock: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -48,27 +63,47 @@ enum StoreKind {
 
 fn main() {
     let args = Args::parse();
-    init_logging();
     if let Err(error) = run(args) {
         eprintln!("brokerd: {error:#}");
         std::process::exit(1);
     }
 }
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
+/// Logging to stderr; the filter is RUST_LOG when set, else the configuration's `log_level`,
+/// which a reload may change. Returns the handle that changes it.
+fn init_logging(
+    config_level: Option<&str>,
+) -> Option<tracing_subscriber::reload::Handle<EnvFilter, tracing_subscriber::Registry>> {
+    let from_env = std::env::var("RUST_LOG").ok().filter(|v| !v.is_empty());
+    let filter = from_env
+        .as_deref()
+        .or(config_level)
+        .and_then(|f| EnvFilter::try_new(f).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal())
+                .with_target(false),
+        )
         .init();
+    // RUST_LOG pins the filter; only the configuration's level follows reloads.
+    from_env.is_none().then_some(handle)
 }
 
 #[tokio::main]
 async fn run(args: Args) -> Result<()> {
     forbid_core_dumps();
+    let config_path = match args.config {
+        Some(path) => path,
+        None => config::default_path()
+            .context("cannot find a configuration directory; give --config")?,
+    };
+    let settings = Arc::new(Settings::load(config_path)?);
+    let log_handle = init_logging(settings.get().log_level.as_deref());
     let socket = broker_proto::socket_path(args.socket.as_deref());
 
     let (store, index): (Arc<dyn SecretStore>, Option<SessionIndex>) = match args.store {
@@ -92,30 +127,67 @@ async fn run(args: Args) -> Result<()> {
             (Arc::new(MemoryStore::new()), None)
         }
     };
-    let clock = Arc::new(SystemClock);
+
+    let test_clock = args.test_clock.then(|| {
+        tracing::warn!("--test-clock: the clock can be moved through the socket (tests only)");
+        Arc::new(AdjustableClock::default())
+    });
+    let clock: Arc<dyn Clock> = match &test_clock {
+        Some(clock) => clock.clone(),
+        None => Arc::new(SystemClock),
+    };
     let identity = IdentityClient::new(clock.clone())?;
-    let broker = Arc::new(Broker::new(
-        store,
-        index,
-        identity,
-        clock,
-        BrokerOptions::default(),
-    ));
+    let broker = Broker::new(store, index, identity, clock, settings.clone());
 
     let listener = listener::bind(&socket, broker_proto::current_uid())?;
     tracing::info!(
-        "serving on {} (secret store: {})",
+        "serving on {} (secret store: {}; configuration: {})",
         socket.display(),
-        broker.store_backend()
+        broker.store_backend(),
+        settings.path().display()
     );
+    config::watch::spawn_reloader(settings.clone());
+    if let Some(handle) = log_handle {
+        follow_log_level(&settings, handle);
+    }
+    tokio::spawn(scheduler::run(broker.clone()));
+
     // The readiness signal for whoever started us: the socket accepts connections from now on.
     let mut stdout = std::io::stdout().lock();
     let _ = writeln!(stdout, "ready {}", socket.display());
     let _ = stdout.flush();
     drop(stdout);
 
-    server::serve(listener, broker, shutdown_signal()).await?;
+    let test_clock = test_clock.map(|clock| TestClockService {
+        clock,
+        broker: broker.clone(),
+    });
+    server::serve(listener, broker, test_clock, shutdown_signal()).await?;
     Ok(())
+}
+
+/// Applies the configuration's `log_level` whenever a reload changes it.
+fn follow_log_level(
+    settings: &Settings,
+    handle: tracing_subscriber::reload::Handle<EnvFilter, tracing_subscriber::Registry>,
+) {
+    let mut changes = settings.subscribe();
+    tokio::spawn(async move {
+        let mut level = changes.borrow().log_level.clone();
+        while changes.changed().await.is_ok() {
+            let new = changes.borrow().log_level.clone();
+            if new == level {
+                continue;
+            }
+            let filter = EnvFilter::try_new(new.as_deref().unwrap_or("info"))
+                .unwrap_or_else(|_| EnvFilter::new("info"));
+            match handle.reload(filter) {
+                Ok(()) => tracing::info!("log level is now {}", new.as_deref().unwrap_or("info")),
+                Err(e) => tracing::warn!("cannot change the log level: {e}"),
+            }
+            level = new;
+        }
+    });
 }
 
 async fn shutdown_signal() {
@@ -140,6 +212,6 @@ fn forbid_core_dumps() {
     if let Err(e) =
         rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
     {
-        tracing::warn!("could not disable core dumps: {e}");
+        eprintln!("brokerd: could not disable core dumps: {e}");
     }
 }

@@ -17,7 +17,8 @@ use tonic::{Code, Request, Response, Status};
 use crate::broker::{
     Broker, BrokerError, LoginMode, Reason, Selector, SessionSpec, SessionState, SessionStatus,
 };
-use crate::clock::unix_seconds;
+use crate::clock::{AdjustableClock, unix_seconds};
+use crate::config::SpecRequest;
 use crate::identity::LoginPrompt;
 
 pub struct BrokerService {
@@ -79,11 +80,15 @@ impl broker_server::Broker for BrokerService {
         &self,
         request: Request<v1::GetTokenRequest>,
     ) -> Result<Response<v1::GetTokenResponse>, Status> {
-        let spec = session_spec(request.into_inner().spec)?;
-        let grant = self.broker.get_token(&spec).await.map_err(to_status)?;
+        let spec = self.session_spec(request.into_inner().spec)?;
+        let grant = self
+            .broker
+            .get_token(&spec)
+            .await
+            .map_err(|e| to_status(&e))?;
         Ok(Response::new(v1::GetTokenResponse {
             access_token: grant.token.expose().to_string(),
-            expires_at_unix: unix_seconds(grant.token.expires_at),
+            expires_at_unix: unix_seconds(grant.expires_at),
             session_id: grant.session_id.to_string(),
         }))
     }
@@ -94,7 +99,7 @@ impl broker_server::Broker for BrokerService {
         &self,
         request: Request<v1::LoginRequest>,
     ) -> Result<Response<Self::LoginStream>, Status> {
-        let spec = session_spec(request.into_inner().spec)?;
+        let spec = self.session_spec(request.into_inner().spec)?;
         let (events, stream) = mpsc::channel(8);
         let broker = self.broker.clone();
         tokio::spawn(async move {
@@ -102,13 +107,11 @@ impl broker_server::Broker for BrokerService {
             let prompt = move |prompt: LoginPrompt| {
                 let _ = prompts.try_send(Ok(prompt_event(prompt)));
             };
-            // A caller that hangs up abandons the login: stop polling, close the listener.
+            // A caller that hangs up stops waiting; the login itself runs on for any other
+            // caller until it succeeds or times out.
             let outcome = tokio::select! {
                 outcome = broker.login(&spec, &prompt) => outcome,
-                () = events.closed() => {
-                    tracing::info!("login for {} abandoned by its caller", spec.describe());
-                    return;
-                }
+                () = events.closed() => return,
             };
             let event = match outcome {
                 Ok(done) => login_event::Event::LoggedIn(v1::LoggedIn {
@@ -133,7 +136,7 @@ impl broker_server::Broker for BrokerService {
         let request = request.into_inner();
         let selector = match (request.session, request.all) {
             (None, true) => None,
-            (Some(session), false) => Some(selector(session)?),
+            (Some(session), false) => Some(self.selector(session)?),
             (Some(_), true) => return Err(invalid("give a session or all, not both")),
             (None, false) => return Err(invalid("name a session, or ask for all")),
         };
@@ -141,7 +144,7 @@ impl broker_server::Broker for BrokerService {
             .broker
             .logout(selector.as_ref())
             .await
-            .map_err(to_status)?;
+            .map_err(|e| to_status(&e))?;
         Ok(Response::new(v1::LogoutResponse {
             session_ids: removed.iter().map(ToString::to_string).collect(),
         }))
@@ -151,6 +154,7 @@ impl broker_server::Broker for BrokerService {
         &self,
         _request: Request<v1::StatusRequest>,
     ) -> Result<Response<v1::StatusResponse>, Status> {
+        let config = self.broker.config_status();
         Ok(Response::new(v1::StatusResponse {
             version: env!("CARGO_PKG_VERSION").to_string(),
             uptime_seconds: self.started.elapsed().as_secs(),
@@ -158,6 +162,12 @@ impl broker_server::Broker for BrokerService {
             secret_store: self.broker.store_backend().to_string(),
             sessions: self.broker.status().into_iter().map(session_info).collect(),
             pid: std::process::id(),
+            config: Some(v1::ConfigInfo {
+                path: config.path.display().to_string(),
+                loaded_at_unix: unix_seconds(config.loaded_at),
+                error: config.error.unwrap_or_default(),
+                profiles: self.broker.profiles(),
+            }),
         }))
     }
 
@@ -171,9 +181,9 @@ impl broker_server::Broker for BrokerService {
             .ok_or_else(|| invalid("name the session to refresh"))?;
         let grant = self
             .broker
-            .refresh(&selector(session)?)
+            .refresh(&self.selector(session)?)
             .await
-            .map_err(to_status)?;
+            .map_err(|e| to_status(&e))?;
         Ok(Response::new(v1::RefreshResponse {
             session_id: grant.session_id.to_string(),
             expires_at_unix: unix_seconds(grant.token.expires_at),
@@ -181,34 +191,40 @@ impl broker_server::Broker for BrokerService {
     }
 }
 
-fn session_spec(spec: Option<v1::SessionSpec>) -> Result<SessionSpec, Status> {
-    let spec = spec.ok_or_else(|| invalid("the request names no session"))?;
-    let mode = match v1::LoginMode::try_from(spec.login_mode) {
-        Ok(v1::LoginMode::Unspecified | v1::LoginMode::DeviceCode) => LoginMode::DeviceCode,
-        Ok(v1::LoginMode::Interactive) => LoginMode::Interactive,
-        Err(_) => {
-            return Err(invalid(&format!(
-                "login mode {} is not supported by this brokerd",
-                spec.login_mode
-            )));
-        }
-    };
-    SessionSpec::new(
-        &spec.environment,
-        &spec.authority_host,
-        &spec.tenant_id,
-        &spec.client_id,
-        &spec.server_id,
-        mode,
-    )
-    .map_err(|e| to_status(BrokerError::from(e)))
-}
+impl BrokerService {
+    fn session_spec(&self, spec: Option<v1::SessionSpec>) -> Result<SessionSpec, Status> {
+        let spec = spec.ok_or_else(|| invalid("the request names no session"))?;
+        let login_mode = match v1::LoginMode::try_from(spec.login_mode) {
+            Ok(v1::LoginMode::Unspecified) => None,
+            Ok(v1::LoginMode::DeviceCode) => Some(LoginMode::DeviceCode),
+            Ok(v1::LoginMode::Interactive) => Some(LoginMode::Interactive),
+            Err(_) => {
+                return Err(invalid(&format!(
+                    "login mode {} is not supported by this brokerd",
+                    spec.login_mode
+                )));
+            }
+        };
+        let request = SpecRequest {
+            profile: spec.profile,
+            environment: spec.environment,
+            authority_host: spec.authority_host,
+            tenant_id: spec.tenant_id,
+            client_id: spec.client_id,
+            server_id: spec.server_id,
+            login_mode,
+        };
+        self.broker.resolve(&request).map_err(|e| to_status(&e))
+    }
 
-fn selector(session: v1::SessionRef) -> Result<Selector, Status> {
-    match session.target {
-        Some(v1::session_ref::Target::SessionId(id)) => Ok(Selector::Id(id)),
-        Some(v1::session_ref::Target::Spec(spec)) => Ok(Selector::Spec(session_spec(Some(spec))?)),
-        None => Err(invalid("the session reference is empty")),
+    fn selector(&self, session: v1::SessionRef) -> Result<Selector, Status> {
+        match session.target {
+            Some(v1::session_ref::Target::SessionId(id)) => Ok(Selector::Id(id)),
+            Some(v1::session_ref::Target::Spec(spec)) => {
+                Ok(Selector::Spec(self.session_spec(Some(spec))?))
+            }
+            None => Err(invalid("the session reference is empty")),
+        }
     }
 }
 
@@ -223,6 +239,7 @@ fn wire_spec(spec: &SessionSpec) -> v1::SessionSpec {
             LoginMode::DeviceCode => v1::LoginMode::DeviceCode,
             LoginMode::Interactive => v1::LoginMode::Interactive,
         } as i32,
+        profile: String::new(),
     }
 }
 
@@ -234,14 +251,25 @@ fn session_info(status: SessionStatus) -> v1::SessionInfo {
         account: status.account.unwrap_or_default(),
         state: match status.state {
             SessionState::Fresh => v1::SessionState::Fresh,
-            SessionState::Stale => v1::SessionState::Stale,
+            SessionState::RefreshDue => v1::SessionState::RefreshDue,
             SessionState::Refreshing => v1::SessionState::Refreshing,
+            SessionState::Degraded => v1::SessionState::Degraded,
             SessionState::LoginRequired => v1::SessionState::LoginRequired,
         } as i32,
-        token_expires_at_unix: status.token_expires_at.map(unix_seconds).unwrap_or(0),
-        last_refresh_unix: status.last_refresh.map(unix_seconds).unwrap_or(0),
+        token_expires_at_unix: unix_or_zero(status.token_expires_at),
+        last_refresh_unix: unix_or_zero(status.last_refresh),
         last_error: status.last_error.unwrap_or_default(),
+        next_refresh_unix: unix_or_zero(status.next_refresh),
+        tokens_served: status.tokens_served,
+        refreshes: status.refreshes,
+        refresh_failures: status.refresh_failures,
+        last_error_codes: status.last_error_codes,
+        last_served_unix: unix_or_zero(status.last_served),
     }
+}
+
+fn unix_or_zero(time: Option<std::time::SystemTime>) -> i64 {
+    time.map(unix_seconds).unwrap_or(0)
 }
 
 fn prompt_event(prompt: LoginPrompt) -> v1::LoginEvent {
@@ -275,7 +303,7 @@ fn wire_reason(reason: Reason) -> v1::ErrorReason {
 }
 
 /// The one mapping from broker errors to gRPC statuses.
-fn to_status(error: BrokerError) -> Status {
+fn to_status(error: &BrokerError) -> Status {
     let reason = error.reason();
     let code = match reason {
         Reason::LoginRequired => Code::Unauthenticated,
@@ -285,7 +313,7 @@ fn to_status(error: BrokerError) -> Status {
         Reason::LoginFailed => Code::Aborted,
         Reason::Internal => Code::Internal,
     };
-    let message = match &error {
+    let message = match error {
         BrokerError::LoginRequired { spec, .. } => format!(
             "{error}; run: {}",
             broker_proto::login_command(&wire_spec(spec))
@@ -318,4 +346,26 @@ fn status(code: Code, reason: v1::ErrorReason, message: String, idp_codes: Vec<i
             idp_error_codes: idp_codes,
         },
     )
+}
+
+/// `tokenbroker.v1.TestClock`, served only by `brokerd --test-clock`.
+pub struct TestClockService {
+    pub clock: Arc<AdjustableClock>,
+    pub broker: Arc<Broker>,
+}
+
+#[tonic::async_trait]
+impl broker_proto::v1::test_clock_server::TestClock for TestClockService {
+    async fn advance(
+        &self,
+        request: Request<v1::AdvanceClockRequest>,
+    ) -> Result<Response<v1::AdvanceClockResponse>, Status> {
+        let seconds = request.into_inner().seconds;
+        let now = self.clock.advance(seconds);
+        tracing::info!("test clock moved by {seconds} s");
+        self.broker.wake_scheduler();
+        Ok(Response::new(v1::AdvanceClockResponse {
+            now_unix: unix_seconds(now),
+        }))
+    }
 }

@@ -5,20 +5,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use broker_proto::v1::broker_server::BrokerServer;
+use broker_proto::v1::test_clock_server::TestClockServer;
 use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::broker::Broker;
 use crate::listener::Listener;
-use crate::rpc::{BrokerService, peer_check};
+use crate::rpc::{BrokerService, TestClockService, peer_check};
 
 /// How long in-flight calls (a login waiting for its user, say) may run after shutdown starts.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves until `shutdown` completes and in-flight calls finish (or the drain time runs out),
-/// then removes the socket file.
+/// then removes the socket file. `test_clock` adds the clock-moving service tests use.
 pub async fn serve(
     listener: Listener,
     broker: Arc<Broker>,
+    test_clock: Option<TestClockService>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let path = listener.path.clone();
@@ -34,6 +36,9 @@ pub async fn serve(
     };
     let server = tonic::transport::Server::builder()
         .add_service(BrokerServer::with_interceptor(service, peer_check(uid)))
+        .add_optional_service(
+            test_clock.map(|clock| TestClockServer::with_interceptor(clock, peer_check(uid))),
+        )
         .serve_with_incoming_shutdown(UnixListenerStream::new(socket), signal);
 
     let drain_deadline = async move {

@@ -98,6 +98,7 @@ pub fn login_command(spec: &SessionSpec) -> String {
             cmd.push_str(&shell_quote(value));
         }
     };
+    flag("profile", &spec.profile);
     flag("server-id", &spec.server_id);
     flag("client-id", &spec.client_id);
     flag("tenant-id", &spec.tenant_id);
@@ -285,6 +286,7 @@ mod tests {
             client_id: "c".into(),
             server_id: "s".into(),
             login_mode: LoginMode::Interactive as i32,
+            profile: String::new(),
         };
         assert_eq!(
             login_command(&spec),

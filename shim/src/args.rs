@@ -8,6 +8,7 @@ pub const USAGE: &str = "\
 usage: broker-shim get-token --server-id ID --tenant-id ID [--client-id ID]
                              [--environment NAME | --authority-host URL]
                              [--login devicecode|interactive]
+       broker-shim get-token --profile NAME [any of the flags above, to override it]
 
 kubectl's exec credential plugin for token-broker. It asks brokerd (over its Unix socket,
 $TOKEN_BROKER_SOCKET or $XDG_RUNTIME_DIR/token-broker/broker.sock) for an access token and
@@ -24,6 +25,7 @@ pub enum Command {
 
 /// Flags that take a value and shape the session.
 const SPEC_FLAGS: &[(&str, Option<char>)] = &[
+    ("profile", None),
     ("server-id", None),
     ("client-id", None),
     ("tenant-id", Some('t')),
@@ -51,11 +53,9 @@ pub fn parse(args: &[String], authority_host_env: Option<String>) -> Result<Comm
         }
     }
 
-    let mut spec = SessionSpec {
-        environment: "AzurePublicCloud".into(),
-        ..SessionSpec::default()
-    };
-    let mut login = String::from("devicecode");
+    // Empty fields are "not given": brokerd applies the defaults (or the profile's values).
+    let mut spec = SessionSpec::default();
+    let mut login = None;
     let mut authority_host = None;
     while let Some(arg) = args.next() {
         if arg == "-h" || arg == "--help" {
@@ -80,26 +80,31 @@ pub fn parse(args: &[String], authority_host_env: Option<String>) -> Result<Comm
                 .ok_or_else(|| format!("--{name} needs a value"))?,
         };
         match name.as_str() {
+            "profile" => spec.profile = value,
             "server-id" => spec.server_id = value,
             "client-id" => spec.client_id = value,
             "tenant-id" => spec.tenant_id = value,
             "environment" => spec.environment = value,
-            "login" => login = value,
+            "login" => login = Some(value),
             "authority-host" => authority_host = Some(value),
             _ => {}
         }
     }
 
-    let mode = broker_proto::parse_login_mode(&login).ok_or_else(|| {
-        format!("--login {login:?} is not supported; use devicecode or interactive")
-    })?;
-    spec.set_login_mode(mode);
-    spec.authority_host = authority_host.or(authority_host_env).unwrap_or_default();
-    if spec.server_id.is_empty() {
-        return Err("--server-id is required".into());
+    if let Some(login) = login {
+        let mode = broker_proto::parse_login_mode(&login).ok_or_else(|| {
+            format!("--login {login:?} is not supported; use devicecode or interactive")
+        })?;
+        spec.set_login_mode(mode);
     }
-    if spec.tenant_id.is_empty() {
-        return Err("--tenant-id is required".into());
+    spec.authority_host = authority_host.or(authority_host_env).unwrap_or_default();
+    if spec.profile.is_empty() {
+        if spec.server_id.is_empty() {
+            return Err("--server-id is required (or --profile)".into());
+        }
+        if spec.tenant_id.is_empty() {
+            return Err("--tenant-id is required (or --profile)".into());
+        }
     }
     Ok(Command::GetToken(spec))
 }
@@ -159,6 +164,21 @@ mod tests {
         assert_eq!(s.tenant_id, "00000000-0000-0000-0000-000000000001");
         assert_eq!(s.environment, "AzurePublicCloud");
         assert_eq!(s.login_mode(), LoginMode::DeviceCode);
+    }
+
+    #[test]
+    fn a_profile_stands_in_for_the_required_flags() {
+        let s = spec("get-token --profile prod");
+        assert_eq!(s.profile, "prod");
+        assert_eq!(
+            s.login_mode(),
+            LoginMode::Unspecified,
+            "the profile decides"
+        );
+        assert_eq!(s.environment, "", "the profile decides");
+        let s = spec("get-token --profile=prod --tenant-id other -l interactive");
+        assert_eq!(s.tenant_id, "other");
+        assert_eq!(s.login_mode(), LoginMode::Interactive);
     }
 
     #[test]

@@ -47,7 +47,7 @@ fn refresh_tokens_live_in_the_secret_service_and_survive_a_daemon_restart() {
         serde_json::from_str(&success(&sandbox.ctl(&["status", "-o", "json"]), "status")).unwrap();
     assert_eq!(status["sessions"][0]["id"], session.as_str());
     assert_eq!(status["sessions"][0]["account"], "alice@contoso.example");
-    assert_eq!(status["sessions"][0]["state"], "stale");
+    assert_eq!(status["sessions"][0]["state"], "refresh_due");
     let cred = credential(&sandbox.shim(&as_strs(&args), Some(&info)));
     mock.verify(cred["status"]["token"].as_str().unwrap(), AKS_SERVER_ID)
         .expect("a token the mock signed");

@@ -36,6 +36,17 @@ pub enum BrokerError {
         message: String,
         idp_codes: Vec<i64>,
     },
+    /// A refresh is backing off after a passing failure, and no valid token is left to serve.
+    #[error("cannot refresh: {why}; retrying in {} s", retry_in.as_secs())]
+    Unavailable {
+        why: String,
+        retry_in: std::time::Duration,
+        idp_codes: Vec<i64>,
+    },
+    #[error("no profile named {name:?} in {path}")]
+    UnknownProfile { name: String, path: String },
+    #[error("profile {name:?}: {reason}")]
+    InvalidProfile { name: String, reason: String },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("no session {0}; `brokerctl status` lists the sessions")]
@@ -55,6 +66,10 @@ impl BrokerError {
                 ErrorClass::LoginRequired => Reason::LoginRequired,
             },
             BrokerError::LoginFailed { .. } => Reason::LoginFailed,
+            BrokerError::Unavailable { .. } => Reason::IdpUnavailable,
+            BrokerError::UnknownProfile { .. } | BrokerError::InvalidProfile { .. } => {
+                Reason::Config
+            }
             BrokerError::Store(_) => Reason::StoreUnavailable,
             BrokerError::NotFound(_) => Reason::NotFound,
             BrokerError::Internal(_) => Reason::Internal,
@@ -64,7 +79,8 @@ impl BrokerError {
     pub fn idp_codes(&self) -> &[i64] {
         match self {
             BrokerError::LoginRequired { idp_codes, .. }
-            | BrokerError::LoginFailed { idp_codes, .. } => idp_codes,
+            | BrokerError::LoginFailed { idp_codes, .. }
+            | BrokerError::Unavailable { idp_codes, .. } => idp_codes,
             BrokerError::Identity { source } => source.idp_error_codes(),
             _ => &[],
         }

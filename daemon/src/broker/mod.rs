@@ -1,62 +1,49 @@
-//! The heart of brokerd: the session registry, `GetToken`, login, logout and refresh.
+//! The heart of brokerd: the session registry, `GetToken`, login, logout, refresh and the
+//! schedule that keeps tokens fresh before anyone asks.
 //!
 //! Invariants:
 //! - A fresh token is answered from memory: no I/O, and no lock that a refresh holds.
-//! - Per session, one refresh or login runs at a time; concurrent callers wait for it and
-//!   share its result.
+//! - Per session, one refresh runs at a time and one login prompts at a time; concurrent
+//!   callers wait for it and share its result.
 //! - A rotated refresh token reaches the secret store before the old one is forgotten.
 //! - An expired access token is never handed out.
+//! - The IdP is never asked in a loop: passing failures back off, refusals wait for a login,
+//!   and at most `refresh.max_concurrent` token requests are in flight.
 
 mod error;
+mod login;
+mod persist;
+mod refresh;
+pub mod scheduler;
 mod session;
 pub mod spec;
 #[cfg(test)]
 mod tests;
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::SystemTime;
 
 pub use error::{BrokerError, Reason};
-use session::{Meta, RefreshSlot};
+pub use login::LoggedIn;
+use session::Meta;
 pub use session::{Session, SessionState, SessionStatus};
 pub use spec::{LoginMode, SessionId, SessionSpec};
 
-use crate::clock::{self, Clock};
-use crate::identity::token::{AccessToken, RefreshToken, TokenSet};
-use crate::identity::{IdentityClient, IdentityError, LoginPrompt};
-use crate::store::{IndexedSession, SecretStore, SessionIndex, StoreError};
+use crate::clock::Clock;
+use crate::config::watch::{ConfigStatus, Settings};
+use crate::config::{RefreshPolicy, SpecRequest};
+use crate::identity::IdentityClient;
+use crate::identity::token::AccessToken;
+use crate::store::{SecretStore, SessionIndex};
 
-/// Tunables of the serving rule and of logins.
-#[derive(Clone, Debug)]
-pub struct BrokerOptions {
-    /// A token with less than this left is refreshed before it is served.
-    pub min_remaining: Duration,
-    /// How long a login waits for the user.
-    pub login_timeout: Duration,
-}
-
-impl Default for BrokerOptions {
-    fn default() -> Self {
-        BrokerOptions {
-            min_remaining: Duration::from_secs(10 * 60),
-            login_timeout: Duration::from_secs(5 * 60),
-        }
-    }
-}
-
-/// An access token handed to a caller, with the session it came from.
+/// An access token handed to a caller.
 #[derive(Clone, Debug)]
 pub struct Grant {
     pub session_id: SessionId,
     pub token: AccessToken,
-}
-
-/// The end of a successful login.
-#[derive(Clone, Debug)]
-pub struct LoggedIn {
-    pub session_id: SessionId,
-    pub account: Option<String>,
+    /// What the caller is told: the real expiry less the policy's margin, but never earlier
+    /// than now while the token is still valid.
     pub expires_at: SystemTime,
 }
 
@@ -68,63 +55,106 @@ pub enum Selector {
 }
 
 pub struct Broker {
+    /// This broker itself, for the tasks it spawns (scheduled refreshes, logins, index writes).
+    me: std::sync::Weak<Broker>,
     sessions: RwLock<HashMap<SessionId, Arc<Session>>>,
     store: Arc<dyn SecretStore>,
     /// Absent when sessions must not outlive the process (the memory store).
     index: Option<SessionIndex>,
-    /// Serialises index rewrites so that the last one written is the newest.
-    index_writer: tokio::sync::Mutex<()>,
+    persist: persist::IndexWriter,
     identity: IdentityClient,
     clock: Arc<dyn Clock>,
-    options: BrokerOptions,
-}
-
-/// The secret store key of a session's refresh token.
-fn refresh_token_key(id: &SessionId) -> String {
-    format!("refresh-token/{id}")
+    settings: Arc<Settings>,
+    /// Caps concurrent token requests; replaced when the configured cap changes.
+    permits: Mutex<(usize, Arc<tokio::sync::Semaphore>)>,
+    logins: login::Flights,
+    /// Wakes the scheduler: a session changed, or the clock moved.
+    wake: tokio::sync::Notify,
 }
 
 impl Broker {
     /// A broker that knows the sessions of `index`, their refresh tokens still in the store.
+    /// Start [`scheduler::run`] beside it for refreshes ahead of time.
     pub fn new(
         store: Arc<dyn SecretStore>,
         index: Option<SessionIndex>,
         identity: IdentityClient,
         clock: Arc<dyn Clock>,
-        options: BrokerOptions,
-    ) -> Self {
-        let mut sessions = HashMap::new();
-        if let Some(index) = &index {
-            match index.load() {
-                Ok(records) => {
-                    for record in records {
-                        match session_from_index(&record) {
-                            Ok(session) => {
-                                sessions.insert(session.id.clone(), Arc::new(session));
-                            }
-                            Err(e) => {
-                                tracing::warn!("skipping session {} of the index: {e}", record.id)
-                            }
-                        }
-                    }
-                }
-                Err(e) => tracing::error!("{e}; starting with no sessions"),
-            }
-        }
+        settings: Arc<Settings>,
+    ) -> Arc<Self> {
+        let sessions = index
+            .as_ref()
+            .map(persist::load_sessions)
+            .unwrap_or_default();
         tracing::info!("{} session(s) known from the index", sessions.len());
-        Broker {
+        let cap = settings.get().refresh.max_concurrent;
+        Arc::new_cyclic(|me| Broker {
+            me: me.clone(),
             sessions: RwLock::new(sessions),
             store,
             index,
-            index_writer: tokio::sync::Mutex::new(()),
+            persist: persist::IndexWriter::default(),
             identity,
             clock,
-            options,
-        }
+            settings,
+            permits: Mutex::new((cap, Arc::new(tokio::sync::Semaphore::new(cap)))),
+            logins: login::Flights::default(),
+            wake: tokio::sync::Notify::new(),
+        })
+    }
+
+    fn me(&self) -> Option<Arc<Broker>> {
+        self.me.upgrade()
     }
 
     pub fn store_backend(&self) -> &str {
         self.store.backend()
+    }
+
+    pub fn config_status(&self) -> ConfigStatus {
+        self.settings.status()
+    }
+
+    pub fn profiles(&self) -> Vec<String> {
+        self.settings.get().profiles.keys().cloned().collect()
+    }
+
+    fn policy(&self) -> RefreshPolicy {
+        self.settings.get().refresh.clone()
+    }
+
+    /// Tells the scheduler to look again: the wall clock jumped, or a session changed.
+    pub fn wake_scheduler(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Resolves what a caller gave, with a profile of the configuration underneath.
+    pub fn resolve(&self, request: &SpecRequest) -> Result<SessionSpec, BrokerError> {
+        if request.profile.is_empty() {
+            return Ok(SessionSpec::new(
+                &request.environment,
+                &request.authority_host,
+                &request.tenant_id,
+                &request.client_id,
+                &request.server_id,
+                request.login_mode.unwrap_or(LoginMode::DeviceCode),
+            )?);
+        }
+        let config = self.settings.get();
+        let profile =
+            config
+                .profiles
+                .get(&request.profile)
+                .ok_or_else(|| BrokerError::UnknownProfile {
+                    name: request.profile.clone(),
+                    path: self.settings.path().display().to_string(),
+                })?;
+        profile
+            .spec(Some(request))
+            .map_err(|reason| BrokerError::InvalidProfile {
+                name: request.profile.clone(),
+                reason,
+            })
     }
 
     fn session(&self, id: &SessionId) -> Option<Arc<Session>> {
@@ -135,7 +165,7 @@ impl Broker {
             .cloned()
     }
 
-    fn all_sessions(&self) -> Vec<Arc<Session>> {
+    pub(crate) fn all_sessions(&self) -> Vec<Arc<Session>> {
         let mut all: Vec<_> = self
             .sessions
             .read()
@@ -145,6 +175,21 @@ impl Broker {
             .collect();
         all.sort_by(|a, b| a.id.cmp(&b.id));
         all
+    }
+
+    fn grant(&self, session: &Session, token: AccessToken, policy: &RefreshPolicy) -> Grant {
+        let now = self.clock.now();
+        session.served(now);
+        let margined = token
+            .expires_at
+            .checked_sub(policy.expiry_margin)
+            .filter(|t| *t > now)
+            .unwrap_or(token.expires_at);
+        Grant {
+            session_id: session.id.clone(),
+            expires_at: margined,
+            token,
+        }
     }
 
     /// An access token for `spec`: from memory while it has more than `min_remaining` left,
@@ -157,228 +202,26 @@ impl Broker {
                 "nobody has signed in to this session yet",
             ));
         };
-        if let Some(token) = session.fresh_token(self.clock.now(), self.options.min_remaining) {
-            return Ok(Grant {
-                session_id: id,
-                token,
-            });
+        let policy = self.policy();
+        if let Some(token) = session.fresh_token(self.clock.now(), policy.min_remaining) {
+            return Ok(self.grant(&session, token, &policy));
         }
-        self.refresh_session(&session, false).await
+        let token = self
+            .refresh_session(&session, refresh::Trigger::Request)
+            .await?;
+        Ok(self.grant(&session, token, &policy))
     }
 
-    /// Redeems a session's refresh token now, whatever its access token's age.
+    /// Redeems a session's refresh token now, whatever its access token's age or backoff.
     pub async fn refresh(&self, selector: &Selector) -> Result<Grant, BrokerError> {
         let session = self.select_one(selector)?;
-        self.refresh_session(&session, true).await
-    }
-
-    /// Refreshes `session` unless, once the refresh lock is ours, a concurrent caller already
-    /// did (and `force` is off).
-    async fn refresh_session(&self, session: &Session, force: bool) -> Result<Grant, BrokerError> {
-        let mut slot = session.refresh.lock().await;
-        let now = self.clock.now();
-        let grant = |token: AccessToken| Grant {
+        let token = self
+            .refresh_session(&session, refresh::Trigger::Forced)
+            .await?;
+        Ok(Grant {
             session_id: session.id.clone(),
+            expires_at: token.expires_at,
             token,
-        };
-        if !force && let Some(token) = session.fresh_token(now, self.options.min_remaining) {
-            return Ok(grant(token));
-        }
-
-        // Without `force`, a session the IdP already refused fails fast: asking again on
-        // every kubectl run would be a loop of requests that cannot succeed.
-        if !force && session.meta().login_required {
-            return match session.usable_token(now) {
-                Some(token) => Ok(grant(token)),
-                None => Err(BrokerError::login_required(
-                    &session.spec,
-                    session
-                        .meta()
-                        .last_error
-                        .clone()
-                        .unwrap_or_else(|| "the session has no refresh token".into()),
-                )),
-            };
-        }
-
-        if let RefreshSlot::NotLoaded = *slot {
-            let stored = self.load_secret(refresh_token_key(&session.id)).await?;
-            *slot = RefreshSlot::Loaded(stored.map(RefreshToken::new));
-        }
-        let RefreshSlot::Loaded(Some(refresh_token)) = &*slot else {
-            let why = format!(
-                "no refresh token for this session in {}",
-                self.store.backend()
-            );
-            let mut meta = session.meta();
-            meta.login_required = true;
-            meta.last_error = Some(why.clone());
-            drop(meta);
-            return Err(BrokerError::login_required(&session.spec, why));
-        };
-        let refresh_token = refresh_token.clone();
-
-        session.meta().refreshing = true;
-        let result = self
-            .identity
-            .refresh(&session.spec.target(), &refresh_token)
-            .await;
-        session.meta().refreshing = false;
-
-        let outcome = match result {
-            Ok(tokens) => self.accept_tokens(session, &mut slot, tokens, false).await,
-            Err(error) => Err(BrokerError::from_refresh(&session.spec, error)),
-        };
-        match outcome {
-            Ok(token) => Ok(grant(token)),
-            Err(error) => {
-                tracing::warn!("refresh of session {} failed: {error}", session.id);
-                {
-                    let mut meta = session.meta();
-                    meta.last_error = Some(error.to_string());
-                    meta.login_required = error.reason() == Reason::LoginRequired;
-                }
-                // A token that still works is better than an error, whatever went wrong.
-                match session.usable_token(self.clock.now()) {
-                    Some(token) if !force => Ok(grant(token)),
-                    _ => Err(error),
-                }
-            }
-        }
-    }
-
-    /// Installs the result of a grant: a rotated refresh token goes to the secret store first,
-    /// then memory takes the new tokens. `require_store` makes a store failure fatal (a login
-    /// whose refresh token cannot be kept is not a login); after a refresh it is only logged,
-    /// because the old refresh token stays valid at Entra and in the store.
-    async fn accept_tokens(
-        &self,
-        session: &Session,
-        slot: &mut RefreshSlot,
-        tokens: TokenSet,
-        require_store: bool,
-    ) -> Result<AccessToken, BrokerError> {
-        let now = self.clock.now();
-        let TokenSet {
-            access,
-            refresh,
-            account,
-            ..
-        } = tokens;
-        if access.remaining(now).is_zero() {
-            // Never hand out an expired token, even a brand-new one.
-            return Err(BrokerError::Identity {
-                source: IdentityError::Malformed(
-                    "the identity provider issued an access token that has already expired \
-                     (check this machine's clock)"
-                        .into(),
-                ),
-            });
-        }
-        if let Some(new_refresh) = &refresh {
-            let account_name = account
-                .clone()
-                .or_else(|| session.meta().account.clone())
-                .unwrap_or_else(|| "unknown account".into());
-            let label = format!(
-                "token-broker refresh token: {account_name}, {}",
-                session.spec.describe()
-            );
-            let saved = self
-                .save_secret(refresh_token_key(&session.id), label, new_refresh.clone())
-                .await;
-            match saved {
-                Ok(()) => {}
-                Err(e) if require_store => return Err(e),
-                Err(e) => tracing::warn!(
-                    "session {}: keeping the new refresh token in memory only: {e}",
-                    session.id
-                ),
-            }
-        }
-        if let Some(new_refresh) = refresh {
-            *slot = RefreshSlot::Loaded(Some(new_refresh));
-        } else if require_store {
-            // A login without a refresh token serves its access token until it expires.
-            *slot = RefreshSlot::Loaded(None);
-        }
-        session.set_token(Some(access.clone()));
-        let mut meta = session.meta();
-        if account.is_some() {
-            meta.account = account;
-        }
-        meta.last_refresh = Some(now);
-        meta.last_error = None;
-        meta.login_required = false;
-        Ok(access)
-    }
-
-    /// Signs the user of `spec` in, telling `prompt` what to show or open. On success the
-    /// session exists, holds fresh tokens, and its refresh token is in the secret store.
-    pub async fn login(
-        &self,
-        spec: &SessionSpec,
-        prompt: &(dyn Fn(LoginPrompt) + Send + Sync),
-    ) -> Result<LoggedIn, BrokerError> {
-        let target = spec.target();
-        let timeout = self.options.login_timeout;
-        tracing::info!("login started for {}", spec.describe());
-        let tokens = match spec.login_mode {
-            LoginMode::DeviceCode => {
-                self.identity
-                    .device_code_login(&target, prompt, timeout)
-                    .await
-            }
-            LoginMode::Interactive => {
-                self.identity
-                    .interactive_login(&target, prompt, timeout)
-                    .await
-            }
-        }
-        .map_err(|e| {
-            tracing::warn!("login for {} failed: {e}", spec.describe());
-            BrokerError::from_login(e)
-        })?;
-
-        let id = spec.id();
-        let (session, created) = {
-            let mut sessions = self.sessions.write().unwrap_or_else(|p| p.into_inner());
-            let created = !sessions.contains_key(&id);
-            let session = sessions
-                .entry(id.clone())
-                .or_insert_with(|| Arc::new(Session::new(spec.clone(), Meta::default())))
-                .clone();
-            (session, created)
-        };
-        let accepted = {
-            let mut slot = session.refresh.lock().await;
-            self.accept_tokens(&session, &mut slot, tokens, true).await
-        };
-        let access = match accepted {
-            Ok(access) => access,
-            Err(error) => {
-                // A session this login created must not linger without tokens.
-                if created {
-                    self.sessions
-                        .write()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .remove(&id);
-                }
-                tracing::warn!("login for {} failed: {error}", spec.describe());
-                return Err(error);
-            }
-        };
-        session.meta().logged_in_at = Some(self.clock.now());
-        self.save_index().await;
-        let account = session.meta().account.clone();
-        tracing::info!(
-            "session {id} signed in as {}",
-            account.as_deref().unwrap_or("an unnamed account")
-        );
-        Ok(LoggedIn {
-            session_id: id,
-            account,
-            expires_at: access.expires_at,
         })
     }
 
@@ -390,7 +233,7 @@ impl Broker {
             // A spec with no session may still have an orphaned keyring entry: remove it.
             Some(Selector::Spec(spec)) if self.session(&spec.id()).is_none() => {
                 let id = spec.id();
-                return if self.delete_secret(refresh_token_key(&id)).await? {
+                return if self.delete_secret(persist::refresh_token_key(&id)).await? {
                     Ok(vec![id])
                 } else {
                     Err(BrokerError::NotFound(format!(
@@ -405,8 +248,9 @@ impl Broker {
         for session in targets {
             let mut slot = session.refresh.lock().await;
             // If the store refuses, the session stays as it was: nothing half-forgotten.
-            self.delete_secret(refresh_token_key(&session.id)).await?;
-            *slot = RefreshSlot::Loaded(None);
+            self.delete_secret(persist::refresh_token_key(&session.id))
+                .await?;
+            *slot = session::RefreshSlot::Loaded(None);
             session.set_token(None);
             self.sessions
                 .write()
@@ -421,9 +265,10 @@ impl Broker {
 
     pub fn status(&self) -> Vec<SessionStatus> {
         let now = self.clock.now();
+        let policy = self.policy();
         self.all_sessions()
             .iter()
-            .map(|s| s.status(now, self.options.min_remaining))
+            .map(|s| s.status(now, &policy))
             .collect()
     }
 
@@ -440,96 +285,39 @@ impl Broker {
         }
     }
 
-    /// Rewrites the session index from memory. A failure is logged, not returned: the session
-    /// works now and its refresh token is safe in the store; only a restart would miss it.
-    async fn save_index(&self) {
-        let Some(index) = self.index.clone() else {
-            return;
-        };
-        let _writer = self.index_writer.lock().await;
-        let records: Vec<IndexedSession> = self
-            .all_sessions()
-            .iter()
-            .map(|s| index_record(s))
-            .collect();
-        let result = tokio::task::spawn_blocking(move || index.save(&records)).await;
-        match result {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!("{e}"),
-            Err(e) => tracing::error!("writing the session index panicked: {e}"),
+    /// The semaphore that caps concurrent token requests, resized when the policy changed.
+    fn permits(&self, cap: usize) -> Arc<tokio::sync::Semaphore> {
+        let mut permits = self.permits.lock().unwrap_or_else(|p| p.into_inner());
+        if permits.0 != cap {
+            // Requests holding the old semaphore's permits finish under the old cap.
+            *permits = (cap, Arc::new(tokio::sync::Semaphore::new(cap)));
+        }
+        permits.1.clone()
+    }
+}
+
+impl Default for Meta {
+    fn default() -> Self {
+        Meta {
+            account: None,
+            logged_in_at: None,
+            last_refresh: None,
+            last_error: None,
+            last_error_codes: Vec::new(),
+            refreshing: false,
+            login_required: false,
+            backoff: None,
+            issued_at: None,
+            lifetime: None,
+            refresh_in: None,
+            jitter: draw_jitter(),
+            refreshes: 0,
+            failures: 0,
         }
     }
-
-    async fn load_secret(&self, key: String) -> Result<Option<secrecy::SecretString>, BrokerError> {
-        let store = self.store.clone();
-        blocking(move || store.load(&key)).await
-    }
-
-    async fn save_secret(
-        &self,
-        key: String,
-        label: String,
-        secret: RefreshToken,
-    ) -> Result<(), BrokerError> {
-        let store = self.store.clone();
-        blocking(move || store.save(&key, &label, secret.secret())).await
-    }
-
-    async fn delete_secret(&self, key: String) -> Result<bool, BrokerError> {
-        let store = self.store.clone();
-        blocking(move || store.delete(&key)).await
-    }
 }
 
-/// Runs a secret store call on a blocking thread: keyring APIs block on D-Bus or the Keychain.
-async fn blocking<T: Send + 'static>(
-    call: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, BrokerError> {
-    tokio::task::spawn_blocking(call)
-        .await
-        .map_err(|e| BrokerError::Internal(format!("secret store call panicked: {e}")))?
-        .map_err(BrokerError::Store)
-}
-
-fn index_record(session: &Session) -> IndexedSession {
-    let meta = session.meta();
-    let spec = &session.spec;
-    IndexedSession {
-        id: session.id.to_string(),
-        environment: spec.environment.clone(),
-        authority_host: spec.authority_host.clone(),
-        tenant_id: spec.tenant_id.clone(),
-        client_id: spec.client_id.clone(),
-        server_id: spec.server_id.clone(),
-        login_mode: spec.login_mode.name().to_string(),
-        account: meta.account.clone(),
-        logged_in_at: meta.logged_in_at.map(clock::unix_seconds).unwrap_or(0),
-    }
-}
-
-fn session_from_index(record: &IndexedSession) -> Result<Session, BrokerError> {
-    let mode = LoginMode::from_name(&record.login_mode).ok_or_else(|| {
-        BrokerError::Internal(format!("unknown login mode {:?}", record.login_mode))
-    })?;
-    let spec = SessionSpec::new(
-        &record.environment,
-        &record.authority_host,
-        &record.tenant_id,
-        &record.client_id,
-        &record.server_id,
-        mode,
-    )?;
-    if spec.id().as_str() != record.id {
-        return Err(BrokerError::Internal(format!(
-            "its parameters now name session {}",
-            spec.id()
-        )));
-    }
-    let meta = Meta {
-        account: record.account.clone(),
-        logged_in_at: (record.logged_in_at > 0)
-            .then(|| clock::from_unix_seconds(record.logged_in_at)),
-        ..Meta::default()
-    };
-    Ok(Session::new(spec, meta))
+/// A draw in [-1, 1] for spreading planned refreshes.
+fn draw_jitter() -> f64 {
+    rand::random_range(-1.0..=1.0)
 }

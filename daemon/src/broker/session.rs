@@ -1,12 +1,21 @@
 //! One session's state: its access token for the hot path, its refresh token behind a lock that
-//! makes refreshes single-flight, and what `status` reports.
+//! makes refreshes single-flight, and the facts its schedule and `status` are computed from.
+//!
+//! The state machine is derived, not stored: fresh → refresh due → refreshing → fresh |
+//! degraded (a passing failure, retried with backoff) | login required.
 
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
+use crate::clock::{from_unix_seconds, unix_seconds};
+use crate::config::RefreshPolicy;
 use crate::identity::token::{AccessToken, RefreshToken};
 
 use super::spec::{SessionId, SessionSpec};
+
+/// No proactive refresh comes sooner than this after the last one, however short the token.
+const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Where the session's refresh token stands.
 #[derive(Debug)]
@@ -19,11 +28,14 @@ pub(super) enum RefreshSlot {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SessionState {
-    /// An access token with time to spare is in memory.
+    /// An access token with more than `min_remaining` left is in memory.
     Fresh,
-    /// No usable access token in memory; the next request refreshes.
-    Stale,
+    /// No such token: the scheduler or the next request refreshes.
+    RefreshDue,
     Refreshing,
+    /// The last refresh failed for a passing reason; retried with backoff meanwhile.
+    Degraded,
+    /// The refresh token is missing or was refused: only the user can fix it.
     LoginRequired,
 }
 
@@ -36,19 +48,43 @@ pub struct SessionStatus {
     pub state: SessionState,
     pub token_expires_at: Option<SystemTime>,
     pub last_refresh: Option<SystemTime>,
+    pub next_refresh: Option<SystemTime>,
+    pub last_served: Option<SystemTime>,
     pub last_error: Option<String>,
+    pub last_error_codes: Vec<i64>,
+    pub tokens_served: u64,
+    pub refreshes: u64,
+    pub refresh_failures: u64,
 }
 
-#[derive(Debug, Default)]
+/// A passing failure being retried.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Backoff {
+    pub failures: u32,
+    pub retry_at: SystemTime,
+}
+
+#[derive(Debug)]
 pub(super) struct Meta {
     pub account: Option<String>,
     pub logged_in_at: Option<SystemTime>,
     pub last_refresh: Option<SystemTime>,
     pub last_error: Option<String>,
+    pub last_error_codes: Vec<i64>,
     pub refreshing: bool,
-    /// Set when the IdP refused the refresh token or none exists: requests fail fast instead of
-    /// asking the IdP again. A login clears it.
+    /// Set when the refresh token is missing or was refused (or the IdP rejects the
+    /// configuration): requests fail fast instead of asking the IdP again. A login clears it.
     pub login_required: bool,
+    pub backoff: Option<Backoff>,
+    /// When the access token in memory was issued, how long it lives, and the IdP's hint.
+    pub issued_at: Option<SystemTime>,
+    pub lifetime: Option<Duration>,
+    pub refresh_in: Option<Duration>,
+    /// This session's draw in [-1, 1], scaled by the policy's jitter, drawn anew at every
+    /// refresh so that sessions that started together drift apart.
+    pub jitter: f64,
+    pub refreshes: u64,
+    pub failures: u64,
 }
 
 pub struct Session {
@@ -56,9 +92,14 @@ pub struct Session {
     pub spec: SessionSpec,
     /// The hot path reads this and nothing else; writers hold it for a pointer swap.
     token: RwLock<Option<AccessToken>>,
-    /// Held for the whole of a refresh or login, so concurrent requests share one.
+    /// Held for the whole of a refresh, so concurrent requests share one.
     pub(super) refresh: tokio::sync::Mutex<RefreshSlot>,
     pub(super) meta: Mutex<Meta>,
+    tokens_served: AtomicU64,
+    /// Unix seconds of the last token served; 0 = never.
+    last_served: AtomicI64,
+    /// A scheduler task is on its way for this session.
+    pub(super) scheduled: AtomicBool,
 }
 
 impl Session {
@@ -69,6 +110,9 @@ impl Session {
             token: RwLock::new(None),
             refresh: tokio::sync::Mutex::new(RefreshSlot::NotLoaded),
             meta: Mutex::new(meta),
+            tokens_served: AtomicU64::new(0),
+            last_served: AtomicI64::new(0),
+            scheduled: AtomicBool::new(false),
         }
     }
 
@@ -94,9 +138,80 @@ impl Session {
         self.meta.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn status(&self, now: SystemTime, min_remaining: Duration) -> SessionStatus {
+    /// Counts a token handed out: lock-free, for the hot path.
+    pub(super) fn served(&self, now: SystemTime) {
+        self.tokens_served.fetch_add(1, Ordering::Relaxed);
+        self.last_served.store(unix_seconds(now), Ordering::Relaxed);
+    }
+
+    fn last_served(&self) -> Option<SystemTime> {
+        match self.last_served.load(Ordering::Relaxed) {
+            0 => None,
+            secs => Some(from_unix_seconds(secs)),
+        }
+    }
+
+    /// Served a token, or signed in, within the policy's active window.
+    fn is_active(&self, meta: &Meta, now: SystemTime, policy: &RefreshPolicy) -> bool {
+        [self.last_served(), meta.logged_in_at]
+            .into_iter()
+            .flatten()
+            .max()
+            .is_some_and(|last| {
+                now.duration_since(last).unwrap_or(Duration::ZERO) < policy.active_window
+            })
+    }
+
+    /// When brokerd should refresh this session next on its own, or `None` when it should not
+    /// (a refresh is running, or only the user can help).
+    pub(super) fn next_refresh(
+        &self,
+        now: SystemTime,
+        policy: &RefreshPolicy,
+    ) -> Option<SystemTime> {
+        let meta = self.meta();
+        if meta.refreshing || meta.login_required {
+            return None;
+        }
+        if let Some(backoff) = meta.backoff {
+            return Some(backoff.retry_at);
+        }
+        let factor = 1.0 + meta.jitter * policy.jitter;
+        let keepalive = meta
+            .last_refresh
+            .or(meta.logged_in_at)
+            .map(|last| last + policy.keepalive.mul_f64(factor))
+            .unwrap_or(now);
+        if !self.is_active(&meta, now, policy) {
+            return Some(keepalive);
+        }
+        let token = self.usable_token(now);
+        let (Some(token), Some(issued)) = (token, meta.issued_at) else {
+            // Active, and nothing to serve: get a token now.
+            return Some(now);
+        };
+        let half_life = meta
+            .refresh_in
+            .or(meta.lifetime.map(|l| l / 2))
+            .unwrap_or(MIN_REFRESH_INTERVAL);
+        let planned = issued + half_life.mul_f64(factor);
+        // Never later than the serving rule would refresh anyway, never sooner than the floor.
+        let latest = token
+            .expires_at
+            .checked_sub(policy.min_remaining)
+            .unwrap_or(issued);
+        Some(
+            planned
+                .min(latest)
+                .max(issued + MIN_REFRESH_INTERVAL)
+                .min(keepalive),
+        )
+    }
+
+    pub fn status(&self, now: SystemTime, policy: &RefreshPolicy) -> SessionStatus {
         let token_expires_at = self.usable_token(now).map(|t| t.expires_at);
-        let fresh = self.fresh_token(now, min_remaining).is_some();
+        let fresh = self.fresh_token(now, policy.min_remaining).is_some();
+        let next_refresh = self.next_refresh(now, policy);
         let meta = self.meta();
         // A session whose refresh token was refused needs the user even while its last access
         // token is still served, so that state wins over freshness.
@@ -104,10 +219,12 @@ impl Session {
             SessionState::Refreshing
         } else if meta.login_required {
             SessionState::LoginRequired
+        } else if meta.backoff.is_some() {
+            SessionState::Degraded
         } else if fresh {
             SessionState::Fresh
         } else {
-            SessionState::Stale
+            SessionState::RefreshDue
         };
         SessionStatus {
             id: self.id.clone(),
@@ -116,7 +233,61 @@ impl Session {
             state,
             token_expires_at,
             last_refresh: meta.last_refresh,
+            next_refresh,
+            last_served: self.last_served(),
             last_error: meta.last_error.clone(),
+            last_error_codes: meta.last_error_codes.clone(),
+            tokens_served: self.tokens_served.load(Ordering::Relaxed),
+            refreshes: meta.refreshes,
+            refresh_failures: meta.failures,
         }
+    }
+}
+
+/// The delay before retry number `failures` (1-based) after a passing failure: exponential from
+/// `backoff_min`, capped at `backoff_max`, drawn from the upper half of that ("equal jitter") so
+/// that many sessions failing together do not retry together. A Retry-After from the IdP is a
+/// floor (capped at an hour).
+pub(super) fn backoff_delay(
+    failures: u32,
+    policy: &RefreshPolicy,
+    retry_after: Option<Duration>,
+    draw: f64,
+) -> Duration {
+    let exponent = failures.saturating_sub(1).min(20);
+    let ceiling = policy
+        .backoff_min
+        .saturating_mul(1 << exponent)
+        .min(policy.backoff_max);
+    let delay = ceiling / 2 + (ceiling / 2).mul_f64(draw.clamp(0.0, 1.0));
+    match retry_after {
+        Some(after) => delay.max(after.min(Duration::from_secs(3600))),
+        None => delay,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_and_honours_retry_after() {
+        let policy = RefreshPolicy::default(); // 5 s .. 5 min
+        let top = |n| backoff_delay(n, &policy, None, 1.0);
+        let bottom = |n| backoff_delay(n, &policy, None, 0.0);
+        assert_eq!(top(1), Duration::from_secs(5));
+        assert_eq!(bottom(1), Duration::from_millis(2500));
+        assert_eq!(top(2), Duration::from_secs(10));
+        assert_eq!(top(4), Duration::from_secs(40));
+        assert_eq!(top(7), Duration::from_secs(300));
+        assert_eq!(top(60), Duration::from_secs(300));
+        assert_eq!(
+            backoff_delay(1, &policy, Some(Duration::from_secs(90)), 0.5),
+            Duration::from_secs(90)
+        );
+        assert_eq!(
+            backoff_delay(1, &policy, Some(Duration::from_secs(86_400)), 0.5),
+            Duration::from_secs(3600)
+        );
     }
 }

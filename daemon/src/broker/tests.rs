@@ -8,6 +8,8 @@ use secrecy::SecretString;
 
 use super::*;
 use crate::clock::testing::ManualClock;
+use crate::config::Config;
+use crate::config::watch::Settings;
 use crate::identity::LoginPrompt;
 use crate::store::{MemoryStore, SecretStore, StoreError};
 
@@ -25,13 +27,11 @@ fn bench_with_store(store: Arc<dyn SecretStore>) -> Bench {
     });
     let clock = Arc::new(ManualClock::new(SystemTime::now()));
     let identity = IdentityClient::new(clock.clone()).unwrap();
-    let broker = Arc::new(Broker::new(
-        store,
-        None,
-        identity,
-        clock.clone(),
-        BrokerOptions::default(),
+    let settings = Arc::new(Settings::with(
+        "/nonexistent/config.toml".into(),
+        Config::default(),
     ));
+    let broker = Broker::new(store, None, identity, clock.clone(), settings);
     let spec = SessionSpec::new(
         "",
         &mock.authority_host(),
@@ -55,7 +55,7 @@ fn bench() -> Bench {
 
 impl Bench {
     /// A device code login in which the user approves at once.
-    async fn login(&self) -> Result<LoggedIn, BrokerError> {
+    async fn login(&self) -> Result<LoggedIn, Arc<BrokerError>> {
         let state = self.mock.shared_state();
         let approve = move |prompt: LoginPrompt| {
             if let LoginPrompt::DeviceCode { user_code, .. } = prompt {
@@ -79,7 +79,12 @@ async fn an_expired_token_is_never_served_even_when_the_idp_is_down() {
     let err = b.broker.get_token(&b.spec).await.unwrap_err();
     assert_eq!(err.reason(), Reason::IdpUnavailable, "{err}");
     assert!(err.to_string().contains("HTTP 503"), "{err}");
-    // Once it is back, the next request refreshes.
+    // While it backs off, requests fail fast without asking the IdP.
+    let err = b.broker.get_token(&b.spec).await.unwrap_err();
+    assert!(err.to_string().contains("retrying in"), "{err}");
+    assert_eq!(b.mock.requests("refresh_token"), 1);
+    // Once the backoff is over, the next request refreshes.
+    b.clock.advance(Duration::from_secs(10));
     let grant = b.broker.get_token(&b.spec).await.unwrap();
     assert!(grant.token.remaining(b.clock.now()) > Duration::from_secs(3000));
 }
@@ -96,7 +101,7 @@ async fn a_still_valid_token_is_served_while_the_idp_fails() {
     assert_eq!(served.token.expose(), first.token.expose());
     let status = &b.broker.status()[0];
     assert!(status.last_error.as_deref().unwrap().contains("429"));
-    assert_eq!(status.state, SessionState::Stale);
+    assert_eq!(status.state, SessionState::Degraded);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

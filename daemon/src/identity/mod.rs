@@ -84,6 +84,14 @@ impl IdentityError {
         }
     }
 
+    /// How long the IdP asked us to wait (HTTP 429/503 Retry-After), if it did.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            IdentityError::Unavailable(HttpError::ServerFault { retry_after, .. }) => *retry_after,
+            _ => None,
+        }
+    }
+
     /// The IdP's AADSTS codes, if it gave any.
     pub fn idp_error_codes(&self) -> &[i64] {
         match self {

@@ -27,6 +27,9 @@ pub struct IndexedSession {
     /// When the user last signed in (Unix seconds).
     #[serde(default)]
     pub logged_in_at: i64,
+    /// When the refresh token was last redeemed (Unix seconds); keepalives count from it.
+    #[serde(default)]
+    pub last_refresh_at: i64,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -157,6 +160,7 @@ mod tests {
             login_mode: "devicecode".into(),
             account: Some("alice@contoso.example".into()),
             logged_in_at: 1,
+            last_refresh_at: 2,
         }
     }
 

@@ -23,7 +23,7 @@ pub fn entra_timestamp() -> String {
 pub fn guid() -> String {
     use rand::RngCore;
     let mut b = [0u8; 16];
-    rand::rngs::OsRng.fill_bytes(&mut b);
+    rand::rng().fill_bytes(&mut b);
     let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
     format!(
         "{}-{}-{}-{}-{}",

@@ -90,9 +90,9 @@ fn refuse(response: Response) -> Refusal {
 }
 
 fn random_text(len: usize, alphabet: &[u8]) -> String {
-    let mut rng = rand::thread_rng();
+    let mut rng = rand::rng();
     (0..len)
-        .map(|_| alphabet[rng.gen_range(0..alphabet.len())] as char)
+        .map(|_| alphabet[rng.random_range(0..alphabet.len())] as char)
         .collect()
 }
 

@@ -56,7 +56,7 @@ enum Command {
         #[command(flatten)]
         session: SessionArgs,
         /// Sign out of every session
-        #[arg(long, conflicts_with_all = ["session_id", "server_id"])]
+        #[arg(long, conflicts_with_all = ["session_id", "server_id", "profile"])]
         all: bool,
         #[arg(long, short = 'o', value_enum, default_value_t = Format::Text)]
         output: Format,

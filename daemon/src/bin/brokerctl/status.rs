@@ -21,8 +21,9 @@ pub async fn run(client: &mut BrokerClient<Channel>, format: Format) -> Result<E
 fn state_name(state: i32) -> &'static str {
     match v1::SessionState::try_from(state) {
         Ok(v1::SessionState::Fresh) => "fresh",
-        Ok(v1::SessionState::Stale) => "stale",
+        Ok(v1::SessionState::RefreshDue) => "refresh_due",
         Ok(v1::SessionState::Refreshing) => "refreshing",
+        Ok(v1::SessionState::Degraded) => "degraded",
         Ok(v1::SessionState::LoginRequired) => "login_required",
         _ => "unknown",
     }
@@ -51,16 +52,29 @@ fn to_json(status: &v1::StatusResponse) -> Value {
                 "state": state_name(s.state),
                 "token_expires_at": timestamp(s.token_expires_at_unix),
                 "last_refresh_at": timestamp(s.last_refresh_unix),
+                "next_refresh_at": timestamp(s.next_refresh_unix),
+                "last_served_at": timestamp(s.last_served_unix),
                 "last_error": (!s.last_error.is_empty()).then_some(&s.last_error),
+                "last_error_codes": s.last_error_codes,
+                "tokens_served": s.tokens_served,
+                "refreshes": s.refreshes,
+                "refresh_failures": s.refresh_failures,
             })
         })
         .collect();
+    let config = status.config.clone().unwrap_or_default();
     json!({
         "version": status.version,
         "pid": status.pid,
         "uptime_seconds": status.uptime_seconds,
         "socket": status.socket_path,
         "secret_store": status.secret_store,
+        "config": {
+            "path": config.path,
+            "loaded_at": timestamp(config.loaded_at_unix),
+            "error": (!config.error.is_empty()).then_some(&config.error),
+            "profiles": config.profiles,
+        },
         "sessions": sessions,
     })
 }
@@ -71,6 +85,15 @@ fn print_text(status: &v1::StatusResponse) {
         status.version, status.pid, status.uptime_seconds, status.socket_path
     );
     println!("secret store: {}", status.secret_store);
+    if let Some(config) = &status.config {
+        println!("configuration: {}", config.path);
+        if !config.error.is_empty() {
+            println!(
+                "  NOT reloaded, the previous configuration stays in force: {}",
+                config.error
+            );
+        }
+    }
     if status.sessions.is_empty() {
         println!(
             "\nNo sessions yet. Sign in with: brokerctl login --server-id <id> --tenant-id <id>"
@@ -84,9 +107,11 @@ fn print_text(status: &v1::StatusResponse) {
         "LOGIN",
         "TOKEN EXPIRES",
         "LAST REFRESH",
+        "NEXT REFRESH",
+        "SERVED",
         "STATE",
     ];
-    let rows: Vec<[String; 7]> = status
+    let rows: Vec<[String; 9]> = status
         .sessions
         .iter()
         .map(|s| {
@@ -102,6 +127,8 @@ fn print_text(status: &v1::StatusResponse) {
                 login_mode(&spec).to_string(),
                 relative(s.token_expires_at_unix).unwrap_or_else(|| "-".into()),
                 relative(s.last_refresh_unix).unwrap_or_else(|| "-".into()),
+                relative(s.next_refresh_unix).unwrap_or_else(|| "-".into()),
+                s.tokens_served.to_string(),
                 state_name(s.state).to_string(),
             ]
         })
@@ -126,6 +153,12 @@ fn print_text(status: &v1::StatusResponse) {
         line(row.iter().map(String::as_str).collect());
     }
     for s in status.sessions.iter().filter(|s| !s.last_error.is_empty()) {
-        println!("\n{}: last error: {}", s.session_id, s.last_error);
+        println!(
+            "\n{}: last error ({} of {} refreshes failed): {}",
+            s.session_id,
+            s.refresh_failures,
+            s.refreshes + s.refresh_failures,
+            s.last_error
+        );
     }
 }

@@ -1,0 +1,189 @@
+//! Logins, single-flight per session: concurrent callers share one prompt (one device code,
+//! one browser tab) and all get its result. A login that nobody finishes fails after the
+//! configured timeout, freeing every waiter with a clear error.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::watch;
+
+use super::Broker;
+use super::error::BrokerError;
+use super::refresh::Persist;
+use super::session::{Meta, Session};
+use super::spec::{LoginMode, SessionId, SessionSpec};
+use crate::identity::LoginPrompt;
+
+/// How much longer than its own timeout a login may take before it is cut off: the identity
+/// flows time out by themselves, this only guards against a stalled network.
+const GRACE: Duration = Duration::from_secs(30);
+
+/// The end of a successful login.
+#[derive(Clone, Debug)]
+pub struct LoggedIn {
+    pub session_id: SessionId,
+    pub account: Option<String>,
+    pub expires_at: SystemTime,
+}
+
+/// What a login in flight has to tell its waiters so far.
+#[derive(Clone, Debug, Default)]
+struct Progress {
+    prompt: Option<LoginPrompt>,
+    outcome: Option<Result<LoggedIn, Arc<BrokerError>>>,
+}
+
+#[derive(Default)]
+pub(super) struct Flights {
+    running: Mutex<HashMap<SessionId, watch::Receiver<Progress>>>,
+}
+
+impl Broker {
+    /// Signs the user of `spec` in, telling `prompt` what to show or open. If a login for the
+    /// session is already running, this joins it instead of starting another.
+    pub async fn login(
+        &self,
+        spec: &SessionSpec,
+        prompt: &(dyn Fn(LoginPrompt) + Send + Sync),
+    ) -> Result<LoggedIn, Arc<BrokerError>> {
+        let mut progress = self.join_or_start_login(spec);
+        let mut shown = None;
+        loop {
+            let now = progress.borrow_and_update().clone();
+            if now.prompt != shown {
+                if let Some(p) = &now.prompt {
+                    prompt(p.clone());
+                }
+                shown = now.prompt;
+            }
+            if let Some(outcome) = now.outcome {
+                return outcome;
+            }
+            if progress.changed().await.is_err() {
+                return Err(Arc::new(BrokerError::Internal(
+                    "the login ended without a result".into(),
+                )));
+            }
+        }
+    }
+
+    fn join_or_start_login(&self, spec: &SessionSpec) -> watch::Receiver<Progress> {
+        let id = spec.id();
+        let mut running = self
+            .logins
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(progress) = running.get(&id) {
+            tracing::info!("joining the login already running for session {id}");
+            return progress.clone();
+        }
+        let (tx, rx) = watch::channel(Progress::default());
+        running.insert(id.clone(), rx.clone());
+        drop(running);
+
+        let Some(me) = self.me() else {
+            let _ = tx.send(Progress {
+                prompt: None,
+                outcome: Some(Err(Arc::new(BrokerError::Internal(
+                    "brokerd is shutting down".into(),
+                )))),
+            });
+            return rx;
+        };
+        let spec = spec.clone();
+        tokio::spawn(async move {
+            let limit = me.settings.get().login.timeout + GRACE;
+            let tell = tx.clone();
+            let show = move |prompt: LoginPrompt| {
+                tell.send_modify(|p| p.prompt = Some(prompt));
+            };
+            let outcome = match tokio::time::timeout(limit, me.run_login(&spec, &show)).await {
+                Ok(outcome) => outcome,
+                Err(_) => Err(BrokerError::LoginFailed {
+                    message: format!("no sign-in within {} s", limit.as_secs()),
+                    idp_codes: Vec::new(),
+                }),
+            };
+            if let Err(e) = &outcome {
+                tracing::warn!("login for {} failed: {e}", spec.describe());
+            }
+            // Leave the map first, so that a caller arriving after this starts afresh.
+            me.logins
+                .running
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&spec.id());
+            tx.send_modify(|p| p.outcome = Some(outcome.map_err(Arc::new)));
+        });
+        rx
+    }
+
+    /// One login, start to end: the identity flow, then the tokens into the session (creating
+    /// it if needed) and the refresh token into the store.
+    async fn run_login(
+        &self,
+        spec: &SessionSpec,
+        prompt: &(dyn Fn(LoginPrompt) + Send + Sync),
+    ) -> Result<LoggedIn, BrokerError> {
+        let target = spec.target();
+        let timeout = self.settings.get().login.timeout;
+        tracing::info!("login started for {}", spec.describe());
+        let tokens = match spec.login_mode {
+            LoginMode::DeviceCode => {
+                self.identity
+                    .device_code_login(&target, prompt, timeout)
+                    .await
+            }
+            LoginMode::Interactive => {
+                self.identity
+                    .interactive_login(&target, prompt, timeout)
+                    .await
+            }
+        }
+        .map_err(BrokerError::from_login)?;
+
+        let id = spec.id();
+        let (session, created) = {
+            let mut sessions = self.sessions.write().unwrap_or_else(|p| p.into_inner());
+            let created = !sessions.contains_key(&id);
+            let session = sessions
+                .entry(id.clone())
+                .or_insert_with(|| Arc::new(Session::new(spec.clone(), Meta::default())))
+                .clone();
+            (session, created)
+        };
+        let accepted = {
+            let mut slot = session.refresh.lock().await;
+            self.accept_tokens(&session, &mut slot, tokens, Persist::Required)
+                .await
+        };
+        let access = match accepted {
+            Ok(access) => access,
+            Err(error) => {
+                // A session this login created must not linger without tokens.
+                if created {
+                    self.sessions
+                        .write()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&id);
+                }
+                return Err(error);
+            }
+        };
+        session.meta().logged_in_at = Some(self.clock.now());
+        self.save_index().await;
+        self.wake_scheduler();
+        let account = session.meta().account.clone();
+        tracing::info!(
+            "session {id} signed in as {}",
+            account.as_deref().unwrap_or("an unnamed account")
+        );
+        Ok(LoggedIn {
+            session_id: id,
+            account,
+            expires_at: access.expires_at,
+        })
+    }
+}

@@ -1,0 +1,370 @@
+//! brokerd's configuration: the refresh policy, the login timeout, the log level and named
+//! profiles, from a TOML file that is reloaded while brokerd runs.
+//!
+//! A missing file means the defaults. A file that does not parse, names an unknown key or holds
+//! a value out of range is refused as a whole, with one line that says where: at start-up brokerd
+//! exits; on reload the configuration in force stays (see [`watch`]).
+
+pub mod watch;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::broker::spec::{LoginMode, SessionSpec};
+
+/// Overrides the configuration file's path.
+pub const CONFIG_ENV: &str = "TOKEN_BROKER_CONFIG";
+
+/// `$TOKEN_BROKER_CONFIG`, else `$XDG_CONFIG_HOME/token-broker/config.toml` (the platform's
+/// config directory elsewhere).
+pub fn default_path() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os(CONFIG_ENV).filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(path));
+    }
+    directories::ProjectDirs::from("", "", "token-broker")
+        .map(|dirs| dirs.config_dir().join("config.toml"))
+}
+
+/// When and how sessions are refreshed.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RefreshPolicy {
+    /// A token with less than this left is refreshed before it is served.
+    #[serde(with = "humantime_serde")]
+    pub min_remaining: Duration,
+    /// Taken off the token's real expiry in what kubectl is told.
+    #[serde(with = "humantime_serde")]
+    pub expiry_margin: Duration,
+    /// A session that served a token (or signed in) this recently is active: refreshed ahead
+    /// of time.
+    #[serde(with = "humantime_serde")]
+    pub active_window: Duration,
+    /// An idle session's refresh token is still redeemed this often, so that Entra's 90-day
+    /// inactivity limit is never reached.
+    #[serde(with = "humantime_serde")]
+    pub keepalive: Duration,
+    /// Planned refresh times are spread by ± this fraction.
+    pub jitter: f64,
+    /// At most this many token requests to identity providers at once.
+    pub max_concurrent: usize,
+    /// First retry delay after a passing failure; it doubles up to `backoff_max`.
+    #[serde(with = "humantime_serde")]
+    pub backoff_min: Duration,
+    #[serde(with = "humantime_serde")]
+    pub backoff_max: Duration,
+}
+
+impl Default for RefreshPolicy {
+    fn default() -> Self {
+        RefreshPolicy {
+            min_remaining: Duration::from_secs(10 * 60),
+            expiry_margin: Duration::from_secs(2 * 60),
+            active_window: Duration::from_secs(12 * 3600),
+            keepalive: Duration::from_secs(7 * 86_400),
+            jitter: 0.1,
+            max_concurrent: 4,
+            backoff_min: Duration::from_secs(5),
+            backoff_max: Duration::from_secs(5 * 60),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoginPolicy {
+    /// How long a login waits for the user before it fails and frees its waiters.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for LoginPolicy {
+    fn default() -> Self {
+        LoginPolicy {
+            timeout: Duration::from_secs(5 * 60),
+        }
+    }
+}
+
+/// kubelogin's get-token parameters under a short name.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    #[serde(default)]
+    pub server_id: String,
+    #[serde(default)]
+    pub tenant_id: String,
+    #[serde(default)]
+    pub client_id: String,
+    #[serde(default)]
+    pub environment: String,
+    #[serde(default)]
+    pub authority_host: String,
+    #[serde(default)]
+    pub login: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// A tracing filter (`info`, `debug`, `brokerd=debug,warn`); RUST_LOG wins when set.
+    pub log_level: Option<String>,
+    pub refresh: RefreshPolicy,
+    pub login: LoginPolicy,
+    pub profiles: BTreeMap<String, Profile>,
+}
+
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {reason}")]
+    Read { path: PathBuf, reason: String },
+    #[error("{path}: {reason}")]
+    Invalid { path: PathBuf, reason: String },
+}
+
+impl Config {
+    /// Reads `path`; a missing file is the defaults.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Self::parse(&text).map_err(|reason| ConfigError::Invalid {
+                path: path.to_path_buf(),
+                reason,
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
+            Err(e) => Err(ConfigError::Read {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    /// Parses and checks a configuration; the error is one line.
+    pub fn parse(text: &str) -> Result<Config, String> {
+        let config: Config = toml::from_str(text).map_err(|e| one_line(&e.to_string()))?;
+        config.check()?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let r = &self.refresh;
+        let day = Duration::from_secs(86_400);
+        if !(0.0..=0.5).contains(&r.jitter) {
+            return Err(format!(
+                "refresh.jitter must be between 0 and 0.5, not {}",
+                r.jitter
+            ));
+        }
+        if !(1..=256).contains(&r.max_concurrent) {
+            return Err(format!(
+                "refresh.max_concurrent must be between 1 and 256, not {}",
+                r.max_concurrent
+            ));
+        }
+        if r.min_remaining > day {
+            return Err("refresh.min_remaining must be at most 1 day".into());
+        }
+        if r.expiry_margin >= r.min_remaining {
+            return Err(format!(
+                "refresh.expiry_margin ({}) must be less than refresh.min_remaining ({})",
+                humantime::format_duration(r.expiry_margin),
+                humantime::format_duration(r.min_remaining)
+            ));
+        }
+        if r.active_window.is_zero() {
+            return Err("refresh.active_window must be more than 0".into());
+        }
+        if r.keepalive < Duration::from_secs(3600) || r.keepalive >= 90 * day {
+            return Err(
+                "refresh.keepalive must be at least 1h and under 90 days (Entra forgets a refresh \
+                 token unused for 90 days)"
+                    .into(),
+            );
+        }
+        if r.backoff_min < Duration::from_secs(1) || r.backoff_min > r.backoff_max {
+            return Err(
+                "refresh.backoff_min must be at least 1s and at most refresh.backoff_max".into(),
+            );
+        }
+        if r.backoff_max > Duration::from_secs(3600) {
+            return Err("refresh.backoff_max must be at most 1h".into());
+        }
+        if !(Duration::from_secs(10)..=Duration::from_secs(3600)).contains(&self.login.timeout) {
+            return Err("login.timeout must be between 10s and 1h".into());
+        }
+        if let Some(level) = &self.log_level {
+            tracing_subscriber::EnvFilter::try_new(level)
+                .map_err(|e| format!("log_level {level:?} is not a valid filter: {e}"))?;
+        }
+        for (name, profile) in &self.profiles {
+            profile
+                .spec(None)
+                .map_err(|e| format!("profile {name:?}: {e}"))?;
+        }
+        Ok(())
+    }
+}
+
+/// The parameters of a session as a caller gives them: every field may be empty, and a profile
+/// may fill them in.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SpecRequest {
+    pub profile: String,
+    pub environment: String,
+    pub authority_host: String,
+    pub tenant_id: String,
+    pub client_id: String,
+    pub server_id: String,
+    pub login_mode: Option<LoginMode>,
+}
+
+impl Profile {
+    /// The session this profile names, with `overrides` (a caller's explicit flags) on top.
+    pub fn spec(&self, overrides: Option<&SpecRequest>) -> Result<SessionSpec, String> {
+        let pick = |given: Option<&String>, own: &String| {
+            given.filter(|v| !v.is_empty()).unwrap_or(own).clone()
+        };
+        let o = overrides;
+        let login = match (o.and_then(|o| o.login_mode), &self.login) {
+            (Some(mode), _) => mode,
+            (None, Some(name)) => LoginMode::from_name(name).ok_or_else(|| {
+                format!("login {name:?} is not supported; use devicecode or interactive")
+            })?,
+            (None, None) => LoginMode::DeviceCode,
+        };
+        let authority_host = pick(o.map(|o| &o.authority_host), &self.authority_host);
+        // An explicit environment from the caller replaces the profile's authority host.
+        let environment = pick(o.map(|o| &o.environment), &self.environment);
+        let authority_host =
+            if o.is_some_and(|o| !o.environment.is_empty() && o.authority_host.is_empty()) {
+                String::new()
+            } else {
+                authority_host
+            };
+        SessionSpec::new(
+            &environment,
+            &authority_host,
+            &pick(o.map(|o| &o.tenant_id), &self.tenant_id),
+            &pick(o.map(|o| &o.client_id), &self.client_id),
+            &pick(o.map(|o| &o.server_id), &self.server_id),
+            login,
+        )
+        .map_err(|e| e.to_string())
+    }
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_file_is_the_defaults() {
+        assert_eq!(Config::parse("").unwrap(), Config::default());
+        let missing = Config::load(Path::new("/nonexistent/token-broker.toml")).unwrap();
+        assert_eq!(missing, Config::default());
+    }
+
+    #[test]
+    fn every_key_parses() {
+        let config = Config::parse(
+            r#"
+            log_level = "debug"
+            [refresh]
+            min_remaining = "15m"
+            expiry_margin = "3m"
+            active_window = "8h"
+            keepalive = "3days"
+            jitter = 0.2
+            max_concurrent = 8
+            backoff_min = "2s"
+            backoff_max = "10m"
+            [login]
+            timeout = "2m"
+            [profiles.prod]
+            server_id = "6dae42f8-4368-4678-94ff-3960e28e3630"
+            tenant_id = "contoso.example"
+            environment = "AzureUSGovernmentCloud"
+            login = "interactive"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.log_level.as_deref(), Some("debug"));
+        assert_eq!(config.refresh.min_remaining, Duration::from_secs(900));
+        assert_eq!(config.refresh.keepalive, Duration::from_secs(3 * 86_400));
+        assert_eq!(config.refresh.max_concurrent, 8);
+        assert_eq!(config.login.timeout, Duration::from_secs(120));
+        let spec = config.profiles["prod"].spec(None).unwrap();
+        assert_eq!(spec.authority.as_str(), "https://login.microsoftonline.us");
+        assert_eq!(spec.login_mode, LoginMode::Interactive);
+    }
+
+    #[test]
+    fn mistakes_are_one_line_and_name_the_key() {
+        let cases = [
+            ("[refresh]\nmin_remainig = \"5m\"", "min_remainig"),
+            (
+                "[refresh]\njitter = 2.0",
+                "refresh.jitter must be between 0 and 0.5",
+            ),
+            ("[refresh]\nmax_concurrent = 0", "refresh.max_concurrent"),
+            (
+                "[refresh]\nmin_remaining = \"ten minutes\"",
+                "min_remaining",
+            ),
+            (
+                "[refresh]\nexpiry_margin = \"20m\"",
+                "must be less than refresh.min_remaining",
+            ),
+            ("[refresh]\nkeepalive = \"100days\"", "under 90 days"),
+            ("log_level = \"=nonsense=\"", "log_level"),
+            (
+                "[profiles.x]\ntenant_id = \"t\"",
+                "profile \"x\": --server-id is required",
+            ),
+            (
+                "[profiles.x]\nserver_id = \"s\"\ntenant_id = \"t\"\nlogin = \"spn\"",
+                "profile \"x\"",
+            ),
+            ("[login]\ntimeout = \"1s\"", "login.timeout"),
+            ("this is not toml", ""),
+        ];
+        for (text, expected) in cases {
+            let err = Config::parse(text).unwrap_err();
+            assert!(err.contains(expected), "{text:?}: {err}");
+            assert!(!err.contains('\n'), "{err}");
+        }
+    }
+
+    #[test]
+    fn explicit_flags_override_a_profile() {
+        let profile = Profile {
+            server_id: "s".into(),
+            tenant_id: "t".into(),
+            client_id: String::new(),
+            environment: String::new(),
+            authority_host: "https://login.microsoftonline.com/".into(),
+            login: Some("interactive".into()),
+        };
+        let given = SpecRequest {
+            tenant_id: "other".into(),
+            login_mode: Some(LoginMode::DeviceCode),
+            ..SpecRequest::default()
+        };
+        let spec = profile.spec(Some(&given)).unwrap();
+        assert_eq!(spec.tenant_id, "other");
+        assert_eq!(spec.server_id, "s");
+        assert_eq!(spec.login_mode, LoginMode::DeviceCode);
+        // A caller's environment replaces the profile's authority host.
+        let given = SpecRequest {
+            environment: "AzureChinaCloud".into(),
+            ..SpecRequest::default()
+        };
+        let spec = profile.spec(Some(&given)).unwrap();
+        assert_eq!(spec.authority.as_str(), "https://login.chinacloudapi.cn");
+    }
+}
