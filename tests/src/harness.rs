@@ -47,6 +47,25 @@ pub fn binaries() -> &'static Binaries {
         let target_dir = profile_dir.parent().expect("target dir").to_path_buf();
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let mut build = Command::new(cargo);
+        // Cargo set these for this test; passed on, they would look like a change to build
+        // scripts that watch them (ring's does) and rebuild half the tree every time.
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            let set_for_this_crate = [
+                "CARGO_MANIFEST_",
+                "CARGO_PKG_",
+                "CARGO_CRATE_",
+                "CARGO_BIN_",
+                "CARGO_PRIMARY_",
+                "CARGO_TARGET_TMPDIR",
+                "CARGO_RUSTC_CURRENT_DIR",
+            ]
+            .iter()
+            .any(|prefix| name.starts_with(prefix));
+            if set_for_this_crate {
+                build.env_remove(name.as_ref());
+            }
+        }
         build
             .args(["build", "--workspace", "--bins", "--quiet", "--target-dir"])
             .arg(&target_dir)
@@ -204,18 +223,24 @@ impl Sandbox {
                 .map(|d| d.as_nanos())
                 .unwrap_or(0)
         ));
-        let log_file = std::fs::File::create(&log).expect("log file");
         let mut child = self
             .command(&binaries().brokerd)
             .args(args)
             .env("RUST_LOG", filter)
             .stdout(Stdio::piped())
-            .stderr(log_file)
+            .stderr(Stdio::piped())
             .spawn()
             .expect("brokerd starts");
         let stdout = line_channel(child.stdout.take().expect("stdout"));
+        let log_lines = tee_to_file(child.stderr.take().expect("stderr"), &log);
         match stdout.recv_timeout(DEADLINE) {
-            Ok(line) if line.starts_with("ready ") => Daemon { child, stdout, log },
+            Ok(line) if line.starts_with("ready ") => Daemon {
+                child,
+                stdout,
+                log,
+                log_lines,
+                socket: line["ready ".len()..].into(),
+            },
             other => {
                 let _ = child.kill();
                 let _ = child.wait();
@@ -316,6 +341,9 @@ pub struct Daemon {
     /// Closes when brokerd exits: the signal that it has.
     stdout: Receiver<String>,
     log: PathBuf,
+    /// brokerd's log lines as they are written.
+    log_lines: Receiver<String>,
+    socket: PathBuf,
 }
 
 impl Daemon {
@@ -334,6 +362,79 @@ impl Daemon {
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// Waits for a log line containing `needle` that brokerd writes from now on (lines written
+    /// before are skipped as they are read).
+    pub fn wait_for_log(&self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + DEADLINE;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.log_lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => continue,
+                Err(_) => panic!(
+                    "brokerd logged no line with {needle:?} within {} s; its log:\n{}",
+                    DEADLINE.as_secs(),
+                    self.log()
+                ),
+            }
+        }
+    }
+
+    /// Discards the log lines written so far, so that [`Daemon::wait_for_log`] sees only new ones.
+    pub fn skip_log(&self) {
+        while self.log_lines.try_recv().is_ok() {}
+    }
+
+    pub fn signal(&self, signal: rustix::process::Signal) {
+        if let Some(pid) = rustix::process::Pid::from_raw(self.child.id() as i32) {
+            let _ = rustix::process::kill_process(pid, signal);
+        }
+    }
+
+    /// Moves brokerd's wall clock (it must run with `--test-clock`); returns brokerd's time.
+    pub fn advance_clock(&self, seconds: i64) -> std::time::SystemTime {
+        let socket = self.socket.clone();
+        let now = block_on(async move {
+            let channel =
+                tonic::transport::Endpoint::from_shared(format!("unix:{}", socket.display()))
+                    .expect("endpoint")
+                    .connect()
+                    .await
+                    .expect("brokerd answers");
+            broker_proto::v1::test_clock_client::TestClockClient::new(channel)
+                .advance(broker_proto::v1::AdvanceClockRequest { seconds })
+                .await
+                .expect("brokerd runs with --test-clock")
+                .into_inner()
+                .now_unix
+        });
+        std::time::UNIX_EPOCH + Duration::from_secs(now as u64)
+    }
+}
+
+/// Runs a future to completion on a fresh single-threaded runtime.
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(future)
+}
+
+/// Copies a pipe's lines to `file` and to a channel, on a thread.
+fn tee_to_file(pipe: impl std::io::Read + Send + 'static, file: &Path) -> Receiver<String> {
+    use std::io::Write;
+    let mut file = std::fs::File::create(file).expect("log file");
+    let (tx, rx) = channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            let _ = writeln!(file, "{line}");
+            let _ = tx.send(line);
+        }
+    });
+    rx
 }
 
 impl Drop for Daemon {

@@ -84,3 +84,33 @@ fn refresh_tokens_live_in_the_secret_service_and_survive_a_daemon_restart() {
     );
     assert!(err.contains("brokerctl login"), "{err}");
 }
+
+#[test]
+fn a_daemon_killed_in_the_middle_of_a_refresh_restarts_without_a_new_login() {
+    if !require(
+        "D-Bus and gnome-keyring (packages dbus, gnome-keyring, libsecret-tools)",
+        SecretService::available(),
+    ) {
+        return;
+    }
+    let mock = fast_mock();
+    let mut sandbox = Sandbox::new();
+    let _keyring = SecretService::start(&mut sandbox);
+    let daemon = sandbox.start_daemon(&["--test-clock"]);
+    device_login(&sandbox, &mock);
+
+    // The token expires; the scheduler's refresh reaches the IdP, which is slow to answer;
+    // brokerd dies right then.
+    mock.set_delay(Some(std::time::Duration::from_secs(30)));
+    daemon.advance_clock(2 * 3600);
+    assert!(mock.wait_for_requests("refresh_token", 1, broker_tests::harness::DEADLINE));
+    drop(daemon); // SIGKILL
+    mock.set_delay(None);
+
+    let _daemon = sandbox.start_daemon(&[]);
+    let args = session_args(&mock);
+    let cred = credential(&sandbox.shim(&as_strs(&args), Some(&exec_info(EXEC_V1, false))));
+    mock.verify(cred["status"]["token"].as_str().unwrap(), AKS_SERVER_ID)
+        .expect("a token the mock signed");
+    assert_eq!(mock.requests("devicecode"), 1, "no new login");
+}

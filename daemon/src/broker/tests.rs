@@ -202,3 +202,150 @@ async fn a_locked_keyring_fails_the_login_clearly_and_keeps_nothing_half_done() 
         "Locked Keyring is locked or refused access: the collection is locked"
     );
 }
+
+/// A keyring that starts refusing writes when told to (as one that gets locked does).
+#[derive(Default)]
+struct WriteFailingStore {
+    inner: MemoryStore,
+    refuse: std::sync::atomic::AtomicBool,
+}
+
+impl SecretStore for WriteFailingStore {
+    fn backend(&self) -> &str {
+        "Test Keyring"
+    }
+    fn load(&self, key: &str) -> Result<Option<SecretString>, StoreError> {
+        self.inner.load(key)
+    }
+    fn save(&self, key: &str, label: &str, secret: &SecretString) -> Result<(), StoreError> {
+        if self.refuse.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(StoreError::Locked {
+                backend: "Test Keyring".into(),
+                reason: "the collection is locked".into(),
+            });
+        }
+        self.inner.save(key, label, secret)
+    }
+    fn delete(&self, key: &str) -> Result<bool, StoreError> {
+        self.inner.delete(key)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_keyring_write_keeps_the_old_refresh_token_and_says_so() {
+    use secrecy::ExposeSecret;
+    let store = Arc::new(WriteFailingStore::default());
+    let b = bench_with_store(store.clone());
+    let id = b.login().await.unwrap().session_id;
+    let key = format!("refresh-token/{id}");
+    let stored = store
+        .load(&key)
+        .unwrap()
+        .unwrap()
+        .expose_secret()
+        .to_string();
+
+    store
+        .refuse
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    b.clock.advance(Duration::from_secs(3599 - 60));
+    let grant = b.broker.get_token(&b.spec).await.unwrap();
+    assert!(grant.token.remaining(b.clock.now()) > Duration::from_secs(3000));
+    // The old refresh token is still the stored one, and status says why.
+    assert_eq!(store.load(&key).unwrap().unwrap().expose_secret(), stored);
+    let status = &b.broker.status()[0];
+    assert_eq!(status.state, SessionState::Fresh);
+    let error = status.last_error.as_deref().unwrap();
+    assert!(
+        error.contains("could not store the rotated refresh token"),
+        "{error}"
+    );
+    assert!(error.contains("Test Keyring is locked"), "{error}");
+    // Entra keeps old refresh tokens valid, so a restart could still use the stored one.
+    assert!(b.mock.issued_refresh_tokens().contains(&stored));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_logins_share_one_prompt_and_every_waiter_gets_the_result() {
+    let b = bench();
+    let prompts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let state = b.mock.shared_state();
+    let mut tasks = Vec::new();
+    for _ in 0..5 {
+        let broker = b.broker.clone();
+        let spec = b.spec.clone();
+        let prompts = prompts.clone();
+        let state = state.clone();
+        tasks.push(tokio::spawn(async move {
+            let show = move |prompt: LoginPrompt| {
+                prompts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                if let LoginPrompt::DeviceCode { user_code, .. } = prompt {
+                    // Every waiter sees the one code; the first to approve wins.
+                    state.decide_device_code(
+                        &user_code,
+                        broker_tests::mock_entra::DeviceStatus::Approved,
+                    );
+                }
+            };
+            broker.login(&spec, &show).await.map(|done| done.session_id)
+        }));
+    }
+    let mut ids = Vec::new();
+    for task in tasks {
+        ids.push(task.await.unwrap().unwrap());
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1);
+    assert_eq!(b.mock.requests("devicecode"), 1, "one device code for all");
+    assert_eq!(
+        prompts.load(std::sync::atomic::Ordering::SeqCst),
+        5,
+        "each waiter saw it"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_login_times_out_and_frees_its_waiters() {
+    let mock = MockEntra::start(MockConfig {
+        device_code_interval: 1,
+        ..MockConfig::default()
+    });
+    let clock = Arc::new(ManualClock::new(SystemTime::now()));
+    let identity = IdentityClient::new(clock.clone()).unwrap();
+    let config = Config::parse("[login]\ntimeout = \"10s\"\n").unwrap();
+    let settings = Arc::new(Settings::with("/nonexistent".into(), config));
+    let broker = Broker::new(
+        Arc::new(MemoryStore::new()),
+        None,
+        identity,
+        clock,
+        settings,
+    );
+    let spec = SessionSpec::new(
+        "",
+        &mock.authority_host(),
+        TENANT_ID,
+        "",
+        AKS_SERVER_ID,
+        LoginMode::DeviceCode,
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let waiters: Vec<_> = (0..3)
+        .map(|_| {
+            let broker = broker.clone();
+            let spec = spec.clone();
+            tokio::spawn(async move { broker.login(&spec, &|_| {}).await })
+        })
+        .collect();
+    for waiter in waiters {
+        let err = waiter.await.unwrap().unwrap_err();
+        assert_eq!(err.reason(), Reason::LoginFailed, "{err}");
+        assert!(
+            err.to_string().contains("expired before sign-in finished"),
+            "{err}"
+        );
+    }
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert_eq!(mock.requests("devicecode"), 1);
+}

@@ -177,6 +177,26 @@ impl MockEntra {
         self.state.revoke_refresh_tokens();
     }
 
+    /// While `Some`, every token request answers with this HTTP status.
+    pub fn set_outage(&self, status: Option<u16>) {
+        self.state.lock().outage = status;
+    }
+
+    /// While `Some`, every token request is answered only after this delay.
+    pub fn set_delay(&self, delay: Option<Duration>) {
+        self.state.lock().delay = delay;
+    }
+
+    /// Waits until `kind` has been requested `count` times; false after `timeout`.
+    pub fn wait_for_requests(&self, kind: &str, count: u64, timeout: Duration) -> bool {
+        self.state.wait_for(kind, count, timeout)
+    }
+
+    /// The most refresh token requests the mock was ever answering at once.
+    pub fn max_concurrent_refreshes(&self) -> u64 {
+        self.state.max_in_flight()
+    }
+
     /// The next `count` token or device code requests get `fault`.
     pub fn inject(&self, fault: Fault, count: usize) {
         let mut inner = self.state.lock();

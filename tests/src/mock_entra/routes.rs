@@ -159,6 +159,18 @@ async fn token(Extract(state): Shared, Path(tenant): Path<String>, body: Bytes) 
         _ => "unsupported",
     };
     state.bump(grant);
+    let _in_flight = (grant == "refresh_token").then(|| state.enter());
+    let (outage, delay) = {
+        let inner = state.lock();
+        (inner.outage, inner.delay)
+    };
+    if let Some(delay) = delay {
+        tokio::time::sleep(delay).await;
+    }
+    if let Some(code) = outage {
+        let status = StatusCode::from_u16(code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+        return html(status, "Service unavailable", "<p>outage</p>");
+    }
     if let Some(response) = fault(&state).await {
         return response;
     }

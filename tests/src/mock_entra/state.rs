@@ -1,7 +1,7 @@
 //! What the mock Entra ID remembers, and the rules of each grant.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
 use axum::http::StatusCode;
@@ -72,7 +72,13 @@ pub(super) struct Inner {
     refresh_tokens: HashMap<String, RefreshGrant>,
     access_tokens: Vec<String>,
     pub faults: VecDeque<Fault>,
+    /// Every token request answers this status while set (an outage).
+    pub outage: Option<u16>,
+    /// Every token request waits this long before it is answered.
+    pub delay: Option<Duration>,
     counts: HashMap<String, u64>,
+    in_flight: u64,
+    max_in_flight: u64,
     pub authorize_outcome: AuthorizeOutcome,
 }
 
@@ -80,6 +86,17 @@ pub struct State {
     pub base_url: String,
     pub key: SigningKey,
     pub(super) inner: Mutex<Inner>,
+    /// Signalled whenever a request is counted.
+    counted: Condvar,
+}
+
+/// Counts a token request as in flight until dropped.
+pub struct InFlight<'a>(&'a State);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.lock().in_flight -= 1;
+    }
 }
 
 /// A failure answer, ready to send.
@@ -123,9 +140,14 @@ impl State {
                 refresh_tokens: HashMap::new(),
                 access_tokens: Vec::new(),
                 faults: VecDeque::new(),
+                outage: None,
+                delay: None,
                 counts: HashMap::new(),
+                in_flight: 0,
+                max_in_flight: 0,
                 authorize_outcome: AuthorizeOutcome::SignIn,
             }),
+            counted: Condvar::new(),
         }
     }
 
@@ -147,6 +169,32 @@ impl State {
 
     pub(super) fn bump(&self, what: &str) {
         *self.lock().counts.entry(what.to_string()).or_default() += 1;
+        self.counted.notify_all();
+    }
+
+    /// Waits until `what` has been requested at least `count` times; false after `timeout`.
+    pub fn wait_for(&self, what: &str, count: u64, timeout: Duration) -> bool {
+        let guard = self.lock();
+        let (_guard, result) = self
+            .counted
+            .wait_timeout_while(guard, timeout, |inner| {
+                inner.counts.get(what).copied().unwrap_or(0) < count
+            })
+            .unwrap_or_else(|p| p.into_inner());
+        !result.timed_out()
+    }
+
+    /// Marks a refresh token request as being answered; the most at once is recorded.
+    pub(super) fn enter(&self) -> InFlight<'_> {
+        let mut inner = self.lock();
+        inner.in_flight += 1;
+        inner.max_in_flight = inner.max_in_flight.max(inner.in_flight);
+        InFlight(self)
+    }
+
+    /// The most refresh token requests that were ever being answered at once.
+    pub fn max_in_flight(&self) -> u64 {
+        self.lock().max_in_flight
     }
 
     pub fn counts(&self) -> HashMap<String, u64> {
