@@ -349,3 +349,37 @@ async fn an_abandoned_login_times_out_and_frees_its_waiters() {
     assert!(started.elapsed() < Duration::from_secs(30));
     assert_eq!(mock.requests("devicecode"), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_oversized_answers_are_passing_failures() {
+    for fault in [Fault::Malformed, Fault::Oversized] {
+        let b = bench();
+        b.login().await.unwrap();
+        b.clock.advance(Duration::from_secs(3599 - 60));
+        b.mock.inject(fault.clone(), 1);
+        // The token from the login still has a minute: it is served, and the session degrades.
+        let grant = b.broker.get_token(&b.spec).await.unwrap();
+        assert!(grant.token.remaining(b.clock.now()) <= Duration::from_secs(60));
+        let status = &b.broker.status()[0];
+        assert_eq!(status.state, SessionState::Degraded, "{fault:?}");
+        assert_eq!(status.refresh_failures, 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_is_honoured() {
+    let b = bench();
+    b.login().await.unwrap();
+    b.clock.advance(Duration::from_secs(3599 - 120));
+    b.mock.inject(Fault::TooManyRequests { retry_after: 90 }, 1);
+    b.broker.get_token(&b.spec).await.unwrap();
+    let now = b.clock.now();
+    let next = b.broker.status()[0].next_refresh.unwrap();
+    assert!(
+        next >= now + Duration::from_secs(89),
+        "retry at {next:?}, now {now:?}"
+    );
+    // Until then requests do not ask again.
+    b.broker.get_token(&b.spec).await.unwrap();
+    assert_eq!(b.mock.requests("refresh_token"), 1);
+}
