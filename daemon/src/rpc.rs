@@ -14,12 +14,13 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::UdsConnectInfo;
 use tonic::{Code, Request, Response, Status};
 
+use crate::broker::SpecInput;
 use crate::broker::{
     Broker, BrokerError, LoginMode, Reason, Selector, SessionSpec, SessionState, SessionStatus,
 };
 use crate::clock::{AdjustableClock, unix_seconds};
-use crate::config::SpecRequest;
 use crate::identity::LoginPrompt;
+use crate::identity::credential::{CertificateSource, Supplied};
 
 pub struct BrokerService {
     broker: Arc<Broker>,
@@ -80,10 +81,12 @@ impl broker_server::Broker for BrokerService {
         &self,
         request: Request<v1::GetTokenRequest>,
     ) -> Result<Response<v1::GetTokenResponse>, Status> {
-        let spec = self.session_spec(request.into_inner().spec)?;
+        let request = request.into_inner();
+        let spec = self.session_spec(request.spec)?;
+        let supplied = supplied(request.credentials);
         let grant = self
             .broker
-            .get_token(&spec)
+            .get_token(&spec, &supplied)
             .await
             .map_err(|e| to_status(&e))?;
         Ok(Response::new(v1::GetTokenResponse {
@@ -99,7 +102,10 @@ impl broker_server::Broker for BrokerService {
         &self,
         request: Request<v1::LoginRequest>,
     ) -> Result<Response<Self::LoginStream>, Status> {
-        let spec = self.session_spec(request.into_inner().spec)?;
+        let request = request.into_inner();
+        let spec = self.session_spec(request.spec)?;
+        let supplied = supplied(request.credentials);
+        let remember_password = request.remember_password;
         let (events, stream) = mpsc::channel(8);
         let broker = self.broker.clone();
         tokio::spawn(async move {
@@ -110,7 +116,7 @@ impl broker_server::Broker for BrokerService {
             // A caller that hangs up stops waiting; the login itself runs on for any other
             // caller until it succeeds or times out.
             let outcome = tokio::select! {
-                outcome = broker.login(&spec, &prompt) => outcome,
+                outcome = broker.login(&spec, &supplied, remember_password, &prompt) => outcome,
                 () = events.closed() => return,
             };
             let event = match outcome {
@@ -196,8 +202,7 @@ impl BrokerService {
         let spec = spec.ok_or_else(|| invalid("the request names no session"))?;
         let login_mode = match v1::LoginMode::try_from(spec.login_mode) {
             Ok(v1::LoginMode::Unspecified) => None,
-            Ok(v1::LoginMode::DeviceCode) => Some(LoginMode::DeviceCode),
-            Ok(v1::LoginMode::Interactive) => Some(LoginMode::Interactive),
+            Ok(mode) => LoginMode::from_name(broker_proto::login_mode_name(mode)),
             Err(_) => {
                 return Err(invalid(&format!(
                     "login mode {} is not supported by this brokerd",
@@ -205,16 +210,19 @@ impl BrokerService {
                 )));
             }
         };
-        let request = SpecRequest {
-            profile: spec.profile,
+        let input = SpecInput {
             environment: spec.environment,
             authority_host: spec.authority_host,
             tenant_id: spec.tenant_id,
             client_id: spec.client_id,
             server_id: spec.server_id,
             login_mode,
+            username: spec.username,
+            identity_resource_id: spec.identity_resource_id,
         };
-        self.broker.resolve(&request).map_err(|e| to_status(&e))
+        self.broker
+            .resolve(&spec.profile, &input)
+            .map_err(|e| to_status(&e))
     }
 
     fn selector(&self, session: v1::SessionRef) -> Result<Selector, Status> {
@@ -235,11 +243,27 @@ fn wire_spec(spec: &SessionSpec) -> v1::SessionSpec {
         tenant_id: spec.tenant_id.clone(),
         client_id: spec.client_id.clone(),
         server_id: spec.server_id.clone(),
-        login_mode: match spec.login_mode {
-            LoginMode::DeviceCode => v1::LoginMode::DeviceCode,
-            LoginMode::Interactive => v1::LoginMode::Interactive,
-        } as i32,
+        login_mode: broker_proto::parse_login_mode(spec.login_mode.name())
+            .unwrap_or(v1::LoginMode::Unspecified) as i32,
         profile: String::new(),
+        username: spec.username.clone(),
+        identity_resource_id: spec.identity_resource_id.clone(),
+    }
+}
+
+/// The credentials a caller sent, as the broker takes them. Empty strings are "not given".
+fn supplied(credentials: Option<v1::Credentials>) -> Supplied {
+    let c = credentials.unwrap_or_default();
+    let secret = |s: String| (!s.is_empty()).then(|| secrecy::SecretString::from(s));
+    let path = |s: String| (!s.is_empty()).then(|| std::path::PathBuf::from(s));
+    Supplied {
+        client_secret: secret(c.client_secret),
+        certificate: path(c.client_certificate_path).map(|path| CertificateSource {
+            path,
+            password: secret(c.client_certificate_password),
+        }),
+        federated_token_file: path(c.federated_token_file),
+        password: secret(c.password),
     }
 }
 

@@ -11,6 +11,8 @@ pub mod v1 {
     tonic::include_proto!("tokenbroker.v1");
 }
 
+pub mod kubelogin;
+
 use v1::{ErrorDetail, ErrorReason, LoginMode, SessionSpec};
 
 /// Overrides the socket path for brokerd, brokerctl and broker-shim alike.
@@ -69,21 +71,37 @@ pub fn reason_name(reason: ErrorReason) -> &'static str {
     full.strip_prefix("ERROR_REASON_").unwrap_or(full)
 }
 
+/// Login modes and kubelogin's names for them.
+const LOGIN_MODES: [(LoginMode, &str); 8] = [
+    (LoginMode::DeviceCode, "devicecode"),
+    (LoginMode::Interactive, "interactive"),
+    (LoginMode::ServicePrincipal, "spn"),
+    (LoginMode::Ropc, "ropc"),
+    (LoginMode::ManagedIdentity, "msi"),
+    (LoginMode::AzureCli, "azurecli"),
+    (LoginMode::AzureDeveloperCli, "azd"),
+    (LoginMode::WorkloadIdentity, "workloadidentity"),
+];
+
 /// kubelogin's spelling of a login mode.
 pub fn login_mode_name(mode: LoginMode) -> &'static str {
-    match mode {
-        LoginMode::Unspecified | LoginMode::DeviceCode => "devicecode",
-        LoginMode::Interactive => "interactive",
-    }
+    LOGIN_MODES
+        .iter()
+        .find(|(m, _)| *m == mode)
+        .map_or("devicecode", |(_, name)| name)
 }
 
-/// Parses kubelogin's `--login` values that token-broker supports.
+/// Parses kubelogin's `--login` values.
 pub fn parse_login_mode(name: &str) -> Option<LoginMode> {
-    match name {
-        "devicecode" => Some(LoginMode::DeviceCode),
-        "interactive" => Some(LoginMode::Interactive),
-        _ => None,
-    }
+    LOGIN_MODES
+        .iter()
+        .find(|(_, n)| *n == name)
+        .map(|(mode, _)| *mode)
+}
+
+/// kubelogin's login mode names, for messages.
+pub fn login_mode_names() -> String {
+    LOGIN_MODES.map(|(_, name)| name).join(", ")
 }
 
 /// The `brokerctl login` command that signs in the session `spec` names, for messages that tell
@@ -102,6 +120,8 @@ pub fn login_command(spec: &SessionSpec) -> String {
     flag("server-id", &spec.server_id);
     flag("client-id", &spec.client_id);
     flag("tenant-id", &spec.tenant_id);
+    flag("username", &spec.username);
+    flag("identity-resource-id", &spec.identity_resource_id);
     if spec.authority_host.is_empty() {
         flag("environment", &spec.environment);
     } else {
@@ -286,7 +306,7 @@ mod tests {
             client_id: "c".into(),
             server_id: "s".into(),
             login_mode: LoginMode::Interactive as i32,
-            profile: String::new(),
+            ..SessionSpec::default()
         };
         assert_eq!(
             login_command(&spec),
@@ -314,9 +334,11 @@ mod tests {
 
     #[test]
     fn login_modes_use_kubelogin_names() {
-        for mode in [LoginMode::DeviceCode, LoginMode::Interactive] {
+        for (mode, name) in LOGIN_MODES {
             assert_eq!(parse_login_mode(login_mode_name(mode)), Some(mode));
+            assert_eq!(login_mode_name(mode), name);
         }
-        assert_eq!(parse_login_mode("spn"), None);
+        assert_eq!(parse_login_mode("azurepipelines"), None);
+        assert_eq!(login_mode_name(LoginMode::Unspecified), "devicecode");
     }
 }

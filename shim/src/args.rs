@@ -2,29 +2,34 @@
 //! is a rename of the command. Parsed by hand: a CLI framework would cost start-up time on
 //! every kubectl run.
 
-use broker_proto::v1::SessionSpec;
+use broker_proto::kubelogin::GetTokenOptions;
 
 pub const USAGE: &str = "\
-usage: broker-shim get-token --server-id ID --tenant-id ID [--client-id ID]
+usage: broker-shim get-token --server-id ID [--tenant-id ID] [--client-id ID]
                              [--environment NAME | --authority-host URL]
-                             [--login devicecode|interactive]
+                             [--login devicecode|interactive|spn|ropc|msi|azurecli|azd|workloadidentity]
+                             [--client-secret S | --client-certificate FILE
+                              [--client-certificate-password P]]
+                             [--username U [--password P]] [--identity-resource-id ID]
+                             [--federated-token-file FILE]
+                             [--disable-environment-override] [--use-azurerm-env-vars]
        broker-shim get-token --profile NAME [any of the flags above, to override it]
 
 kubectl's exec credential plugin for token-broker. It asks brokerd (over its Unix socket,
 $TOKEN_BROKER_SOCKET or $XDG_RUNTIME_DIR/token-broker/broker.sock) for an access token and
-prints an ExecCredential. kubelogin's get-token flags are accepted; --token-cache-dir,
---cache-dir, --timeout, --disable-instance-discovery and --disable-environment-override
-are accepted and have no effect.";
+prints an ExecCredential. kubelogin's get-token flags and environment variables are accepted
+(the variables override the flags unless --disable-environment-override); --token-cache-dir,
+--cache-dir, --timeout and --disable-instance-discovery are accepted and have no effect.";
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Command {
-    GetToken(SessionSpec),
+    GetToken(Box<GetTokenOptions>),
     Help,
     Version,
 }
 
-/// Flags that take a value and shape the session.
-const SPEC_FLAGS: &[(&str, Option<char>)] = &[
+/// Flags that take a value: the long name, and the short one if any.
+const VALUE_FLAGS: &[(&str, Option<char>)] = &[
     ("profile", None),
     ("server-id", None),
     ("client-id", None),
@@ -32,15 +37,22 @@ const SPEC_FLAGS: &[(&str, Option<char>)] = &[
     ("environment", Some('e')),
     ("login", Some('l')),
     ("authority-host", None),
+    ("client-secret", None),
+    ("client-certificate", None),
+    ("client-certificate-password", None),
+    ("username", None),
+    ("password", None),
+    ("identity-resource-id", None),
+    ("federated-token-file", None),
 ];
 
 /// kubelogin flags that mean nothing here: brokerd keeps the tokens and does its own timing.
 const IGNORED_VALUE_FLAGS: &[&str] = &["token-cache-dir", "cache-dir", "timeout"];
-const IGNORED_SWITCHES: &[&str] = &["disable-instance-discovery", "disable-environment-override"];
+const IGNORED_SWITCHES: &[&str] = &["disable-instance-discovery"];
+const SWITCHES: &[&str] = &["disable-environment-override", "use-azurerm-env-vars"];
 
-/// Parses the arguments after the program name. `authority_host_env` is AZURE_AUTHORITY_HOST,
-/// used when no --authority-host is given.
-pub fn parse(args: &[String], authority_host_env: Option<String>) -> Result<Command, String> {
+/// Parses the arguments after the program name. Environment variables are applied later.
+pub fn parse(args: &[String]) -> Result<Command, String> {
     let mut args = args.iter();
     match args.next().map(String::as_str) {
         Some("get-token") => {}
@@ -53,21 +65,23 @@ pub fn parse(args: &[String], authority_host_env: Option<String>) -> Result<Comm
         }
     }
 
-    // Empty fields are "not given": brokerd applies the defaults (or the profile's values).
-    let mut spec = SessionSpec::default();
-    let mut login = None;
-    let mut authority_host = None;
+    let mut options = GetTokenOptions::default();
     while let Some(arg) = args.next() {
         if arg == "-h" || arg == "--help" {
             return Ok(Command::Help);
         }
         let (name, inline) = split_flag(arg)?;
-        if IGNORED_SWITCHES.contains(&name.as_str()) {
-            // A switch may still be written `--switch=true`; nothing to consume either way.
+        if IGNORED_SWITCHES.contains(&name.as_str()) || SWITCHES.contains(&name.as_str()) {
+            let on = inline.as_deref().is_none_or(|v| v != "false");
+            match name.as_str() {
+                "disable-environment-override" => options.disable_environment_override = on,
+                "use-azurerm-env-vars" => options.use_azurerm_env_vars = on,
+                _ => {}
+            }
             continue;
         }
-        let is_spec_flag = SPEC_FLAGS.iter().any(|(long, _)| *long == name);
-        if !is_spec_flag && !IGNORED_VALUE_FLAGS.contains(&name.as_str()) {
+        let takes_value = VALUE_FLAGS.iter().any(|(long, _)| *long == name);
+        if !takes_value && !IGNORED_VALUE_FLAGS.contains(&name.as_str()) {
             return Err(format!(
                 "unknown or unsupported flag --{name} (see broker-shim --help)"
             ));
@@ -79,34 +93,26 @@ pub fn parse(args: &[String], authority_host_env: Option<String>) -> Result<Comm
                 .cloned()
                 .ok_or_else(|| format!("--{name} needs a value"))?,
         };
+        let (spec, creds) = (&mut options.spec, &mut options.credentials);
         match name.as_str() {
             "profile" => spec.profile = value,
             "server-id" => spec.server_id = value,
             "client-id" => spec.client_id = value,
             "tenant-id" => spec.tenant_id = value,
             "environment" => spec.environment = value,
-            "login" => login = Some(value),
-            "authority-host" => authority_host = Some(value),
+            "login" => options.login = Some(value),
+            "authority-host" => spec.authority_host = value,
+            "client-secret" => creds.client_secret = value,
+            "client-certificate" => creds.client_certificate_path = value,
+            "client-certificate-password" => creds.client_certificate_password = value,
+            "username" => spec.username = value,
+            "password" => creds.password = value,
+            "identity-resource-id" => spec.identity_resource_id = value,
+            "federated-token-file" => creds.federated_token_file = value,
             _ => {}
         }
     }
-
-    if let Some(login) = login {
-        let mode = broker_proto::parse_login_mode(&login).ok_or_else(|| {
-            format!("--login {login:?} is not supported; use devicecode or interactive")
-        })?;
-        spec.set_login_mode(mode);
-    }
-    spec.authority_host = authority_host.or(authority_host_env).unwrap_or_default();
-    if spec.profile.is_empty() {
-        if spec.server_id.is_empty() {
-            return Err("--server-id is required (or --profile)".into());
-        }
-        if spec.tenant_id.is_empty() {
-            return Err("--tenant-id is required (or --profile)".into());
-        }
-    }
-    Ok(Command::GetToken(spec))
+    Ok(Command::GetToken(Box::new(options)))
 }
 
 /// `--name value`, `--name=value`, `-x value`, `-x=value` and `-xvalue`, as pflag allows.
@@ -121,7 +127,7 @@ fn split_flag(arg: &str) -> Result<(String, Option<String>), String> {
     if let Some(short) = arg.strip_prefix('-') {
         let mut chars = short.chars();
         if let Some(letter) = chars.next() {
-            let long = SPEC_FLAGS
+            let long = VALUE_FLAGS
                 .iter()
                 .find(|(_, s)| *s == Some(letter))
                 .map(|(long, _)| long.to_string())
@@ -139,22 +145,30 @@ fn split_flag(arg: &str) -> Result<(String, Option<String>), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use broker_proto::v1::LoginMode;
+    use broker_proto::v1::{Credentials, LoginMode, SessionSpec};
 
     fn args(s: &str) -> Vec<String> {
         s.split_whitespace().map(String::from).collect()
     }
 
-    fn spec(s: &str) -> SessionSpec {
-        match parse(&args(s), None).unwrap() {
-            Command::GetToken(spec) => spec,
+    fn request(s: &str) -> (SessionSpec, Credentials) {
+        match parse(&args(s)).unwrap() {
+            Command::GetToken(options) => options.finish().unwrap(),
             other => panic!("{other:?}"),
+        }
+    }
+
+    fn error(s: &str) -> String {
+        match parse(&args(s)) {
+            Ok(Command::GetToken(options)) => options.finish().unwrap_err(),
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => e,
         }
     }
 
     #[test]
     fn reads_what_az_aks_get_credentials_writes() {
-        let s = spec(
+        let (s, _) = request(
             "get-token --environment AzurePublicCloud --server-id 6dae42f8-4368-4678-94ff-3960e28e3630 \
              --client-id 80faf920-1908-4b52-b5ef-a8e7bedfc67a --tenant-id 00000000-0000-0000-0000-000000000001 \
              --login devicecode",
@@ -167,8 +181,47 @@ mod tests {
     }
 
     #[test]
+    fn reads_every_flag_spelling_pflag_allows() {
+        let (s, _) = request(
+            "get-token -l interactive --server-id=srv -t=ten -eAzureChinaCloud --cache-dir /x --timeout=5m --disable-instance-discovery",
+        );
+        assert_eq!(s.login_mode(), LoginMode::Interactive);
+        assert_eq!(s.server_id, "srv");
+        assert_eq!(s.tenant_id, "ten");
+        assert_eq!(s.environment, "AzureChinaCloud");
+        let (s, _) = request("get-token --login=devicecode --server-id s -t tenant -linteractive");
+        assert_eq!(s.login_mode(), LoginMode::Interactive);
+    }
+
+    #[test]
+    fn reads_the_non_interactive_modes_flags() {
+        let (s, c) = request(
+            "get-token --login spn --server-id s -t t --client-id app --client-secret shh \
+             --client-certificate rel/cert.pem --client-certificate-password pw",
+        );
+        assert_eq!(s.login_mode(), LoginMode::ServicePrincipal);
+        assert_eq!(c.client_secret, "shh");
+        assert!(c.client_certificate_path.starts_with('/'), "made absolute");
+        assert!(c.client_certificate_path.ends_with("rel/cert.pem"));
+        assert_eq!(c.client_certificate_password, "pw");
+        let (s, c) = request("get-token --login ropc --server-id s -t t --username u --password p");
+        assert_eq!((s.username.as_str(), c.password.as_str()), ("u", "p"));
+        let (s, _) = request("get-token --login msi --server-id s --identity-resource-id /subs/x");
+        assert_eq!(s.identity_resource_id, "/subs/x");
+        assert!(s.tenant_id.is_empty(), "msi needs no tenant");
+        let (_, c) = request(
+            "get-token --login workloadidentity --server-id s -t t --federated-token-file /t",
+        );
+        assert_eq!(c.federated_token_file, "/t");
+        assert!(matches!(
+            parse(&args("get-token --disable-environment-override --use-azurerm-env-vars")),
+            Ok(Command::GetToken(o)) if o.disable_environment_override && o.use_azurerm_env_vars
+        ));
+    }
+
+    #[test]
     fn a_profile_stands_in_for_the_required_flags() {
-        let s = spec("get-token --profile prod");
+        let (s, _) = request("get-token --profile prod");
         assert_eq!(s.profile, "prod");
         assert_eq!(
             s.login_mode(),
@@ -176,36 +229,9 @@ mod tests {
             "the profile decides"
         );
         assert_eq!(s.environment, "", "the profile decides");
-        let s = spec("get-token --profile=prod --tenant-id other -l interactive");
+        let (s, _) = request("get-token --profile=prod --tenant-id other -l interactive");
         assert_eq!(s.tenant_id, "other");
         assert_eq!(s.login_mode(), LoginMode::Interactive);
-    }
-
-    #[test]
-    fn reads_every_flag_spelling_pflag_allows() {
-        let s = spec(
-            "get-token -l interactive --server-id=srv -t=ten -eAzureChinaCloud --cache-dir /x --timeout=5m --disable-instance-discovery",
-        );
-        assert_eq!(s.login_mode(), LoginMode::Interactive);
-        assert_eq!(s.server_id, "srv");
-        assert_eq!(s.tenant_id, "ten");
-        assert_eq!(s.environment, "AzureChinaCloud");
-        let s = spec("get-token --login=devicecode --server-id s -t tenant -linteractive");
-        assert_eq!(s.login_mode(), LoginMode::Interactive);
-    }
-
-    #[test]
-    fn authority_host_flag_wins_over_the_environment_variable() {
-        let a = args("get-token --server-id s --tenant-id t");
-        let Command::GetToken(s) = parse(&a, Some("http://127.0.0.1:9/".into())).unwrap() else {
-            panic!()
-        };
-        assert_eq!(s.authority_host, "http://127.0.0.1:9/");
-        let a = args("get-token --server-id s --tenant-id t --authority-host https://x/");
-        let Command::GetToken(s) = parse(&a, Some("http://127.0.0.1:9/".into())).unwrap() else {
-            panic!()
-        };
-        assert_eq!(s.authority_host, "https://x/");
     }
 
     #[test]
@@ -214,8 +240,8 @@ mod tests {
             ("get-token --tenant-id t", "--server-id is required"),
             ("get-token --server-id s", "--tenant-id is required"),
             (
-                "get-token --server-id s --tenant-id t --login spn",
-                "--login \"spn\" is not supported",
+                "get-token --server-id s --tenant-id t --login magic",
+                "--login \"magic\" is not supported",
             ),
             (
                 "get-token --server-id s --tenant-id t --pop-enabled",
@@ -226,7 +252,7 @@ mod tests {
             ("token", "unknown command"),
         ];
         for (input, expected) in cases {
-            let err = parse(&args(input), None).unwrap_err();
+            let err = error(input);
             assert!(err.starts_with(expected), "{input}: {err}");
             assert!(!err.contains('\n'));
         }
@@ -234,11 +260,8 @@ mod tests {
 
     #[test]
     fn help_and_version() {
-        assert_eq!(parse(&[], None).unwrap(), Command::Help);
-        assert_eq!(parse(&args("--version"), None).unwrap(), Command::Version);
-        assert_eq!(
-            parse(&args("get-token --help"), None).unwrap(),
-            Command::Help
-        );
+        assert_eq!(parse(&[]).unwrap(), Command::Help);
+        assert_eq!(parse(&args("--version")).unwrap(), Command::Version);
+        assert_eq!(parse(&args("get-token --help")).unwrap(), Command::Help);
     }
 }

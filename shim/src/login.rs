@@ -4,14 +4,21 @@
 use std::process::Stdio;
 
 use broker_proto::v1::{
-    LoginEvent, LoginRequest, SessionSpec, broker_client::BrokerClient, login_event::Event,
+    Credentials, LoginEvent, LoginRequest, SessionSpec, broker_client::BrokerClient,
+    login_event::Event,
 };
 use tonic::transport::Channel;
 
-pub async fn run(client: &mut BrokerClient<Channel>, spec: &SessionSpec) -> Result<(), String> {
+pub async fn run(
+    client: &mut BrokerClient<Channel>,
+    spec: &SessionSpec,
+    credentials: &Credentials,
+) -> Result<(), String> {
     let mut stream = client
         .login(LoginRequest {
             spec: Some(spec.clone()),
+            credentials: Some(credentials.clone()),
+            remember_password: false,
         })
         .await
         .map_err(|s| broker_proto::error_message(&s))?

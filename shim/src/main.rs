@@ -10,7 +10,9 @@ mod login;
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
-use broker_proto::v1::{ErrorReason, GetTokenRequest, SessionSpec, broker_client::BrokerClient};
+use broker_proto::v1::{
+    Credentials, ErrorReason, GetTokenRequest, SessionSpec, broker_client::BrokerClient,
+};
 use tonic::transport::Channel;
 
 use args::Command;
@@ -24,10 +26,7 @@ fn main() -> ExitCode {
             Err(arg) => return fail(&format!("argument {arg:?} is not valid UTF-8")),
         }
     }
-    let authority_host_env = std::env::var("AZURE_AUTHORITY_HOST")
-        .ok()
-        .filter(|v| !v.is_empty());
-    match args::parse(&argv, authority_host_env) {
+    match args::parse(&argv) {
         Ok(Command::Help) => {
             println!("{}", args::USAGE);
             ExitCode::SUCCESS
@@ -36,16 +35,22 @@ fn main() -> ExitCode {
             println!("broker-shim {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
-        Ok(Command::GetToken(spec)) => match get_token(spec) {
-            Ok(credential) => {
-                let mut stdout = std::io::stdout().lock();
-                match writeln!(stdout, "{credential}").and_then(|()| stdout.flush()) {
-                    Ok(()) => ExitCode::SUCCESS,
-                    Err(e) => fail(&format!("cannot write the credential: {e}")),
+        Ok(Command::GetToken(mut options)) => {
+            options.apply_environment(&|name| std::env::var(name).ok());
+            match options
+                .finish()
+                .and_then(|(spec, credentials)| get_token(spec, credentials))
+            {
+                Ok(credential) => {
+                    let mut stdout = std::io::stdout().lock();
+                    match writeln!(stdout, "{credential}").and_then(|()| stdout.flush()) {
+                        Ok(()) => ExitCode::SUCCESS,
+                        Err(e) => fail(&format!("cannot write the credential: {e}")),
+                    }
                 }
+                Err(message) => fail(&message),
             }
-            Err(message) => fail(&message),
-        },
+        }
         Err(message) => fail(&message),
     }
 }
@@ -56,7 +61,7 @@ fn fail(message: &str) -> ExitCode {
 }
 
 /// Asks brokerd for a token and returns the ExecCredential to print.
-fn get_token(spec: SessionSpec) -> Result<String, String> {
+fn get_token(spec: SessionSpec, credentials: Credentials) -> Result<String, String> {
     let info = exec_credential::exec_info(
         std::env::var("KUBERNETES_EXEC_INFO").ok().as_deref(),
         std::io::stdin().is_terminal(),
@@ -65,10 +70,14 @@ fn get_token(spec: SessionSpec) -> Result<String, String> {
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start: {e}"))?;
-    runtime.block_on(fetch(spec, info))
+    runtime.block_on(fetch(spec, credentials, info))
 }
 
-async fn fetch(spec: SessionSpec, info: ExecInfo) -> Result<String, String> {
+async fn fetch(
+    spec: SessionSpec,
+    credentials: Credentials,
+    info: ExecInfo,
+) -> Result<String, String> {
     let socket = broker_proto::socket_path(None);
     let mut client = match broker_proto::connect(&socket).await {
         Ok(client) => client,
@@ -77,14 +86,14 @@ async fn fetch(spec: SessionSpec, info: ExecInfo) -> Result<String, String> {
         }
         Err(e) => return Err(e.to_string()),
     };
-    match request_token(&mut client, &spec).await {
+    match request_token(&mut client, &spec, &credentials).await {
         Ok(answer) => Ok(answer),
         Err(status)
             if broker_proto::error_reason(&status) == ErrorReason::LoginRequired
                 && info.interactive =>
         {
-            login::run(&mut client, &spec).await?;
-            request_token(&mut client, &spec)
+            login::run(&mut client, &spec, &credentials).await?;
+            request_token(&mut client, &spec, &credentials)
                 .await
                 .map_err(|status| broker_proto::error_message(&status))
         }
@@ -102,10 +111,12 @@ async fn fetch(spec: SessionSpec, info: ExecInfo) -> Result<String, String> {
 async fn request_token(
     client: &mut BrokerClient<Channel>,
     spec: &SessionSpec,
+    credentials: &Credentials,
 ) -> Result<broker_proto::v1::GetTokenResponse, tonic::Status> {
     client
         .get_token(GetTokenRequest {
             spec: Some(spec.clone()),
+            credentials: Some(credentials.clone()),
         })
         .await
         .map(tonic::Response::into_inner)

@@ -163,8 +163,25 @@ fn bad_input_gets_one_line_and_exit_1() {
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec!["--tenant-id", "t"], "--server-id is required"),
         (
-            vec!["--server-id", "s", "--tenant-id", "t", "--login", "spn"],
+            vec!["--server-id", "s", "--tenant-id", "t", "--login", "magic"],
             "is not supported",
+        ),
+        (
+            vec!["--server-id", "s", "--tenant-id", "t", "--login", "spn"],
+            "--client-id is required with --login spn",
+        ),
+        (
+            vec![
+                "--server-id",
+                "s",
+                "--tenant-id",
+                "t",
+                "--login",
+                "spn",
+                "--client-id",
+                "app",
+            ],
+            "no client secret or certificate for service principal app",
         ),
         (
             vec!["--server-id", "s", "--tenant-id", "t", "--bogus"],
@@ -220,11 +237,11 @@ fn bad_input_gets_one_line_and_exit_1() {
             "--tenant-id",
             "t",
             "--login",
-            "ropc",
+            "magic",
         ]),
         "brokerctl login",
     );
-    assert!(err.contains("--login \"ropc\" is not supported"), "{err}");
+    assert!(err.contains("--login \"magic\" is not supported"), "{err}");
     // The daemon shrugs all of that off.
     success(&sandbox.ctl(&["status"]), "status");
 }

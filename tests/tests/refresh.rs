@@ -231,7 +231,10 @@ fn login_many(sandbox: &Sandbox, mock: &MockEntra, count: usize) {
                     ..Default::default()
                 };
                 let mut events = client
-                    .login(broker_proto::v1::LoginRequest { spec: Some(spec) })
+                    .login(broker_proto::v1::LoginRequest {
+                        spec: Some(spec),
+                        ..Default::default()
+                    })
                     .await
                     .expect("login starts")
                     .into_inner();

@@ -43,6 +43,12 @@ pub enum BrokerError {
         retry_in: std::time::Duration,
         idp_codes: Vec<i64>,
     },
+    /// A non-interactive login mode with nothing to sign in with.
+    #[error("{what}: {how}")]
+    MissingCredential { what: String, how: String },
+    /// An application credential the IdP refused earlier; only new credentials help.
+    #[error("{why}")]
+    Refused { why: String, idp_codes: Vec<i64> },
     #[error("no profile named {name:?} in {path}")]
     UnknownProfile { name: String, path: String },
     #[error("profile {name:?}: {reason}")]
@@ -67,9 +73,10 @@ impl BrokerError {
             },
             BrokerError::LoginFailed { .. } => Reason::LoginFailed,
             BrokerError::Unavailable { .. } => Reason::IdpUnavailable,
-            BrokerError::UnknownProfile { .. } | BrokerError::InvalidProfile { .. } => {
-                Reason::Config
-            }
+            BrokerError::UnknownProfile { .. }
+            | BrokerError::InvalidProfile { .. }
+            | BrokerError::MissingCredential { .. }
+            | BrokerError::Refused { .. } => Reason::Config,
             BrokerError::Store(_) => Reason::StoreUnavailable,
             BrokerError::NotFound(_) => Reason::NotFound,
             BrokerError::Internal(_) => Reason::Internal,
@@ -80,7 +87,8 @@ impl BrokerError {
         match self {
             BrokerError::LoginRequired { idp_codes, .. }
             | BrokerError::LoginFailed { idp_codes, .. }
-            | BrokerError::Unavailable { idp_codes, .. } => idp_codes,
+            | BrokerError::Unavailable { idp_codes, .. }
+            | BrokerError::Refused { idp_codes, .. } => idp_codes,
             BrokerError::Identity { source } => source.idp_error_codes(),
             _ => &[],
         }

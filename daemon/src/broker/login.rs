@@ -11,9 +11,9 @@ use tokio::sync::watch;
 use super::Broker;
 use super::error::BrokerError;
 use super::refresh::Persist;
-use super::session::{Meta, Session};
 use super::spec::{LoginMode, SessionId, SessionSpec};
 use crate::identity::LoginPrompt;
+use crate::identity::credential::Supplied;
 
 /// How much longer than its own timeout a login may take before it is cut off: the identity
 /// flows time out by themselves, this only guards against a stalled network.
@@ -45,9 +45,11 @@ impl Broker {
     pub async fn login(
         &self,
         spec: &SessionSpec,
+        supplied: &Supplied,
+        remember_password: bool,
         prompt: &(dyn Fn(LoginPrompt) + Send + Sync),
     ) -> Result<LoggedIn, Arc<BrokerError>> {
-        let mut progress = self.join_or_start_login(spec);
+        let mut progress = self.join_or_start_login(spec, supplied, remember_password);
         let mut shown = None;
         loop {
             let now = progress.borrow_and_update().clone();
@@ -68,7 +70,12 @@ impl Broker {
         }
     }
 
-    fn join_or_start_login(&self, spec: &SessionSpec) -> watch::Receiver<Progress> {
+    fn join_or_start_login(
+        &self,
+        spec: &SessionSpec,
+        supplied: &Supplied,
+        remember_password: bool,
+    ) -> watch::Receiver<Progress> {
         let id = spec.id();
         let mut running = self
             .logins
@@ -93,13 +100,15 @@ impl Broker {
             return rx;
         };
         let spec = spec.clone();
+        let supplied = supplied.clone();
         tokio::spawn(async move {
             let limit = me.settings.get().login.timeout + GRACE;
             let tell = tx.clone();
             let show = move |prompt: LoginPrompt| {
                 tell.send_modify(|p| p.prompt = Some(prompt));
             };
-            let outcome = match tokio::time::timeout(limit, me.run_login(&spec, &show)).await {
+            let run = me.run_login(&spec, &supplied, remember_password, &show);
+            let outcome = match tokio::time::timeout(limit, run).await {
                 Ok(outcome) => outcome,
                 Err(_) => Err(BrokerError::LoginFailed {
                     message: format!("no sign-in within {} s", limit.as_secs()),
@@ -121,42 +130,27 @@ impl Broker {
     }
 
     /// One login, start to end: the identity flow, then the tokens into the session (creating
-    /// it if needed) and the refresh token into the store.
+    /// it if needed) and the refresh token or client secret into the store.
     async fn run_login(
         &self,
         spec: &SessionSpec,
+        supplied: &Supplied,
+        remember_password: bool,
         prompt: &(dyn Fn(LoginPrompt) + Send + Sync),
     ) -> Result<LoggedIn, BrokerError> {
-        let target = spec.target();
-        let timeout = self.settings.get().login.timeout;
         tracing::info!("login started for {}", spec.describe());
-        let tokens = match spec.login_mode {
-            LoginMode::DeviceCode => {
-                self.identity
-                    .device_code_login(&target, prompt, timeout)
-                    .await
+        let (session, created) = self.session_for(spec);
+        let accepted = if spec.login_mode.prompts() {
+            match self.prompted_tokens(spec, prompt).await {
+                Ok(tokens) => {
+                    let mut credentials = session.refresh.lock().await;
+                    self.accept_tokens(&session, &mut credentials, tokens, Persist::Required)
+                        .await
+                }
+                Err(error) => Err(error),
             }
-            LoginMode::Interactive => {
-                self.identity
-                    .interactive_login(&target, prompt, timeout)
-                    .await
-            }
-        }
-        .map_err(BrokerError::from_login)?;
-
-        let id = spec.id();
-        let (session, created) = {
-            let mut sessions = self.sessions.write().unwrap_or_else(|p| p.into_inner());
-            let created = !sessions.contains_key(&id);
-            let session = sessions
-                .entry(id.clone())
-                .or_insert_with(|| Arc::new(Session::new(spec.clone(), Meta::default())))
-                .clone();
-            (session, created)
-        };
-        let accepted = {
-            let mut slot = session.refresh.lock().await;
-            self.accept_tokens(&session, &mut slot, tokens, Persist::Required)
+        } else {
+            self.login_without_prompt(&session, supplied, remember_password)
                 .await
         };
         let access = match accepted {
@@ -164,10 +158,7 @@ impl Broker {
             Err(error) => {
                 // A session this login created must not linger without tokens.
                 if created {
-                    self.sessions
-                        .write()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .remove(&id);
+                    self.forget_if_empty(&session);
                 }
                 return Err(error);
             }
@@ -175,6 +166,7 @@ impl Broker {
         session.meta().logged_in_at = Some(self.clock.now());
         self.save_index().await;
         self.wake_scheduler();
+        let id = session.id.clone();
         let account = session.meta().account.clone();
         tracing::info!(
             "session {id} signed in as {}",
@@ -185,5 +177,25 @@ impl Broker {
             account,
             expires_at: access.expires_at,
         })
+    }
+
+    /// The interactive flows: a device code to show, or a URL to open.
+    async fn prompted_tokens(
+        &self,
+        spec: &SessionSpec,
+        prompt: &(dyn Fn(LoginPrompt) + Send + Sync),
+    ) -> Result<crate::identity::token::TokenSet, BrokerError> {
+        let target = spec.target();
+        let timeout = self.settings.get().login.timeout;
+        let tokens = if spec.login_mode == LoginMode::Interactive {
+            self.identity
+                .interactive_login(&target, prompt, timeout)
+                .await
+        } else {
+            self.identity
+                .device_code_login(&target, prompt, timeout)
+                .await
+        };
+        tokens.map_err(BrokerError::from_login)
     }
 }

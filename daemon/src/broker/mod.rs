@@ -11,6 +11,7 @@
 //!   and at most `refresh.max_concurrent` token requests are in flight.
 
 mod error;
+mod federated;
 mod login;
 mod persist;
 mod refresh;
@@ -28,12 +29,13 @@ pub use error::{BrokerError, Reason};
 pub use login::LoggedIn;
 use session::Meta;
 pub use session::{Session, SessionState, SessionStatus};
-pub use spec::{LoginMode, SessionId, SessionSpec};
+pub use spec::{LoginMode, SessionId, SessionSpec, SpecInput};
 
 use crate::clock::Clock;
+use crate::config::RefreshPolicy;
 use crate::config::watch::{ConfigStatus, Settings};
-use crate::config::{RefreshPolicy, SpecRequest};
 use crate::identity::IdentityClient;
+use crate::identity::credential::Supplied;
 use crate::identity::token::AccessToken;
 use crate::store::{SecretStore, SessionIndex};
 
@@ -68,6 +70,7 @@ pub struct Broker {
     /// Caps concurrent token requests; replaced when the configured cap changes.
     permits: Mutex<(usize, Arc<tokio::sync::Semaphore>)>,
     logins: login::Flights,
+    federated: federated::FederatedFiles,
     /// Wakes the scheduler: a session changed, or the clock moved.
     wake: tokio::sync::Notify,
 }
@@ -99,6 +102,7 @@ impl Broker {
             settings,
             permits: Mutex::new((cap, Arc::new(tokio::sync::Semaphore::new(cap)))),
             logins: login::Flights::default(),
+            federated: federated::FederatedFiles::default(),
             wake: tokio::sync::Notify::new(),
         })
     }
@@ -128,31 +132,24 @@ impl Broker {
         self.wake.notify_one();
     }
 
-    /// Resolves what a caller gave, with a profile of the configuration underneath.
-    pub fn resolve(&self, request: &SpecRequest) -> Result<SessionSpec, BrokerError> {
-        if request.profile.is_empty() {
-            return Ok(SessionSpec::new(
-                &request.environment,
-                &request.authority_host,
-                &request.tenant_id,
-                &request.client_id,
-                &request.server_id,
-                request.login_mode.unwrap_or(LoginMode::DeviceCode),
-            )?);
+    /// Resolves what a caller gave, with a profile of the configuration underneath when it
+    /// names one.
+    pub fn resolve(&self, profile: &str, input: &SpecInput) -> Result<SessionSpec, BrokerError> {
+        if profile.is_empty() {
+            return Ok(SessionSpec::new(input)?);
         }
         let config = self.settings.get();
-        let profile =
-            config
-                .profiles
-                .get(&request.profile)
-                .ok_or_else(|| BrokerError::UnknownProfile {
-                    name: request.profile.clone(),
-                    path: self.settings.path().display().to_string(),
-                })?;
-        profile
-            .spec(Some(request))
+        let found = config
+            .profiles
+            .get(profile)
+            .ok_or_else(|| BrokerError::UnknownProfile {
+                name: profile.to_string(),
+                path: self.settings.path().display().to_string(),
+            })?;
+        found
+            .spec(Some(input))
             .map_err(|reason| BrokerError::InvalidProfile {
-                name: request.profile.clone(),
+                name: profile.to_string(),
                 reason,
             })
     }
@@ -193,30 +190,80 @@ impl Broker {
     }
 
     /// An access token for `spec`: from memory while it has more than `min_remaining` left,
-    /// else after a refresh.
-    pub async fn get_token(&self, spec: &SessionSpec) -> Result<Grant, BrokerError> {
-        let id = spec.id();
-        let Some(session) = self.session(&id) else {
-            return Err(BrokerError::login_required(
-                spec,
-                "nobody has signed in to this session yet",
-            ));
-        };
+    /// else after a refresh. `supplied` are the caller's credentials for the non-interactive
+    /// modes; with them a session is set up on first use, without a separate login.
+    pub async fn get_token(
+        &self,
+        spec: &SessionSpec,
+        supplied: &Supplied,
+    ) -> Result<Grant, BrokerError> {
         let policy = self.policy();
+        let session = match self.session(&spec.id()) {
+            Some(session) => session,
+            None if spec.login_mode.prompts() => {
+                return Err(BrokerError::login_required(
+                    spec,
+                    "nobody has signed in to this session yet",
+                ));
+            }
+            None => {
+                let (session, created) = self.session_for(spec);
+                let token = self
+                    .refresh_session(&session, refresh::Trigger::Request, supplied)
+                    .await;
+                return match token {
+                    Ok(token) => {
+                        if created {
+                            self.save_index().await;
+                        }
+                        Ok(self.grant(&session, token, &policy))
+                    }
+                    Err(error) => {
+                        if created {
+                            self.forget_if_empty(&session);
+                        }
+                        Err(error)
+                    }
+                };
+            }
+        };
         if let Some(token) = session.fresh_token(self.clock.now(), policy.min_remaining) {
             return Ok(self.grant(&session, token, &policy));
         }
         let token = self
-            .refresh_session(&session, refresh::Trigger::Request)
+            .refresh_session(&session, refresh::Trigger::Request, supplied)
             .await?;
         Ok(self.grant(&session, token, &policy))
     }
 
-    /// Redeems a session's refresh token now, whatever its access token's age or backoff.
+    /// The session for `spec`, created (empty) if there is none; true when created.
+    fn session_for(&self, spec: &SessionSpec) -> (Arc<Session>, bool) {
+        let mut sessions = self.sessions.write().unwrap_or_else(|p| p.into_inner());
+        let id = spec.id();
+        let created = !sessions.contains_key(&id);
+        let session = sessions
+            .entry(id)
+            .or_insert_with(|| Arc::new(Session::new(spec.clone(), Meta::default())))
+            .clone();
+        (session, created)
+    }
+
+    /// Drops a session that never got a token, so that a failed first attempt leaves nothing
+    /// behind.
+    fn forget_if_empty(&self, session: &Session) {
+        if session.usable_token(self.clock.now()).is_none() && session.meta().refreshes == 0 {
+            self.sessions
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&session.id);
+        }
+    }
+
+    /// Redeems a session's credentials now, whatever its access token's age or backoff.
     pub async fn refresh(&self, selector: &Selector) -> Result<Grant, BrokerError> {
         let session = self.select_one(selector)?;
         let token = self
-            .refresh_session(&session, refresh::Trigger::Forced)
+            .refresh_session(&session, refresh::Trigger::Forced, &Supplied::default())
             .await?;
         Ok(Grant {
             session_id: session.id.clone(),
@@ -233,7 +280,7 @@ impl Broker {
             // A spec with no session may still have an orphaned keyring entry: remove it.
             Some(Selector::Spec(spec)) if self.session(&spec.id()).is_none() => {
                 let id = spec.id();
-                return if self.delete_secret(persist::refresh_token_key(&id)).await? {
+                return if self.delete_secrets(&id).await? {
                     Ok(vec![id])
                 } else {
                     Err(BrokerError::NotFound(format!(
@@ -246,11 +293,13 @@ impl Broker {
         };
         let mut removed = Vec::new();
         for session in targets {
-            let mut slot = session.refresh.lock().await;
+            let mut credentials = session.refresh.lock().await;
             // If the store refuses, the session stays as it was: nothing half-forgotten.
-            self.delete_secret(persist::refresh_token_key(&session.id))
-                .await?;
-            *slot = session::RefreshSlot::Loaded(None);
+            self.delete_secrets(&session.id).await?;
+            *credentials = session::Credentials {
+                loaded: true,
+                ..Default::default()
+            };
             session.set_token(None);
             self.sessions
                 .write()
@@ -313,6 +362,8 @@ impl Default for Meta {
             jitter: draw_jitter(),
             refreshes: 0,
             failures: 0,
+            certificate_path: None,
+            federated_token_file: None,
         }
     }
 }

@@ -9,18 +9,41 @@ use std::time::Duration;
 use super::Broker;
 use super::error::BrokerError;
 use super::session::{Meta, Session};
-use super::spec::{LoginMode, SessionId, SessionSpec};
+use super::spec::{LoginMode, SessionId, SessionSpec, SpecInput};
 use crate::clock;
-use crate::identity::token::RefreshToken;
 use crate::store::{IndexedSession, SessionIndex, StoreError};
 
 /// Refreshes happen all day; their index updates (the last refresh time, for keepalives after a
 /// restart) are written together, at most this often.
 const INDEX_FLUSH_DELAY: Duration = Duration::from_secs(5);
 
-/// The secret store key of a session's refresh token.
-pub(super) fn refresh_token_key(id: &SessionId) -> String {
-    format!("refresh-token/{id}")
+/// The secrets a session may keep in the secret store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum SecretKind {
+    RefreshToken,
+    ClientSecret,
+    CertificatePassword,
+    Password,
+}
+
+impl SecretKind {
+    pub const ALL: [SecretKind; 4] = [
+        SecretKind::RefreshToken,
+        SecretKind::ClientSecret,
+        SecretKind::CertificatePassword,
+        SecretKind::Password,
+    ];
+
+    /// The secret store key: `refresh-token/<session id>` and so on.
+    pub fn key(self, id: &SessionId) -> String {
+        let kind = match self {
+            SecretKind::RefreshToken => "refresh-token",
+            SecretKind::ClientSecret => "client-secret",
+            SecretKind::CertificatePassword => "certificate-password",
+            SecretKind::Password => "password",
+        };
+        format!("{kind}/{id}")
+    }
 }
 
 /// Serialises index rewrites, and coalesces the ones refreshes ask for.
@@ -56,14 +79,16 @@ fn session_from_index(record: &IndexedSession) -> Result<Session, BrokerError> {
     let mode = LoginMode::from_name(&record.login_mode).ok_or_else(|| {
         BrokerError::Internal(format!("unknown login mode {:?}", record.login_mode))
     })?;
-    let spec = SessionSpec::new(
-        &record.environment,
-        &record.authority_host,
-        &record.tenant_id,
-        &record.client_id,
-        &record.server_id,
-        mode,
-    )?;
+    let spec = SessionSpec::new(&SpecInput {
+        environment: record.environment.clone(),
+        authority_host: record.authority_host.clone(),
+        tenant_id: record.tenant_id.clone(),
+        client_id: record.client_id.clone(),
+        server_id: record.server_id.clone(),
+        login_mode: Some(mode),
+        username: record.username.clone(),
+        identity_resource_id: record.identity_resource_id.clone(),
+    })?;
     if spec.id().as_str() != record.id {
         return Err(BrokerError::Internal(format!(
             "its parameters now name session {}",
@@ -71,10 +96,13 @@ fn session_from_index(record: &IndexedSession) -> Result<Session, BrokerError> {
         )));
     }
     let time = |secs: i64| (secs > 0).then(|| clock::from_unix_seconds(secs));
+    let path = |p: &str| (!p.is_empty()).then(|| std::path::PathBuf::from(p));
     let meta = Meta {
         account: record.account.clone(),
         logged_in_at: time(record.logged_in_at),
         last_refresh: time(record.last_refresh_at),
+        certificate_path: path(&record.certificate_path),
+        federated_token_file: path(&record.federated_token_file),
         ..Meta::default()
     };
     Ok(Session::new(spec, meta))
@@ -84,6 +112,11 @@ fn index_record(session: &Session) -> IndexedSession {
     let meta = session.meta();
     let spec = &session.spec;
     let secs = |t: Option<std::time::SystemTime>| t.map(clock::unix_seconds).unwrap_or(0);
+    let text = |p: &Option<std::path::PathBuf>| {
+        p.as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default()
+    };
     IndexedSession {
         id: session.id.to_string(),
         environment: spec.environment.clone(),
@@ -95,6 +128,10 @@ fn index_record(session: &Session) -> IndexedSession {
         account: meta.account.clone(),
         logged_in_at: secs(meta.logged_in_at),
         last_refresh_at: secs(meta.last_refresh),
+        username: spec.username.clone(),
+        identity_resource_id: spec.identity_resource_id.clone(),
+        certificate_path: text(&meta.certificate_path),
+        federated_token_file: text(&meta.federated_token_file),
     }
 }
 
@@ -146,10 +183,19 @@ impl Broker {
         &self,
         key: String,
         label: String,
-        secret: RefreshToken,
+        secret: secrecy::SecretString,
     ) -> Result<(), BrokerError> {
         let store = self.store.clone();
-        blocking(move || store.save(&key, &label, secret.secret())).await
+        blocking(move || store.save(&key, &label, &secret)).await
+    }
+
+    /// Removes every secret the session may have in the store. True if there was any.
+    pub(super) async fn delete_secrets(&self, id: &SessionId) -> Result<bool, BrokerError> {
+        let mut any = false;
+        for kind in SecretKind::ALL {
+            any |= self.delete_secret(kind.key(id)).await?;
+        }
+        Ok(any)
     }
 
     pub(super) async fn delete_secret(&self, key: String) -> Result<bool, BrokerError> {

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use super::Broker;
 use super::refresh::Trigger;
+use crate::identity::credential::Supplied;
 
 /// The longest the scheduler sleeps without looking at the wall clock again.
 const MAX_SLEEP: Duration = Duration::from_secs(60);
@@ -50,7 +51,9 @@ fn plan(broker: &Arc<Broker>) -> Duration {
                 }
                 let broker = broker.clone();
                 tokio::spawn(async move {
-                    let _ = broker.refresh_session(&session, Trigger::Scheduled).await;
+                    let _ = broker
+                        .refresh_session(&session, Trigger::Scheduled, &Supplied::default())
+                        .await;
                     session.scheduled.store(false, Ordering::SeqCst);
                     broker.wake_scheduler();
                 });

@@ -8,8 +8,14 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
+use std::path::PathBuf;
+
+use secrecy::SecretString;
+
 use crate::clock::{from_unix_seconds, unix_seconds};
 use crate::config::RefreshPolicy;
+use crate::identity::cli::Tool;
+use crate::identity::credential::CertificateSource;
 use crate::identity::token::{AccessToken, RefreshToken};
 
 use super::spec::{SessionId, SessionSpec};
@@ -17,13 +23,30 @@ use super::spec::{SessionId, SessionSpec};
 /// No proactive refresh comes sooner than this after the last one, however short the token.
 const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
 
-/// Where the session's refresh token stands.
-#[derive(Debug)]
-pub(super) enum RefreshSlot {
-    /// Not read from the secret store yet (a session known from the index after a restart).
-    NotLoaded,
-    /// Read or received: `None` means there is none and the user must sign in.
-    Loaded(Option<RefreshToken>),
+/// What the broker redeems for a new access token.
+#[derive(Clone, Debug)]
+pub(super) enum Grantor {
+    /// User sessions: the refresh token from the last sign-in.
+    RefreshToken(RefreshToken),
+    /// Service principal: a client secret (in the keyring when a login was given it).
+    ClientSecret(SecretString),
+    /// Service principal: a certificate file (and its password, if any).
+    ClientCertificate(CertificateSource),
+    /// Workload identity: the file the kubelet keeps a federated token in.
+    FederatedToken(PathBuf),
+    ManagedIdentity,
+    Cli(Tool),
+}
+
+/// A session's credentials, behind the refresh lock.
+#[derive(Debug, Default)]
+pub(super) struct Credentials {
+    /// Whether the secret store was read (after a restart it has not been yet).
+    pub loaded: bool,
+    pub grantor: Option<Grantor>,
+    /// ROPC: the password, to sign in again when the refresh token runs out. Only when the
+    /// caller supplies it (memory) or a login asked to keep it (keyring).
+    pub password: Option<SecretString>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,6 +108,9 @@ pub(super) struct Meta {
     pub jitter: f64,
     pub refreshes: u64,
     pub failures: u64,
+    /// Non-secret credential locations, kept in the index for restarts.
+    pub certificate_path: Option<PathBuf>,
+    pub federated_token_file: Option<PathBuf>,
 }
 
 pub struct Session {
@@ -93,7 +119,7 @@ pub struct Session {
     /// The hot path reads this and nothing else; writers hold it for a pointer swap.
     token: RwLock<Option<AccessToken>>,
     /// Held for the whole of a refresh, so concurrent requests share one.
-    pub(super) refresh: tokio::sync::Mutex<RefreshSlot>,
+    pub(super) refresh: tokio::sync::Mutex<Credentials>,
     pub(super) meta: Mutex<Meta>,
     tokens_served: AtomicU64,
     /// Unix seconds of the last token served; 0 = never.
@@ -108,7 +134,7 @@ impl Session {
             id: spec.id(),
             spec,
             token: RwLock::new(None),
-            refresh: tokio::sync::Mutex::new(RefreshSlot::NotLoaded),
+            refresh: tokio::sync::Mutex::new(Credentials::default()),
             meta: Mutex::new(meta),
             tokens_served: AtomicU64::new(0),
             last_served: AtomicI64::new(0),
@@ -177,13 +203,15 @@ impl Session {
             return Some(backoff.retry_at);
         }
         let factor = 1.0 + meta.jitter * policy.jitter;
-        let keepalive = meta
-            .last_refresh
-            .or(meta.logged_in_at)
-            .map(|last| last + policy.keepalive.mul_f64(factor))
-            .unwrap_or(now);
+        // Only refresh tokens expire from disuse; app credentials need no keepalive.
+        let keepalive = self.spec.login_mode.keeps_refresh_token().then(|| {
+            meta.last_refresh
+                .or(meta.logged_in_at)
+                .map(|last| last + policy.keepalive.mul_f64(factor))
+                .unwrap_or(now)
+        });
         if !self.is_active(&meta, now, policy) {
-            return Some(keepalive);
+            return keepalive;
         }
         let token = self.usable_token(now);
         let (Some(token), Some(issued)) = (token, meta.issued_at) else {
@@ -200,12 +228,8 @@ impl Session {
             .expires_at
             .checked_sub(policy.min_remaining)
             .unwrap_or(issued);
-        Some(
-            planned
-                .min(latest)
-                .max(issued + MIN_REFRESH_INTERVAL)
-                .min(keepalive),
-        )
+        let planned = planned.min(latest).max(issued + MIN_REFRESH_INTERVAL);
+        Some(keepalive.map_or(planned, |k| planned.min(k)))
     }
 
     pub fn status(&self, now: SystemTime, policy: &RefreshPolicy) -> SessionStatus {

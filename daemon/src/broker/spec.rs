@@ -1,8 +1,9 @@
-//! What names a session: the parameters of kubelogin's `get-token`, validated and resolved.
+//! What names a session: the parameters of kubelogin's `get-token`, validated per login mode and
+//! resolved.
 //!
-//! Every kubeconfig user whose parameters resolve to the same authority, tenant, client, scopes
-//! and login mode shares one session, and so one login: all AKS clusters of a tenant use the same
-//! server id.
+//! Every kubeconfig user whose parameters resolve to the same authority, tenant, client, scopes,
+//! login mode (and, for ROPC and managed identity, the same user or identity) shares one session,
+//! and so one login: all AKS clusters of a tenant use the same server id.
 
 use std::fmt;
 
@@ -12,34 +13,62 @@ use crate::identity::Target;
 use crate::identity::cloud::{Authority, AuthorityError};
 
 /// The "Azure Kubernetes Service AAD Client" app, kubelogin's public client for user logins;
-/// used when a spec names no client.
+/// used when a user login names no client.
 pub const AKS_CLIENT_ID: &str = "80faf920-1908-4b52-b5ef-a8e7bedfc67a";
 
 /// Scopes every user session asks for besides the resource: a refresh token, an ID token and
 /// the account's name.
 const USER_SCOPES: [&str; 3] = ["offline_access", "openid", "profile"];
 
+/// kubelogin's `--login` modes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum LoginMode {
     DeviceCode,
     Interactive,
+    ServicePrincipal,
+    Ropc,
+    ManagedIdentity,
+    AzureCli,
+    AzureDeveloperCli,
+    WorkloadIdentity,
 }
+
+const MODES: [(LoginMode, &str); 8] = [
+    (LoginMode::DeviceCode, "devicecode"),
+    (LoginMode::Interactive, "interactive"),
+    (LoginMode::ServicePrincipal, "spn"),
+    (LoginMode::Ropc, "ropc"),
+    (LoginMode::ManagedIdentity, "msi"),
+    (LoginMode::AzureCli, "azurecli"),
+    (LoginMode::AzureDeveloperCli, "azd"),
+    (LoginMode::WorkloadIdentity, "workloadidentity"),
+];
 
 impl LoginMode {
     /// kubelogin's name for the mode.
     pub fn name(self) -> &'static str {
-        match self {
-            LoginMode::DeviceCode => "devicecode",
-            LoginMode::Interactive => "interactive",
-        }
+        MODES
+            .iter()
+            .find(|(m, _)| *m == self)
+            .map_or("devicecode", |(_, n)| n)
     }
 
     pub fn from_name(name: &str) -> Option<Self> {
-        match name {
-            "devicecode" => Some(LoginMode::DeviceCode),
-            "interactive" => Some(LoginMode::Interactive),
-            _ => None,
-        }
+        MODES.iter().find(|(_, n)| *n == name).map(|(m, _)| *m)
+    }
+
+    /// A user signs in and the session keeps a refresh token; the other modes re-acquire
+    /// tokens with an application's credential or a local tool.
+    pub fn keeps_refresh_token(self) -> bool {
+        matches!(
+            self,
+            LoginMode::DeviceCode | LoginMode::Interactive | LoginMode::Ropc
+        )
+    }
+
+    /// Signing in needs the person at the keyboard.
+    pub fn prompts(self) -> bool {
+        matches!(self, LoginMode::DeviceCode | LoginMode::Interactive)
     }
 }
 
@@ -49,12 +78,30 @@ pub enum SpecError {
     Authority(#[from] AuthorityError),
     #[error("{flag} is required")]
     Missing { flag: &'static str },
+    #[error("{flag} is required with --login {mode}")]
+    MissingFor {
+        flag: &'static str,
+        mode: &'static str,
+    },
     #[error("{flag} {value:?} is not valid: {why}")]
     Invalid {
         flag: &'static str,
         value: String,
         why: &'static str,
     },
+}
+
+/// A session's parameters as a caller gives them; an empty field is "not given".
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SpecInput {
+    pub environment: String,
+    pub authority_host: String,
+    pub tenant_id: String,
+    pub client_id: String,
+    pub server_id: String,
+    pub login_mode: Option<LoginMode>,
+    pub username: String,
+    pub identity_resource_id: String,
 }
 
 /// A session's parameters as given, plus the authority they resolve to.
@@ -65,10 +112,16 @@ pub struct SessionSpec {
     /// As given (`--authority-host`); wins over `environment` when set.
     pub authority_host: String,
     pub authority: Authority,
+    /// Empty for managed identity, and for the Azure CLIs when their default tenant applies.
     pub tenant_id: String,
+    /// Empty for the Azure CLIs, and for a system-assigned managed identity.
     pub client_id: String,
     pub server_id: String,
     pub login_mode: LoginMode,
+    /// ROPC only.
+    pub username: String,
+    /// Managed identity only.
+    pub identity_resource_id: String,
 }
 
 /// A short, stable name for a session, derived from what identifies it.
@@ -88,17 +141,24 @@ impl fmt::Display for SessionId {
 }
 
 impl SessionSpec {
-    pub fn new(
-        environment: &str,
-        authority_host: &str,
-        tenant_id: &str,
-        client_id: &str,
-        server_id: &str,
-        login_mode: LoginMode,
-    ) -> Result<Self, SpecError> {
-        let authority = Authority::resolve(environment, authority_host)?;
-        let tenant_id = tenant_id.trim();
-        if tenant_id.is_empty() {
+    pub fn new(input: &SpecInput) -> Result<Self, SpecError> {
+        use LoginMode::*;
+        let mode = input.login_mode.unwrap_or(DeviceCode);
+        let authority = Authority::resolve(&input.environment, &input.authority_host)?;
+        let server_id = input.server_id.trim();
+        if server_id.is_empty() {
+            return Err(SpecError::Missing {
+                flag: "--server-id",
+            });
+        }
+        check_token_value("--server-id", server_id)?;
+
+        let tenant_id = input.tenant_id.trim();
+        let tenant_needed = matches!(
+            mode,
+            DeviceCode | Interactive | ServicePrincipal | Ropc | WorkloadIdentity
+        );
+        if tenant_needed && tenant_id.is_empty() {
             return Err(SpecError::Missing {
                 flag: "--tenant-id",
             });
@@ -113,34 +173,76 @@ impl SessionSpec {
                 why: "a tenant is a GUID or a domain name",
             });
         }
-        let client_id = match client_id.trim() {
-            "" => AKS_CLIENT_ID,
-            id => id,
-        };
-        check_token_value("--client-id", client_id)?;
-        let server_id = server_id.trim();
-        if server_id.is_empty() {
-            return Err(SpecError::Missing {
-                flag: "--server-id",
+        if mode == Ropc && matches!(tenant_id, "common" | "consumers") {
+            return Err(SpecError::Invalid {
+                flag: "--tenant-id",
+                value: tenant_id.into(),
+                why: "ROPC needs a specific tenant (Entra refuses common and consumers)",
             });
         }
-        check_token_value("--server-id", server_id)?;
+
+        let client_id = match (mode, input.client_id.trim()) {
+            (DeviceCode | Interactive | Ropc, "") => AKS_CLIENT_ID,
+            (ServicePrincipal | WorkloadIdentity, "") => {
+                return Err(SpecError::MissingFor {
+                    flag: "--client-id",
+                    mode: mode.name(),
+                });
+            }
+            (AzureCli | AzureDeveloperCli, _) => "",
+            (_, id) => id,
+        };
+        check_token_value("--client-id", client_id)?;
+
+        let username = match (mode, input.username.trim()) {
+            (Ropc, "") => {
+                return Err(SpecError::MissingFor {
+                    flag: "--username",
+                    mode: mode.name(),
+                });
+            }
+            (Ropc, name) => name,
+            _ => "",
+        };
+        let identity_resource_id = match mode {
+            ManagedIdentity => input.identity_resource_id.trim(),
+            _ => "",
+        };
+        if !identity_resource_id.is_empty() && !client_id.is_empty() {
+            return Err(SpecError::Invalid {
+                flag: "--identity-resource-id",
+                value: identity_resource_id.into(),
+                why: "name a user-assigned identity by --client-id or by --identity-resource-id, \
+                      not both",
+            });
+        }
+        check_token_value("--identity-resource-id", identity_resource_id)?;
+
         Ok(SessionSpec {
-            environment: environment.trim().to_string(),
-            authority_host: authority_host.trim().to_string(),
+            environment: input.environment.trim().to_string(),
+            authority_host: input.authority_host.trim().to_string(),
             authority,
             // Tenants are GUIDs or domain names: both case-insensitive.
-            tenant_id: tenant_id.to_ascii_lowercase(),
+            tenant_id: if mode == ManagedIdentity {
+                String::new()
+            } else {
+                tenant_id.to_ascii_lowercase()
+            },
             client_id: normalise_guid(client_id),
             server_id: normalise_guid(server_id),
-            login_mode,
+            login_mode: mode,
+            username: username.to_ascii_lowercase(),
+            identity_resource_id: identity_resource_id.to_string(),
         })
     }
 
-    /// `<server id>/.default` and the user scopes, in the order Entra expects them.
+    /// `<server id>/.default`, and for user sign-ins the user scopes, in the order Entra
+    /// expects them.
     pub fn scopes(&self) -> Vec<String> {
         let mut scopes = vec![format!("{}/.default", self.server_id)];
-        scopes.extend(USER_SCOPES.iter().map(|s| s.to_string()));
+        if self.login_mode.keeps_refresh_token() {
+            scopes.extend(USER_SCOPES.iter().map(|s| s.to_string()));
+        }
         scopes
     }
 
@@ -162,6 +264,8 @@ impl SessionSpec {
             &self.client_id,
             &self.scopes().join(" "),
             self.login_mode.name(),
+            &self.username,
+            &self.identity_resource_id,
         ] {
             hasher.update(part.as_bytes());
             hasher.update([0u8]);
@@ -172,10 +276,20 @@ impl SessionSpec {
 
     /// A short description for logs and messages: no secrets, just what names the session.
     pub fn describe(&self) -> String {
+        let tenant = if self.tenant_id.is_empty() {
+            "the default tenant"
+        } else {
+            &self.tenant_id
+        };
         format!(
-            "{} in tenant {} ({})",
+            "{} in {}{} ({})",
             self.server_id,
-            self.tenant_id,
+            if self.tenant_id.is_empty() {
+                ""
+            } else {
+                "tenant "
+            },
+            tenant,
             self.login_mode.name()
         )
     }
@@ -218,8 +332,24 @@ mod tests {
     const SERVER: &str = "6dae42f8-4368-4678-94ff-3960e28e3630";
     const TENANT: &str = "00000000-0000-0000-0000-000000000001";
 
+    fn input(mode: LoginMode) -> SpecInput {
+        SpecInput {
+            tenant_id: TENANT.into(),
+            server_id: SERVER.into(),
+            login_mode: Some(mode),
+            ..SpecInput::default()
+        }
+    }
+
     fn spec(env: &str, host: &str, tenant: &str, client: &str, mode: LoginMode) -> SessionSpec {
-        SessionSpec::new(env, host, tenant, client, SERVER, mode).unwrap()
+        SessionSpec::new(&SpecInput {
+            environment: env.into(),
+            authority_host: host.into(),
+            tenant_id: tenant.into(),
+            client_id: client.into(),
+            ..input(mode)
+        })
+        .unwrap()
     }
 
     #[test]
@@ -262,7 +392,7 @@ mod tests {
     }
 
     #[test]
-    fn scopes_are_the_resource_then_the_user_scopes() {
+    fn user_sessions_ask_for_a_refresh_token_and_app_sessions_do_not() {
         let a = spec("", "", TENANT, "", LoginMode::DeviceCode);
         assert_eq!(
             a.scopes(),
@@ -273,24 +403,106 @@ mod tests {
                 "profile".into()
             ]
         );
+        let spn = spec("", "", TENANT, "app", LoginMode::ServicePrincipal);
+        assert_eq!(spn.scopes(), vec![format!("{SERVER}/.default")]);
     }
 
     #[test]
-    fn bad_input_names_the_flag() {
-        let err = SessionSpec::new("", "", "", "", SERVER, LoginMode::DeviceCode).unwrap_err();
-        assert_eq!(err.to_string(), "--tenant-id is required");
-        let err = SessionSpec::new("", "", TENANT, "", "", LoginMode::DeviceCode).unwrap_err();
-        assert_eq!(err.to_string(), "--server-id is required");
-        let err = SessionSpec::new("", "", "a/b", "", SERVER, LoginMode::DeviceCode).unwrap_err();
-        assert!(
-            err.to_string()
-                .starts_with("--tenant-id \"a/b\" is not valid"),
-            "{err}"
+    fn each_mode_requires_what_it_needs() {
+        let err = |i: SpecInput| SessionSpec::new(&i).unwrap_err().to_string();
+        assert_eq!(
+            err(SpecInput {
+                tenant_id: String::new(),
+                ..input(LoginMode::DeviceCode)
+            }),
+            "--tenant-id is required"
         );
-        let err = SessionSpec::new("", "", TENANT, "", "a b", LoginMode::DeviceCode).unwrap_err();
-        assert!(err.to_string().starts_with("--server-id"), "{err}");
-        let err =
-            SessionSpec::new("Mars", "", TENANT, "", SERVER, LoginMode::DeviceCode).unwrap_err();
-        assert!(err.to_string().contains("unknown environment"), "{err}");
+        assert_eq!(
+            err(SpecInput {
+                server_id: String::new(),
+                ..input(LoginMode::DeviceCode)
+            }),
+            "--server-id is required"
+        );
+        assert_eq!(
+            err(input(LoginMode::ServicePrincipal)),
+            "--client-id is required with --login spn"
+        );
+        assert_eq!(
+            err(input(LoginMode::WorkloadIdentity)),
+            "--client-id is required with --login workloadidentity"
+        );
+        assert_eq!(
+            err(input(LoginMode::Ropc)),
+            "--username is required with --login ropc"
+        );
+        assert!(
+            err(SpecInput {
+                tenant_id: "common".into(),
+                username: "u".into(),
+                ..input(LoginMode::Ropc)
+            })
+            .contains("ROPC needs a specific tenant")
+        );
+        assert!(
+            err(SpecInput {
+                client_id: "c".into(),
+                identity_resource_id: "/subs/x".into(),
+                ..input(LoginMode::ManagedIdentity)
+            })
+            .contains("not both")
+        );
+        assert!(
+            err(SpecInput {
+                tenant_id: "a/b".into(),
+                ..input(LoginMode::DeviceCode)
+            })
+            .starts_with("--tenant-id \"a/b\" is not valid")
+        );
+        assert!(
+            err(SpecInput {
+                environment: "Mars".into(),
+                ..input(LoginMode::DeviceCode)
+            })
+            .contains("unknown environment")
+        );
+        // The modes that need no tenant.
+        for mode in [
+            LoginMode::ManagedIdentity,
+            LoginMode::AzureCli,
+            LoginMode::AzureDeveloperCli,
+        ] {
+            assert!(
+                SessionSpec::new(&SpecInput {
+                    tenant_id: String::new(),
+                    ..input(mode)
+                })
+                .is_ok()
+            );
+        }
+    }
+
+    #[test]
+    fn the_user_and_the_identity_separate_sessions() {
+        let ropc = |user: &str| {
+            SessionSpec::new(&SpecInput {
+                username: user.into(),
+                ..input(LoginMode::Ropc)
+            })
+            .unwrap()
+        };
+        assert_ne!(ropc("alice@x").id(), ropc("bob@x").id());
+        assert_eq!(ropc("Alice@X").id(), ropc("alice@x").id());
+        let msi = |client: &str| {
+            SessionSpec::new(&SpecInput {
+                client_id: client.into(),
+                ..input(LoginMode::ManagedIdentity)
+            })
+            .unwrap()
+        };
+        assert_ne!(
+            msi("").id(),
+            msi("11111111-1111-1111-1111-111111111111").id()
+        );
     }
 }

@@ -11,6 +11,7 @@ use crate::clock::testing::ManualClock;
 use crate::config::Config;
 use crate::config::watch::Settings;
 use crate::identity::LoginPrompt;
+use crate::identity::credential::Supplied;
 use crate::store::{MemoryStore, SecretStore, StoreError};
 
 struct Bench {
@@ -32,14 +33,12 @@ fn bench_with_store(store: Arc<dyn SecretStore>) -> Bench {
         Config::default(),
     ));
     let broker = Broker::new(store, None, identity, clock.clone(), settings);
-    let spec = SessionSpec::new(
-        "",
-        &mock.authority_host(),
-        TENANT_ID,
-        "",
-        AKS_SERVER_ID,
-        LoginMode::DeviceCode,
-    )
+    let spec = SessionSpec::new(&SpecInput {
+        authority_host: mock.authority_host(),
+        tenant_id: TENANT_ID.into(),
+        server_id: AKS_SERVER_ID.into(),
+        ..SpecInput::default()
+    })
     .unwrap();
     Bench {
         mock,
@@ -65,7 +64,9 @@ impl Bench {
                 ));
             }
         };
-        self.broker.login(&self.spec, &approve).await
+        self.broker
+            .login(&self.spec, &Supplied::default(), false, &approve)
+            .await
     }
 }
 
@@ -76,16 +77,28 @@ async fn an_expired_token_is_never_served_even_when_the_idp_is_down() {
     // The laptop slept past the token's expiry; the IdP is down on wake-up.
     b.clock.advance(Duration::from_secs(3600));
     b.mock.inject(Fault::Status(503), 1);
-    let err = b.broker.get_token(&b.spec).await.unwrap_err();
+    let err = b
+        .broker
+        .get_token(&b.spec, &Supplied::default())
+        .await
+        .unwrap_err();
     assert_eq!(err.reason(), Reason::IdpUnavailable, "{err}");
     assert!(err.to_string().contains("HTTP 503"), "{err}");
     // While it backs off, requests fail fast without asking the IdP.
-    let err = b.broker.get_token(&b.spec).await.unwrap_err();
+    let err = b
+        .broker
+        .get_token(&b.spec, &Supplied::default())
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("retrying in"), "{err}");
     assert_eq!(b.mock.requests("refresh_token"), 1);
     // Once the backoff is over, the next request refreshes.
     b.clock.advance(Duration::from_secs(10));
-    let grant = b.broker.get_token(&b.spec).await.unwrap();
+    let grant = b
+        .broker
+        .get_token(&b.spec, &Supplied::default())
+        .await
+        .unwrap();
     assert!(grant.token.remaining(b.clock.now()) > Duration::from_secs(3000));
 }
 
@@ -93,11 +106,19 @@ async fn an_expired_token_is_never_served_even_when_the_idp_is_down() {
 async fn a_still_valid_token_is_served_while_the_idp_fails() {
     let b = bench();
     b.login().await.unwrap();
-    let first = b.broker.get_token(&b.spec).await.unwrap();
+    let first = b
+        .broker
+        .get_token(&b.spec, &Supplied::default())
+        .await
+        .unwrap();
     // Within the refresh margin but not expired: refresh is tried, fails, the token stays.
     b.clock.advance(Duration::from_secs(3599 - 300));
     b.mock.inject(Fault::TooManyRequests { retry_after: 30 }, 1);
-    let served = b.broker.get_token(&b.spec).await.unwrap();
+    let served = b
+        .broker
+        .get_token(&b.spec, &Supplied::default())
+        .await
+        .unwrap();
     assert_eq!(served.token.expose(), first.token.expose());
     let status = &b.broker.status()[0];
     assert!(status.last_error.as_deref().unwrap().contains("429"));
@@ -115,7 +136,9 @@ async fn concurrent_requests_share_one_refresh() {
     for _ in 0..16 {
         let broker = b.broker.clone();
         let spec = b.spec.clone();
-        tasks.push(tokio::spawn(async move { broker.get_token(&spec).await }));
+        tasks.push(tokio::spawn(async move {
+            broker.get_token(&spec, &Supplied::default()).await
+        }));
     }
     let mut tokens = Vec::new();
     for task in tasks {
@@ -132,19 +155,32 @@ async fn a_refused_refresh_token_fails_fast_until_the_next_login() {
     b.login().await.unwrap();
     b.mock.revoke_refresh_tokens();
     b.clock.advance(Duration::from_secs(3700));
-    let err = b.broker.get_token(&b.spec).await.unwrap_err();
+    let err = b
+        .broker
+        .get_token(&b.spec, &Supplied::default())
+        .await
+        .unwrap_err();
     assert_eq!(err.reason(), Reason::LoginRequired);
     assert_eq!(err.idp_codes(), &[50173]);
     let asked = b.mock.requests("refresh_token");
     for _ in 0..5 {
-        let err = b.broker.get_token(&b.spec).await.unwrap_err();
+        let err = b
+            .broker
+            .get_token(&b.spec, &Supplied::default())
+            .await
+            .unwrap_err();
         assert_eq!(err.reason(), Reason::LoginRequired);
     }
     assert_eq!(b.mock.requests("refresh_token"), asked, "no request loop");
     assert_eq!(b.broker.status()[0].state, SessionState::LoginRequired);
 
     b.login().await.unwrap();
-    assert!(b.broker.get_token(&b.spec).await.is_ok());
+    assert!(
+        b.broker
+            .get_token(&b.spec, &Supplied::default())
+            .await
+            .is_ok()
+    );
     assert_eq!(b.broker.status()[0].state, SessionState::Fresh);
 }
 
@@ -160,7 +196,11 @@ async fn a_token_that_arrives_expired_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_session_needs_a_login() {
     let b = bench();
-    let err = b.broker.get_token(&b.spec).await.unwrap_err();
+    let err = b
+        .broker
+        .get_token(&b.spec, &Supplied::default())
+        .await
+        .unwrap_err();
     assert_eq!(err.reason(), Reason::LoginRequired);
     assert_eq!(b.mock.requests("refresh_token"), 0);
 }
@@ -249,7 +289,11 @@ async fn a_failed_keyring_write_keeps_the_old_refresh_token_and_says_so() {
         .refuse
         .store(true, std::sync::atomic::Ordering::SeqCst);
     b.clock.advance(Duration::from_secs(3599 - 60));
-    let grant = b.broker.get_token(&b.spec).await.unwrap();
+    let grant = b
+        .broker
+        .get_token(&b.spec, &Supplied::default())
+        .await
+        .unwrap();
     assert!(grant.token.remaining(b.clock.now()) > Duration::from_secs(3000));
     // The old refresh token is still the stored one, and status says why.
     assert_eq!(store.load(&key).unwrap().unwrap().expose_secret(), stored);
@@ -287,7 +331,10 @@ async fn concurrent_logins_share_one_prompt_and_every_waiter_gets_the_result() {
                     );
                 }
             };
-            broker.login(&spec, &show).await.map(|done| done.session_id)
+            broker
+                .login(&spec, &Supplied::default(), false, &show)
+                .await
+                .map(|done| done.session_id)
         }));
     }
     let mut ids = Vec::new();
@@ -321,21 +368,23 @@ async fn an_abandoned_login_times_out_and_frees_its_waiters() {
         clock,
         settings,
     );
-    let spec = SessionSpec::new(
-        "",
-        &mock.authority_host(),
-        TENANT_ID,
-        "",
-        AKS_SERVER_ID,
-        LoginMode::DeviceCode,
-    )
+    let spec = SessionSpec::new(&SpecInput {
+        authority_host: mock.authority_host(),
+        tenant_id: TENANT_ID.into(),
+        server_id: AKS_SERVER_ID.into(),
+        ..SpecInput::default()
+    })
     .unwrap();
     let started = std::time::Instant::now();
     let waiters: Vec<_> = (0..3)
         .map(|_| {
             let broker = broker.clone();
             let spec = spec.clone();
-            tokio::spawn(async move { broker.login(&spec, &|_| {}).await })
+            tokio::spawn(async move {
+                broker
+                    .login(&spec, &Supplied::default(), false, &|_| {})
+                    .await
+            })
         })
         .collect();
     for waiter in waiters {
@@ -358,7 +407,11 @@ async fn malformed_and_oversized_answers_are_passing_failures() {
         b.clock.advance(Duration::from_secs(3599 - 60));
         b.mock.inject(fault.clone(), 1);
         // The token from the login still has a minute: it is served, and the session degrades.
-        let grant = b.broker.get_token(&b.spec).await.unwrap();
+        let grant = b
+            .broker
+            .get_token(&b.spec, &Supplied::default())
+            .await
+            .unwrap();
         assert!(grant.token.remaining(b.clock.now()) <= Duration::from_secs(60));
         let status = &b.broker.status()[0];
         assert_eq!(status.state, SessionState::Degraded, "{fault:?}");
@@ -372,7 +425,10 @@ async fn retry_after_is_honoured() {
     b.login().await.unwrap();
     b.clock.advance(Duration::from_secs(3599 - 120));
     b.mock.inject(Fault::TooManyRequests { retry_after: 90 }, 1);
-    b.broker.get_token(&b.spec).await.unwrap();
+    b.broker
+        .get_token(&b.spec, &Supplied::default())
+        .await
+        .unwrap();
     let now = b.clock.now();
     let next = b.broker.status()[0].next_refresh.unwrap();
     assert!(
@@ -380,6 +436,9 @@ async fn retry_after_is_honoured() {
         "retry at {next:?}, now {now:?}"
     );
     // Until then requests do not ask again.
-    b.broker.get_token(&b.spec).await.unwrap();
+    b.broker
+        .get_token(&b.spec, &Supplied::default())
+        .await
+        .unwrap();
     assert_eq!(b.mock.requests("refresh_token"), 1);
 }

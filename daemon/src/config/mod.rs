@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::broker::spec::{LoginMode, SessionSpec};
+use crate::broker::spec::{LoginMode, SessionSpec, SpecInput};
 
 /// Overrides the configuration file's path.
 pub const CONFIG_ENV: &str = "TOKEN_BROKER_CONFIG";
@@ -104,6 +104,12 @@ pub struct Profile {
     pub authority_host: String,
     #[serde(default)]
     pub login: Option<String>,
+    /// ROPC: the user to sign in as.
+    #[serde(default)]
+    pub username: String,
+    /// Managed identity: a user-assigned identity's ARM resource id.
+    #[serde(default)]
+    pub identity_resource_id: String,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
@@ -206,50 +212,43 @@ impl Config {
     }
 }
 
-/// The parameters of a session as a caller gives them: every field may be empty, and a profile
-/// may fill them in.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct SpecRequest {
-    pub profile: String,
-    pub environment: String,
-    pub authority_host: String,
-    pub tenant_id: String,
-    pub client_id: String,
-    pub server_id: String,
-    pub login_mode: Option<LoginMode>,
-}
-
 impl Profile {
     /// The session this profile names, with `overrides` (a caller's explicit flags) on top.
-    pub fn spec(&self, overrides: Option<&SpecRequest>) -> Result<SessionSpec, String> {
-        let pick = |given: Option<&String>, own: &String| {
-            given.filter(|v| !v.is_empty()).unwrap_or(own).clone()
+    pub fn spec(&self, overrides: Option<&SpecInput>) -> Result<SessionSpec, String> {
+        let given = overrides.cloned().unwrap_or_default();
+        let pick = |given: &String, own: &String| {
+            if given.is_empty() {
+                own.clone()
+            } else {
+                given.clone()
+            }
         };
-        let o = overrides;
-        let login = match (o.and_then(|o| o.login_mode), &self.login) {
+        let login_mode = match (given.login_mode, &self.login) {
             (Some(mode), _) => mode,
             (None, Some(name)) => LoginMode::from_name(name).ok_or_else(|| {
-                format!("login {name:?} is not supported; use devicecode or interactive")
+                format!(
+                    "login {name:?} is not supported; use one of {}",
+                    broker_proto::login_mode_names()
+                )
             })?,
             (None, None) => LoginMode::DeviceCode,
         };
-        let authority_host = pick(o.map(|o| &o.authority_host), &self.authority_host);
-        // An explicit environment from the caller replaces the profile's authority host.
-        let environment = pick(o.map(|o| &o.environment), &self.environment);
-        let authority_host =
-            if o.is_some_and(|o| !o.environment.is_empty() && o.authority_host.is_empty()) {
-                String::new()
-            } else {
-                authority_host
-            };
-        SessionSpec::new(
-            &environment,
-            &authority_host,
-            &pick(o.map(|o| &o.tenant_id), &self.tenant_id),
-            &pick(o.map(|o| &o.client_id), &self.client_id),
-            &pick(o.map(|o| &o.server_id), &self.server_id),
-            login,
-        )
+        // An environment given by the caller replaces the profile's authority host.
+        let authority_host = if !given.environment.is_empty() && given.authority_host.is_empty() {
+            String::new()
+        } else {
+            pick(&given.authority_host, &self.authority_host)
+        };
+        SessionSpec::new(&SpecInput {
+            environment: pick(&given.environment, &self.environment),
+            authority_host,
+            tenant_id: pick(&given.tenant_id, &self.tenant_id),
+            client_id: pick(&given.client_id, &self.client_id),
+            server_id: pick(&given.server_id, &self.server_id),
+            login_mode: Some(login_mode),
+            username: pick(&given.username, &self.username),
+            identity_resource_id: pick(&given.identity_resource_id, &self.identity_resource_id),
+        })
         .map_err(|e| e.to_string())
     }
 }
@@ -349,20 +348,22 @@ mod tests {
             environment: String::new(),
             authority_host: "https://login.microsoftonline.com/".into(),
             login: Some("interactive".into()),
+            username: String::new(),
+            identity_resource_id: String::new(),
         };
-        let given = SpecRequest {
+        let given = SpecInput {
             tenant_id: "other".into(),
             login_mode: Some(LoginMode::DeviceCode),
-            ..SpecRequest::default()
+            ..SpecInput::default()
         };
         let spec = profile.spec(Some(&given)).unwrap();
         assert_eq!(spec.tenant_id, "other");
         assert_eq!(spec.server_id, "s");
         assert_eq!(spec.login_mode, LoginMode::DeviceCode);
         // A caller's environment replaces the profile's authority host.
-        let given = SpecRequest {
+        let given = SpecInput {
             environment: "AzureChinaCloud".into(),
-            ..SpecRequest::default()
+            ..SpecInput::default()
         };
         let spec = profile.spec(Some(&given)).unwrap();
         assert_eq!(spec.authority.as_str(), "https://login.chinacloudapi.cn");

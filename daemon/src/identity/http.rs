@@ -58,7 +58,9 @@ impl IdpHttp {
         })
     }
 
-    async fn send(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
+    /// Sends `request` and reads the answer, within the time and size limits, whatever its
+    /// status.
+    pub async fn fetch(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
         let host = request
             .uri()
             .authority()
@@ -71,15 +73,6 @@ impl IdpHttp {
             .execute(request)
             .await
             .map_err(|e| transport_error(&host, e))?;
-
-        let status = response.status();
-        if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
-            return Err(HttpError::ServerFault {
-                host,
-                status: status.as_u16(),
-                retry_after: retry_after(response.headers()),
-            });
-        }
         if let Some(length) = response.content_length()
             && length > self.max_answer as u64
         {
@@ -88,8 +81,7 @@ impl IdpHttp {
                 limit: self.max_answer,
             });
         }
-
-        let mut builder = http::Response::builder().status(status);
+        let mut builder = http::Response::builder().status(response.status());
         for (name, value) in response.headers() {
             builder = builder.header(name, value);
         }
@@ -110,6 +102,26 @@ impl IdpHttp {
         builder
             .body(body)
             .map_err(|e| HttpError::BadRequest(e.to_string()))
+    }
+
+    /// [`IdpHttp::fetch`] for the `oauth2` crate: server faults become errors, so that they are
+    /// classified as transient instead of being parsed as OAuth errors.
+    async fn send(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
+        let host = request
+            .uri()
+            .authority()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let response = self.fetch(request).await?;
+        let status = response.status();
+        if status.is_server_error() || status == http::StatusCode::TOO_MANY_REQUESTS {
+            return Err(HttpError::ServerFault {
+                host,
+                status: status.as_u16(),
+                retry_after: retry_after(response.headers()),
+            });
+        }
+        Ok(response)
     }
 }
 
@@ -146,9 +158,9 @@ fn transport_error(host: &str, error: reqwest::Error) -> HttpError {
 }
 
 /// `Retry-After` in its delay-seconds form; the HTTP-date form is rare from IdPs and ignored.
-fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+pub fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
     headers
-        .get(reqwest::header::RETRY_AFTER)?
+        .get(http::header::RETRY_AFTER)?
         .to_str()
         .ok()?
         .trim()

@@ -1,10 +1,14 @@
 //! Talking to the identity provider, and nothing else: which endpoints, which grants, what the
 //! answers mean. No state lives here; the broker decides when to call and keeps the results.
 
+pub mod certificate;
+pub mod cli;
 pub mod cloud;
+pub mod credential;
 pub mod error;
 mod flows;
 pub mod http;
+pub mod managed_identity;
 pub mod token;
 
 use std::time::{Duration, SystemTime};
@@ -71,6 +75,17 @@ pub enum IdentityError {
     /// The local listener for the browser's redirect could not be started.
     #[error("cannot listen for the browser's redirect on localhost: {0}")]
     Loopback(std::io::Error),
+    /// A credential that was supplied cannot be used (an unreadable certificate, an empty
+    /// federated token file, an identity IMDS does not know).
+    #[error("{0}")]
+    Credential(String),
+    /// `az` or `azd` failed.
+    #[error("{tool}: {message}")]
+    Cli {
+        tool: &'static str,
+        message: String,
+        class: ErrorClass,
+    },
 }
 
 impl IdentityError {
@@ -79,8 +94,9 @@ impl IdentityError {
             IdentityError::Unavailable(_) | IdentityError::Malformed(_) => ErrorClass::Transient,
             IdentityError::Rejected { class, .. } => *class,
             IdentityError::LoginFailed(_) => ErrorClass::LoginRequired,
-            IdentityError::InvalidEndpoint(_) => ErrorClass::Config,
+            IdentityError::InvalidEndpoint(_) | IdentityError::Credential(_) => ErrorClass::Config,
             IdentityError::Loopback(_) => ErrorClass::Transient,
+            IdentityError::Cli { class, .. } => *class,
         }
     }
 
@@ -162,11 +178,15 @@ type OAuthClient = oauth2::Client<
 /// When a token answer gives no lifetime, assume a short one rather than a long one.
 const ASSUMED_LIFETIME: Duration = Duration::from_secs(300);
 
+/// The assertion type Entra expects for certificate and federated client assertions.
+const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
 /// Runs OAuth grants against Entra ID (or any IdP with the same endpoint layout).
 #[derive(Clone)]
 pub struct IdentityClient {
     http: IdpHttp,
     clock: std::sync::Arc<dyn Clock>,
+    imds_endpoint: String,
 }
 
 impl IdentityClient {
@@ -174,6 +194,7 @@ impl IdentityClient {
         Ok(IdentityClient {
             http: IdpHttp::new()?,
             clock,
+            imds_endpoint: managed_identity::endpoint(),
         })
     }
 
@@ -209,6 +230,129 @@ impl IdentityClient {
             .await
             .map_err(|e| IdentityError::from_request(e, IdentityError::rejected))?;
         Ok(self.token_set(answer))
+    }
+
+    /// The client credentials grant with a client secret (kubelogin `spn`).
+    pub async fn client_secret(
+        &self,
+        target: &Target,
+        secret: &secrecy::SecretString,
+    ) -> Result<TokenSet, IdentityError> {
+        use secrecy::ExposeSecret;
+        let client = self
+            .oauth_client(target)?
+            .set_client_secret(oauth2::ClientSecret::new(
+                secret.expose_secret().to_string(),
+            ));
+        let answer = client
+            .exchange_client_credentials()
+            .add_scopes(Self::scopes(target))
+            .request_async(&self.http)
+            .await
+            .map_err(|e| IdentityError::from_request(e, IdentityError::rejected))?;
+        Ok(self.token_set(answer))
+    }
+
+    /// The client credentials grant with a signed client assertion: a certificate's, or a
+    /// federated token from another issuer (workload identity).
+    async fn client_assertion(
+        &self,
+        target: &Target,
+        assertion: String,
+    ) -> Result<TokenSet, IdentityError> {
+        let client = self.oauth_client(target)?;
+        let answer = client
+            .exchange_client_credentials()
+            .add_scopes(Self::scopes(target))
+            .add_extra_param("client_assertion_type", JWT_BEARER)
+            .add_extra_param("client_assertion", assertion)
+            .request_async(&self.http)
+            .await
+            .map_err(|e| IdentityError::from_request(e, IdentityError::rejected))?;
+        Ok(self.token_set(answer))
+    }
+
+    /// The client credentials grant with a certificate (kubelogin `spn` with a PEM or PFX).
+    pub async fn client_certificate(
+        &self,
+        target: &Target,
+        source: &credential::CertificateSource,
+    ) -> Result<TokenSet, IdentityError> {
+        let loaded = {
+            let source = source.clone();
+            tokio::task::spawn_blocking(move || certificate::ClientCertificate::load(&source))
+                .await
+                .map_err(|e| IdentityError::Credential(format!("loading the certificate: {e}")))??
+        };
+        let audience = target.authority.endpoint(&target.tenant, "token");
+        let assertion = loaded.assertion(&target.client_id, &audience, self.clock.now())?;
+        self.client_assertion(target, assertion).await
+    }
+
+    /// Workload identity: the federated token in `file` (re-read every time: the kubelet
+    /// rotates it) is the client assertion.
+    pub async fn federated(
+        &self,
+        target: &Target,
+        file: &std::path::Path,
+    ) -> Result<TokenSet, IdentityError> {
+        let text = tokio::fs::read_to_string(file).await.map_err(|e| {
+            IdentityError::Credential(format!(
+                "cannot read the federated token file {}: {e}",
+                file.display()
+            ))
+        })?;
+        let assertion = text.trim();
+        if assertion.is_empty() {
+            return Err(IdentityError::Credential(format!(
+                "the federated token file {} is empty",
+                file.display()
+            )));
+        }
+        self.client_assertion(target, assertion.to_string()).await
+    }
+
+    /// The resource owner password grant (kubelogin `ropc`).
+    pub async fn password(
+        &self,
+        target: &Target,
+        username: &str,
+        password: &secrecy::SecretString,
+    ) -> Result<TokenSet, IdentityError> {
+        use secrecy::ExposeSecret;
+        let client = self.oauth_client(target)?;
+        let username = oauth2::ResourceOwnerUsername::new(username.to_string());
+        let password = oauth2::ResourceOwnerPassword::new(password.expose_secret().to_string());
+        let answer = client
+            .exchange_password(&username, &password)
+            .add_scopes(Self::scopes(target))
+            .request_async(&self.http)
+            .await
+            .map_err(|e| IdentityError::from_request(e, IdentityError::rejected))?;
+        Ok(self.token_set(answer))
+    }
+
+    /// A managed identity's token from IMDS (kubelogin `msi`).
+    pub async fn managed_identity(
+        &self,
+        resource: &str,
+        id: managed_identity::ManagedIdentityId<'_>,
+    ) -> Result<TokenSet, IdentityError> {
+        let clock = self.clock.clone();
+        managed_identity::acquire(&self.http, &self.imds_endpoint, resource, id, move || {
+            clock.now()
+        })
+        .await
+    }
+
+    /// A token from `az` or `azd` (kubelogin `azurecli`, `azd`).
+    pub async fn from_cli(
+        &self,
+        tool: cli::Tool,
+        server_id: &str,
+        tenant: &str,
+    ) -> Result<TokenSet, IdentityError> {
+        cli::acquire(tool, server_id, tenant, self.clock.now()).await
     }
 
     /// Signs a user in with the device code flow; `prompt` receives the code to show.

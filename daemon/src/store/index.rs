@@ -30,6 +30,18 @@ pub struct IndexedSession {
     /// When the refresh token was last redeemed (Unix seconds); keepalives count from it.
     #[serde(default)]
     pub last_refresh_at: i64,
+    /// ROPC's user.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub username: String,
+    /// Managed identity's user-assigned resource id.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub identity_resource_id: String,
+    /// A service principal's certificate file (its password, if any, is in the keyring).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub certificate_path: String,
+    /// Workload identity's federated token file.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub federated_token_file: String,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -161,6 +173,10 @@ mod tests {
             account: Some("alice@contoso.example".into()),
             logged_in_at: 1,
             last_refresh_at: 2,
+            username: String::new(),
+            identity_resource_id: String::new(),
+            certificate_path: "/etc/app/cert.pem".into(),
+            federated_token_file: String::new(),
         }
     }
 

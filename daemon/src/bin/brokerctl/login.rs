@@ -1,6 +1,6 @@
 //! `brokerctl login`: run the Login stream and show each event.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use anyhow::Result;
@@ -10,13 +10,67 @@ use tonic::transport::Channel;
 
 use crate::output::{Format, status_reason, timestamp};
 
+/// Asks for what a non-interactive login needs and the environment did not give: a service
+/// principal's secret, a PFX password, a ROPC password. Read from stdin when it is not a
+/// terminal (for scripts: `… | brokerctl login --login spn …`), else at a hidden prompt. Never
+/// from a command-line flag, which would end up in the shell's history.
+pub fn complete_credentials(
+    spec: &v1::SessionSpec,
+    mut credentials: v1::Credentials,
+) -> Result<v1::Credentials> {
+    use v1::LoginMode;
+    match spec.login_mode() {
+        LoginMode::ServicePrincipal
+            if credentials.client_secret.is_empty()
+                && credentials.client_certificate_path.is_empty() =>
+        {
+            credentials.client_secret =
+                read_secret(&format!("Client secret for {}: ", spec.client_id))?;
+        }
+        LoginMode::ServicePrincipal
+            if credentials.client_certificate_password.is_empty()
+                && !looks_like_pem(&credentials.client_certificate_path)
+                && std::io::stdin().is_terminal() =>
+        {
+            credentials.client_certificate_password = rpassword::prompt_password(format!(
+                "Password for {} (empty if none): ",
+                credentials.client_certificate_path
+            ))?;
+        }
+        LoginMode::Ropc if credentials.password.is_empty() => {
+            credentials.password = read_secret(&format!("Password for {}: ", spec.username))?;
+        }
+        _ => {}
+    }
+    Ok(credentials)
+}
+
+fn looks_like_pem(path: &str) -> bool {
+    std::fs::read(path).is_ok_and(|bytes| bytes.trim_ascii_start().starts_with(b"-----BEGIN"))
+}
+
+/// A secret from stdin (one line, or everything piped in) or from a hidden prompt.
+fn read_secret(prompt: &str) -> Result<String> {
+    let secret = if std::io::stdin().is_terminal() {
+        rpassword::prompt_password(prompt)?
+    } else {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)?;
+        text.trim_end_matches(['\r', '\n']).to_string()
+    };
+    if secret.is_empty() {
+        anyhow::bail!("no secret given (pipe it to stdin, or type it at the prompt)");
+    }
+    Ok(secret)
+}
+
 pub async fn run(
     client: &mut BrokerClient<Channel>,
-    spec: v1::SessionSpec,
+    request: v1::LoginRequest,
     no_browser: bool,
     format: Format,
 ) -> Result<ExitCode> {
-    let mut stream = match client.login(v1::LoginRequest { spec: Some(spec) }).await {
+    let mut stream = match client.login(request).await {
         Ok(response) => response.into_inner(),
         Err(status) => {
             return Ok(failed(

@@ -47,6 +47,10 @@ enum Command {
         /// Print the sign-in URL instead of opening a browser
         #[arg(long)]
         no_browser: bool,
+        /// ROPC: keep the password in the keyring, to sign in again when the refresh token
+        /// runs out
+        #[arg(long)]
+        remember_password: bool,
         /// `json` prints one JSON object per line per event
         #[arg(long, short = 'o', value_enum, default_value_t = Format::Text)]
         output: Format,
@@ -93,8 +97,18 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Login {
             spec,
             no_browser,
+            remember_password,
             output,
-        } => login::run(&mut client, spec.to_wire()?, no_browser, output).await,
+        } => {
+            let (spec, credentials) = spec.resolve()?;
+            let credentials = login::complete_credentials(&spec, credentials)?;
+            let request = v1::LoginRequest {
+                spec: Some(spec),
+                credentials: Some(credentials),
+                remember_password,
+            };
+            login::run(&mut client, request, no_browser, output).await
+        }
         Command::Logout {
             session,
             all,

@@ -1,6 +1,8 @@
-//! The session flags, spelled as kubelogin's `get-token` spells them, plus `--profile`.
+//! The session flags, spelled as kubelogin's `get-token` spells them (plus `--profile`), with
+//! kubelogin's environment variables applied over them exactly as broker-shim applies them.
 
-use anyhow::{Result, bail};
+use anyhow::{Result, anyhow};
+use broker_proto::kubelogin::GetTokenOptions;
 use broker_proto::v1;
 use clap::Args;
 
@@ -12,7 +14,7 @@ pub struct SpecArgs {
     /// The cluster's server (resource) application id, e.g. AKS's 6dae42f8-…
     #[arg(long, value_name = "ID")]
     pub server_id: Option<String>,
-    /// The client application id [default: the AKS client, 80faf920-…]
+    /// The client (application) id [default for user logins: the AKS client, 80faf920-…]
     #[arg(long, value_name = "ID")]
     pub client_id: Option<String>,
     /// The tenant id or domain
@@ -22,11 +24,29 @@ pub struct SpecArgs {
     #[arg(long, short = 'e', value_name = "NAME")]
     pub environment: Option<String>,
     /// The authority host, overriding --environment (http only for loopback)
-    #[arg(long, value_name = "URL", env = "AZURE_AUTHORITY_HOST")]
+    #[arg(long, value_name = "URL")]
     pub authority_host: Option<String>,
-    /// devicecode (default) or interactive
+    /// devicecode (default), interactive, spn, ropc, msi, azurecli, azd or workloadidentity
     #[arg(long, short = 'l', value_name = "MODE")]
     pub login: Option<String>,
+    /// ROPC: the user to sign in as
+    #[arg(long, value_name = "USER")]
+    pub username: Option<String>,
+    /// Managed identity: a user-assigned identity's ARM resource id
+    #[arg(long, value_name = "ID")]
+    pub identity_resource_id: Option<String>,
+    /// Service principal: a PEM or PFX client certificate instead of a secret
+    #[arg(long, value_name = "FILE")]
+    pub client_certificate: Option<String>,
+    /// Workload identity: the federated token file
+    #[arg(long, value_name = "FILE")]
+    pub federated_token_file: Option<String>,
+    /// Ignore kubelogin's environment variables (AZURE_CLIENT_ID, AZURE_TENANT_ID, ...)
+    #[arg(long)]
+    pub disable_environment_override: bool,
+    /// Read ARM_* variables instead of AZURE_* ones
+    #[arg(long)]
+    pub use_azurerm_env_vars: bool,
 }
 
 impl SpecArgs {
@@ -34,31 +54,36 @@ impl SpecArgs {
         self.profile.is_none() && self.server_id.is_none() && self.tenant_id.is_none()
     }
 
-    pub fn to_wire(&self) -> Result<v1::SessionSpec> {
-        if self.profile.is_none() {
-            if self.server_id.is_none() {
-                bail!("--server-id is required (or --profile)");
-            }
-            if self.tenant_id.is_none() {
-                bail!("--tenant-id is required (or --profile)");
-            }
-        }
-        let login_mode = match self.login.as_deref() {
-            None => v1::LoginMode::Unspecified,
-            Some(name) => broker_proto::parse_login_mode(name).ok_or_else(|| {
-                anyhow::anyhow!("--login {name:?} is not supported; use devicecode or interactive")
-            })?,
-        };
+    /// The session and credentials these flags and the environment name.
+    pub fn resolve(&self) -> Result<(v1::SessionSpec, v1::Credentials)> {
         let text = |v: &Option<String>| v.clone().unwrap_or_default();
-        Ok(v1::SessionSpec {
-            environment: text(&self.environment),
-            authority_host: text(&self.authority_host),
-            tenant_id: text(&self.tenant_id),
-            client_id: text(&self.client_id),
-            server_id: text(&self.server_id),
-            login_mode: login_mode as i32,
-            profile: text(&self.profile),
-        })
+        let mut options = GetTokenOptions {
+            spec: v1::SessionSpec {
+                environment: text(&self.environment),
+                authority_host: text(&self.authority_host),
+                tenant_id: text(&self.tenant_id),
+                client_id: text(&self.client_id),
+                server_id: text(&self.server_id),
+                profile: text(&self.profile),
+                username: text(&self.username),
+                identity_resource_id: text(&self.identity_resource_id),
+                ..v1::SessionSpec::default()
+            },
+            credentials: v1::Credentials {
+                client_certificate_path: text(&self.client_certificate),
+                federated_token_file: text(&self.federated_token_file),
+                ..v1::Credentials::default()
+            },
+            login: self.login.clone(),
+            use_azurerm_env_vars: self.use_azurerm_env_vars,
+            disable_environment_override: self.disable_environment_override,
+        };
+        options.apply_environment(&|name| std::env::var(name).ok());
+        options.finish().map_err(|e| anyhow!(e))
+    }
+
+    pub fn to_wire(&self) -> Result<v1::SessionSpec> {
+        Ok(self.resolve()?.0)
     }
 }
 
@@ -77,7 +102,7 @@ impl SessionArgs {
         use v1::session_ref::Target;
         let target = match &self.session_id {
             Some(id) => Target::SessionId(id.clone()),
-            None if self.spec.is_empty() => bail!(
+            None if self.spec.is_empty() => anyhow::bail!(
                 "name a session: give its id (see `brokerctl status`), --profile, or --server-id \
                  and --tenant-id"
             ),

@@ -1,0 +1,250 @@
+//! kubelogin's environment variables, applied over flags as kubelogin applies them, so that the
+//! shim (and brokerctl) are drop-ins: variables that are set override the flags, unless
+//! `--disable-environment-override`.
+
+use crate::v1::{Credentials, LoginMode, SessionSpec};
+
+/// Flags and variables for one `get-token`, before they become a session spec: the login mode
+/// is still a name, because `AAD_LOGIN_METHOD` may replace it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GetTokenOptions {
+    pub spec: SessionSpec,
+    pub credentials: Credentials,
+    pub login: Option<String>,
+    pub use_azurerm_env_vars: bool,
+    pub disable_environment_override: bool,
+}
+
+impl GetTokenOptions {
+    /// Applies kubelogin's variables (its `UpdateFromEnv`), reading them through `env`. A
+    /// variable set to an empty value still counts as set, as in kubelogin.
+    pub fn apply_environment(&mut self, env: &dyn Fn(&str) -> Option<String>) {
+        if self.disable_environment_override {
+            return;
+        }
+        let spec = &mut self.spec;
+        let creds = &mut self.credentials;
+        let set = |target: &mut String, names: &[&str]| {
+            // Later names win, as later assignments do in kubelogin.
+            for name in names {
+                if let Some(value) = env(name) {
+                    *target = value;
+                }
+            }
+        };
+        if self.use_azurerm_env_vars {
+            set(&mut spec.client_id, &["ARM_CLIENT_ID"]);
+            set(&mut creds.client_secret, &["ARM_CLIENT_SECRET"]);
+            set(
+                &mut creds.client_certificate_path,
+                &["ARM_CLIENT_CERTIFICATE_PATH"],
+            );
+            set(
+                &mut creds.client_certificate_password,
+                &["ARM_CLIENT_CERTIFICATE_PASSWORD"],
+            );
+            set(&mut spec.tenant_id, &["ARM_TENANT_ID"]);
+        } else {
+            set(
+                &mut spec.client_id,
+                &["AAD_SERVICE_PRINCIPAL_CLIENT_ID", "AZURE_CLIENT_ID"],
+            );
+            set(
+                &mut creds.client_secret,
+                &["AAD_SERVICE_PRINCIPAL_CLIENT_SECRET", "AZURE_CLIENT_SECRET"],
+            );
+            set(
+                &mut creds.client_certificate_path,
+                &[
+                    "AAD_SERVICE_PRINCIPAL_CLIENT_CERTIFICATE",
+                    "AZURE_CLIENT_CERTIFICATE_PATH",
+                ],
+            );
+            set(
+                &mut creds.client_certificate_password,
+                &[
+                    "AAD_SERVICE_PRINCIPAL_CLIENT_CERTIFICATE_PASSWORD",
+                    "AZURE_CLIENT_CERTIFICATE_PASSWORD",
+                ],
+            );
+            set(&mut spec.tenant_id, &["AZURE_TENANT_ID"]);
+        }
+        set(
+            &mut spec.username,
+            &["AAD_USER_PRINCIPAL_NAME", "AZURE_USERNAME"],
+        );
+        set(
+            &mut creds.password,
+            &["AAD_USER_PRINCIPAL_PASSWORD", "AZURE_PASSWORD"],
+        );
+        if let Some(method) = env("AAD_LOGIN_METHOD") {
+            self.login = Some(method);
+        }
+        if self.login.as_deref() == Some("workloadidentity") {
+            set(&mut spec.client_id, &["AZURE_CLIENT_ID"]);
+            set(
+                &mut creds.federated_token_file,
+                &["AZURE_FEDERATED_TOKEN_FILE"],
+            );
+            set(&mut spec.authority_host, &["AZURE_AUTHORITY_HOST"]);
+        }
+        // token-broker's own rule, for every mode: AZURE_AUTHORITY_HOST when no flag names one.
+        if spec.authority_host.is_empty()
+            && let Some(host) = env("AZURE_AUTHORITY_HOST")
+        {
+            spec.authority_host = host;
+        }
+    }
+
+    /// The request these options make (call after [`Self::apply_environment`]): the login mode
+    /// checked, the required flags present, file paths made absolute (brokerd has another
+    /// working directory).
+    pub fn finish(self) -> Result<(SessionSpec, Credentials), String> {
+        let GetTokenOptions {
+            mut spec,
+            mut credentials,
+            login,
+            ..
+        } = self;
+        let mode = match login.as_deref() {
+            None | Some("") => LoginMode::Unspecified,
+            Some(name) => crate::parse_login_mode(name).ok_or_else(|| {
+                format!(
+                    "--login {name:?} is not supported; use one of {}",
+                    crate::login_mode_names()
+                )
+            })?,
+        };
+        spec.set_login_mode(mode);
+        if spec.profile.is_empty() {
+            if spec.server_id.is_empty() {
+                return Err("--server-id is required (or --profile)".into());
+            }
+            let tenant_optional = matches!(
+                mode,
+                LoginMode::ManagedIdentity | LoginMode::AzureCli | LoginMode::AzureDeveloperCli
+            );
+            if spec.tenant_id.is_empty() && !tenant_optional {
+                return Err("--tenant-id is required (or --profile)".into());
+            }
+        }
+        for path in [
+            &mut credentials.client_certificate_path,
+            &mut credentials.federated_token_file,
+        ] {
+            if !path.is_empty() {
+                let absolute = std::path::absolute(&*path)
+                    .map_err(|e| format!("cannot resolve the path {path:?}: {e}"))?;
+                *path = absolute
+                    .to_str()
+                    .ok_or_else(|| format!("the path {absolute:?} is not UTF-8"))?
+                    .to_string();
+            }
+        }
+        Ok((spec, credentials))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |name| map.get(name).cloned()
+    }
+
+    fn options(client: &str, login: &str) -> GetTokenOptions {
+        GetTokenOptions {
+            spec: SessionSpec {
+                client_id: client.into(),
+                tenant_id: "flag-tenant".into(),
+                ..SessionSpec::default()
+            },
+            login: Some(login.into()),
+            ..GetTokenOptions::default()
+        }
+    }
+
+    #[test]
+    fn variables_override_flags_azure_names_last() {
+        let mut o = options("flag-client", "spn");
+        o.apply_environment(&env(&[
+            ("AAD_SERVICE_PRINCIPAL_CLIENT_ID", "aad-client"),
+            ("AZURE_CLIENT_ID", "azure-client"),
+            ("AAD_SERVICE_PRINCIPAL_CLIENT_SECRET", "aad-secret"),
+            ("AZURE_TENANT_ID", "env-tenant"),
+        ]));
+        assert_eq!(o.spec.client_id, "azure-client");
+        assert_eq!(o.credentials.client_secret, "aad-secret");
+        assert_eq!(o.spec.tenant_id, "env-tenant");
+    }
+
+    #[test]
+    fn disable_environment_override_keeps_the_flags() {
+        let mut o = options("flag-client", "spn");
+        o.disable_environment_override = true;
+        o.apply_environment(&env(&[
+            ("AZURE_CLIENT_ID", "x"),
+            ("AZURE_AUTHORITY_HOST", "h"),
+        ]));
+        assert_eq!(o.spec.client_id, "flag-client");
+        assert_eq!(o.spec.authority_host, "");
+    }
+
+    #[test]
+    fn azurerm_names_replace_the_azure_ones() {
+        let mut o = options("flag-client", "spn");
+        o.use_azurerm_env_vars = true;
+        o.apply_environment(&env(&[
+            ("AZURE_CLIENT_ID", "ignored"),
+            ("ARM_CLIENT_ID", "arm-client"),
+            ("ARM_CLIENT_SECRET", "arm-secret"),
+        ]));
+        assert_eq!(o.spec.client_id, "arm-client");
+        assert_eq!(o.credentials.client_secret, "arm-secret");
+    }
+
+    #[test]
+    fn workload_identity_takes_its_file_and_authority_and_the_login_may_come_from_env() {
+        let mut o = options("flag-client", "devicecode");
+        o.spec.authority_host = "https://flag/".into();
+        o.apply_environment(&env(&[
+            ("AAD_LOGIN_METHOD", "workloadidentity"),
+            ("AZURE_CLIENT_ID", "wi-client"),
+            ("AZURE_FEDERATED_TOKEN_FILE", "/var/run/secrets/token"),
+            ("AZURE_AUTHORITY_HOST", "https://env/"),
+        ]));
+        assert_eq!(o.login.as_deref(), Some("workloadidentity"));
+        assert_eq!(o.spec.client_id, "wi-client");
+        assert_eq!(o.credentials.federated_token_file, "/var/run/secrets/token");
+        assert_eq!(o.spec.authority_host, "https://env/");
+    }
+
+    #[test]
+    fn the_authority_host_variable_fills_in_only_when_no_flag_names_one() {
+        let mut o = options("c", "devicecode");
+        o.spec.authority_host = "https://flag/".into();
+        o.apply_environment(&env(&[("AZURE_AUTHORITY_HOST", "https://env/")]));
+        assert_eq!(o.spec.authority_host, "https://flag/");
+        let mut o = options("c", "devicecode");
+        o.apply_environment(&env(&[("AZURE_AUTHORITY_HOST", "https://env/")]));
+        assert_eq!(o.spec.authority_host, "https://env/");
+    }
+
+    #[test]
+    fn ropc_user_and_password() {
+        let mut o = options("c", "ropc");
+        o.apply_environment(&env(&[
+            ("AAD_USER_PRINCIPAL_NAME", "a@x"),
+            ("AZURE_USERNAME", "b@x"),
+            ("AZURE_PASSWORD", "pw"),
+        ]));
+        assert_eq!(o.spec.username, "b@x");
+        assert_eq!(o.credentials.password, "pw");
+    }
+}
