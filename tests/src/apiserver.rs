@@ -157,7 +157,9 @@ fn answer<B>(request: &Request<B>, mock: &State, seen: &Mutex<Vec<Seen>>) -> Res
     seen.lock().unwrap_or_else(|p| p.into_inner()).push(Seen {
         path: path.clone(),
         authorized: claims.is_some(),
-        subject: claims.as_ref().map(|c| c.upn.clone()),
+        subject: claims
+            .as_ref()
+            .map(|c| c.upn.clone().unwrap_or_else(|| c.azp.clone())),
     });
     if claims.is_none() {
         return reply(

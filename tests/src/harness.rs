@@ -179,6 +179,80 @@ impl Sandbox {
         self.socket_env = false;
     }
 
+    /// Puts `dir` first on PATH for every process started from this sandbox (for fake tools).
+    pub fn prepend_path(&mut self, dir: &Path) {
+        let mut paths = vec![dir.to_path_buf()];
+        if let Some(path) = std::env::var_os("PATH") {
+            paths.extend(std::env::split_paths(&path));
+        }
+        let joined = std::env::join_paths(paths).expect("PATH joins");
+        self.set_env("PATH", joined);
+    }
+
+    /// Writes an executable script into the sandbox's `bin/` (which `prepend_path` may put on
+    /// PATH) and returns its path.
+    pub fn script(&self, name: &str, body: &str) -> PathBuf {
+        let dir = self.root().join("bin");
+        std::fs::create_dir_all(&dir).expect("bin dir");
+        let path = dir.join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).expect("script");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        path
+    }
+
+    /// A kubeconfig with one cluster (the fake API server) and one context per user; each user
+    /// runs broker-shim with its arguments. Returns its path.
+    pub fn kubeconfig(&self, api: &crate::apiserver::FakeApiServer, users: &[KubeUser]) -> PathBuf {
+        use base64::Engine;
+        let ca = base64::engine::general_purpose::STANDARD.encode(api.ca_pem());
+        let mut config = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {}\n    certificate-authority-data: {ca}\nusers:\n",
+            api.url()
+        );
+        for user in users {
+            let args: Vec<String> = std::iter::once("get-token".to_string())
+                .chain(user.args.iter().cloned())
+                .map(|a| format!("{a:?}"))
+                .collect();
+            config.push_str(&format!(
+                "- name: {}\n  user:\n    exec:\n      apiVersion: {}\n      command: {}\n      args: [{}]\n      interactiveMode: IfAvailable\n      provideClusterInfo: false\n      installHint: broker-shim is part of token-broker.\n",
+                user.name,
+                user.api_version,
+                binaries().shim.display(),
+                args.join(", ")
+            ));
+        }
+        config.push_str("contexts:\n");
+        for user in users {
+            config.push_str(&format!(
+                "- name: {0}\n  context: {{cluster: fake, user: {0}}}\n",
+                user.name
+            ));
+        }
+        config.push_str(&format!("current-context: {}\n", users[0].name));
+        let path = self.home.join(".kube/config");
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&path, config).expect("kubeconfig");
+        path
+    }
+
+    /// `kubectl --kubeconfig <config> --context <context> get --raw /api`, with `env` added to
+    /// kubectl's (and so the plugin's) environment.
+    pub fn kubectl_get_api(&self, config: &Path, context: &str, env: &[(&str, &str)]) -> Output {
+        let mut command = self.command(Path::new("kubectl"));
+        command.arg("--kubeconfig").arg(config).args([
+            "--context",
+            context,
+            "get",
+            "--raw",
+            "/api",
+        ]);
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        command.output().expect("kubectl runs")
+    }
+
     /// Adds a variable to every process started from this sandbox.
     pub fn set_env(&mut self, name: &str, value: impl Into<OsString>) {
         self.extra_env.push((name.into(), value.into()));
@@ -677,4 +751,113 @@ impl Drop for SecretService {
         let _ = self.bus.kill();
         let _ = self.bus.wait();
     }
+}
+
+/// A kubeconfig user that runs broker-shim.
+pub struct KubeUser {
+    pub name: String,
+    pub api_version: &'static str,
+    pub args: Vec<String>,
+}
+
+impl KubeUser {
+    pub fn new(name: &str, args: Vec<String>) -> Self {
+        KubeUser {
+            name: name.into(),
+            api_version: EXEC_V1,
+            args,
+        }
+    }
+}
+
+/// A client certificate for a service principal: an RSA key and a self-signed certificate, as
+/// PEM and as a password-protected PFX, plus what the mock registers for it.
+pub struct ClientCert {
+    pub pem: PathBuf,
+    pub pfx: PathBuf,
+    pub pfx_password: String,
+    /// base64url SHA-256 of the certificate's DER: what `x5t#S256` carries.
+    pub thumbprint: String,
+    /// The public key as PKCS#1 DER, for the mock to verify assertions with.
+    pub public_key: Vec<u8>,
+    /// The private key as PKCS#8 DER, for tests that sign assertions by hand.
+    pub private_key: Vec<u8>,
+}
+
+impl ClientCert {
+    pub fn generate(dir: &Path, name: &str) -> Self {
+        use base64::Engine;
+        use rsa::pkcs1::EncodeRsaPublicKey;
+        use rsa::pkcs8::EncodePrivateKey;
+        let key = <rsa::PrivateKey as rsa::Generate>::generate();
+        let pkcs8 = key.to_pkcs8_der().expect("PKCS#8");
+        let public_key = key
+            .to_public_key()
+            .to_pkcs1_der()
+            .expect("PKCS#1")
+            .as_bytes()
+            .to_vec();
+        let pkcs8_der = rustls::pki_types::PrivatePkcs8KeyDer::from(pkcs8.as_bytes().to_vec());
+        let signer =
+            rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&pkcs8_der, &rcgen::PKCS_RSA_SHA256)
+                .expect("rcgen takes the RSA key");
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.distinguished_name.push(
+            rcgen::DnType::CommonName,
+            format!("{name} service principal"),
+        );
+        let cert = params.self_signed(&signer).expect("certificate");
+        let thumbprint = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(ring::digest::digest(&ring::digest::SHA256, cert.der()).as_ref());
+
+        let pem = dir.join(format!("{name}.pem"));
+        let key_pem = signer.serialize_pem();
+        std::fs::write(&pem, format!("{}{key_pem}", cert.pem())).expect("PEM");
+
+        let pfx_password = "pfx password 123".to_string();
+        let mut store = p12_keystore::KeyStore::new();
+        let chain = p12_keystore::PrivateKeyChain::new(
+            b"1".to_vec(),
+            p12_keystore::PrivateKey::from_der(pkcs8.as_bytes()).expect("key"),
+            [p12_keystore::Certificate::from_der(cert.der()).expect("cert")],
+        );
+        store.add_entry("sp", p12_keystore::KeyStoreEntry::PrivateKeyChain(chain));
+        let pfx = dir.join(format!("{name}.pfx"));
+        std::fs::write(&pfx, store.writer(&pfx_password).write().expect("PFX")).expect("write");
+        ClientCert {
+            pem,
+            pfx,
+            pfx_password,
+            thumbprint,
+            public_key,
+            private_key: pkcs8.as_bytes().to_vec(),
+        }
+    }
+}
+
+/// The reason brokerd gives for refusing a GetToken, asked over gRPC as broker-shim asks.
+pub fn get_token_reason(
+    sandbox: &Sandbox,
+    spec: broker_proto::v1::SessionSpec,
+    credentials: broker_proto::v1::Credentials,
+) -> Result<String, (broker_proto::v1::ErrorReason, String)> {
+    let socket = sandbox.socket.clone();
+    block_on(async move {
+        let mut client = broker_proto::connect(&socket)
+            .await
+            .expect("brokerd answers");
+        match client
+            .get_token(broker_proto::v1::GetTokenRequest {
+                spec: Some(spec),
+                credentials: Some(credentials),
+            })
+            .await
+        {
+            Ok(answer) => Ok(answer.into_inner().session_id),
+            Err(status) => Err((
+                broker_proto::error_reason(&status),
+                broker_proto::error_message(&status),
+            )),
+        }
+    })
 }

@@ -19,11 +19,17 @@ pub struct AccessClaims {
     pub tid: String,
     pub oid: String,
     pub sub: String,
-    pub upn: String,
-    pub preferred_username: String,
-    pub name: String,
+    /// User tokens only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upn: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preferred_username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     pub azp: String,
-    pub scp: String,
+    /// Delegated scopes (user tokens); app tokens have roles instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scp: Option<String>,
     pub ver: String,
     /// Unique per token, so that every issued token differs.
     pub uti: String,
@@ -91,6 +97,18 @@ impl SigningKey {
             .map_err(|e| e.to_string())
     }
 
+    /// Checks an RS256 token's signature only, and returns its claims: for assertions whose
+    /// claims the caller checks itself.
+    pub fn verify_signature(&self, token: &str) -> Result<serde_json::Value, String> {
+        let mut validation = Validation::new(Algorithm::RS256);
+        validation.validate_exp = false;
+        validation.validate_aud = false;
+        validation.required_spec_claims.clear();
+        jsonwebtoken::decode::<serde_json::Value>(token, &self.decoding, &validation)
+            .map(|data| data.claims)
+            .map_err(|e| e.to_string())
+    }
+
     /// The JSON Web Key Set that `/discovery/v2.0/keys` serves.
     pub fn jwks(&self) -> Value {
         json!({
@@ -125,11 +143,11 @@ mod tests {
             tid: "t".into(),
             oid: "o".into(),
             sub: "s".into(),
-            upn: "u".into(),
-            preferred_username: "u".into(),
-            name: "n".into(),
+            upn: Some("u".into()),
+            preferred_username: Some("u".into()),
+            name: Some("n".into()),
             azp: "c".into(),
-            scp: "user.read".into(),
+            scp: Some("user.read".into()),
             ver: "2.0".into(),
             uti: "x".into(),
         }

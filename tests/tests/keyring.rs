@@ -114,3 +114,126 @@ fn a_daemon_killed_in_the_middle_of_a_refresh_restarts_without_a_new_login() {
         .expect("a token the mock signed");
     assert_eq!(mock.requests("devicecode"), 1, "no new login");
 }
+
+/// `brokerctl login <args>` with `secret` piped to its stdin; returns the logged_in event.
+fn login_with_stdin(sandbox: &Sandbox, args: &[String], secret: &str) -> Value {
+    use std::io::Write;
+    let mut child = sandbox
+        .command(&broker_tests::harness::binaries().brokerctl)
+        .arg("login")
+        .args(args)
+        .args(["--output", "json"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{secret}").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = success(&out, "brokerctl login");
+    serde_json::from_str(text.lines().last().unwrap()).unwrap()
+}
+
+#[test]
+fn a_service_principal_secret_lives_in_the_keyring_and_a_ropc_password_only_when_asked() {
+    if !require(
+        "D-Bus and gnome-keyring (packages dbus, gnome-keyring, libsecret-tools)",
+        SecretService::available(),
+    ) {
+        return;
+    }
+    use broker_tests::mock_entra::{App, TENANT_ID};
+    let mock = fast_mock();
+    let app = "aaaaaaaa-0000-0000-0000-00000000000a";
+    let secret = "keyring-kept spn secret 9f8e7d";
+    mock.register_app(
+        app,
+        App {
+            secret: Some(secret.into()),
+            ..App::default()
+        },
+    );
+    let mut sandbox = Sandbox::new();
+    let _keyring = SecretService::start(&mut sandbox);
+    let mut daemon = sandbox.start_daemon(&[]);
+
+    let spn: Vec<String> = [
+        "--login",
+        "spn",
+        "--server-id",
+        AKS_SERVER_ID,
+        "--tenant-id",
+        TENANT_ID,
+        "--client-id",
+        app,
+        "--authority-host",
+        &mock.authority_host(),
+    ]
+    .map(String::from)
+    .to_vec();
+    let done = login_with_stdin(&sandbox, &spn, secret);
+    let id = done["session_id"].as_str().unwrap().to_string();
+    assert_eq!(
+        SecretService::lookup(&sandbox, &format!("client-secret/{id}")).as_deref(),
+        Some(secret)
+    );
+
+    let password = "correct horse battery staple";
+    let ropc: Vec<String> = [
+        "--login",
+        "ropc",
+        "--server-id",
+        AKS_SERVER_ID,
+        "--tenant-id",
+        TENANT_ID,
+        "--username",
+        "alice@contoso.example",
+        "--authority-host",
+        &mock.authority_host(),
+    ]
+    .map(String::from)
+    .to_vec();
+    let done = login_with_stdin(&sandbox, &ropc, password);
+    let ropc_id = done["session_id"].as_str().unwrap().to_string();
+    assert_eq!(
+        SecretService::lookup(&sandbox, &format!("password/{ropc_id}")),
+        None
+    );
+    assert!(SecretService::lookup(&sandbox, &format!("refresh-token/{ropc_id}")).is_some());
+    let mut remember = ropc.clone();
+    remember.push("--remember-password".into());
+    login_with_stdin(&sandbox, &remember, password);
+    assert_eq!(
+        SecretService::lookup(&sandbox, &format!("password/{ropc_id}")).as_deref(),
+        Some(password)
+    );
+
+    // A restarted brokerd finds the service principal's secret in the keyring.
+    assert!(daemon.stop().success());
+    let daemon = sandbox.start_daemon(&[]);
+    let cred = credential(&sandbox.shim(&as_strs(&spn), Some(&exec_info(EXEC_V1, false))));
+    assert_eq!(
+        mock.verify(cred["status"]["token"].as_str().unwrap(), AKS_SERVER_ID)
+            .unwrap()
+            .azp,
+        app
+    );
+    let log = daemon.log();
+    assert!(!log.contains(secret) && !log.contains(password));
+    for found in [
+        sandbox.files_containing(secret),
+        sandbox.files_containing(password),
+    ] {
+        assert!(found.is_empty(), "a secret is in {found:?}");
+    }
+
+    // Logging out removes every secret the session had.
+    success(&sandbox.ctl(&["logout", "--all"]), "logout");
+    for key in [
+        format!("client-secret/{id}"),
+        format!("password/{ropc_id}"),
+        format!("refresh-token/{ropc_id}"),
+    ] {
+        assert_eq!(SecretService::lookup(&sandbox, &key), None, "{key}");
+    }
+}

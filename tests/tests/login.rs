@@ -36,7 +36,7 @@ fn device_code_login_then_the_shim_prints_credentials_for_both_api_versions() {
             .verify(token, AKS_SERVER_ID)
             .expect("a token the mock signed");
         assert_eq!(claims.tid, TENANT_ID);
-        assert_eq!(claims.upn, "alice@contoso.example");
+        assert_eq!(claims.upn.as_deref(), Some("alice@contoso.example"));
         let expiry = cred["status"]["expirationTimestamp"]
             .as_str()
             .expect("expiry");

@@ -335,7 +335,13 @@ fn unknown_clients_resources_tenants_and_grants_are_refused_like_entra() {
     let e = http
         .post(
             &token_url(&mock),
-            &[("grant_type", "password"), ("client_id", AKS_CLIENT_ID)],
+            &[
+                (
+                    "grant_type",
+                    "urn:ietf:params:oauth:grant-type:saml2-bearer",
+                ),
+                ("client_id", AKS_CLIENT_ID),
+            ],
         )
         .json();
     assert_eq!(
@@ -398,4 +404,128 @@ fn the_mock_entra_binary_prints_its_base_url_and_serves() {
     );
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// Signs a certificate client assertion by hand (PS256), with the claims given.
+fn assertion(cert: &broker_tests::harness::ClientCert, claims: &Value) -> String {
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let header = serde_json::json!({"alg": "PS256", "typ": "JWT", "x5t#S256": cert.thumbprint});
+    let input = format!(
+        "{}.{}",
+        b64(header.to_string().as_bytes()),
+        b64(claims.to_string().as_bytes())
+    );
+    let key = ring::signature::RsaKeyPair::from_pkcs8(&cert.private_key).unwrap();
+    let mut sig = vec![0; key.public().modulus_len()];
+    key.sign(
+        &ring::signature::RSA_PSS_SHA256,
+        &ring::rand::SystemRandom::new(),
+        input.as_bytes(),
+        &mut sig,
+    )
+    .unwrap();
+    format!("{input}.{}", b64(&sig))
+}
+
+#[test]
+fn certificate_assertions_are_checked_for_signature_audience_and_time() {
+    let mock = MockEntra::start(MockConfig::default());
+    let dir = tempfile::tempdir().unwrap();
+    let cert = broker_tests::harness::ClientCert::generate(dir.path(), "app");
+    let impostor = broker_tests::harness::ClientCert::generate(dir.path(), "impostor");
+    let app = "aaaaaaaa-0000-0000-0000-00000000000a";
+    mock.register_app(
+        app,
+        broker_tests::mock_entra::App {
+            certificate: Some((cert.thumbprint.clone(), cert.public_key.clone())),
+            ..Default::default()
+        },
+    );
+    let http = Http::new();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = |aud: &str, exp: u64| serde_json::json!({"aud": aud, "iss": app, "sub": app, "jti": "j", "nbf": now, "iat": now, "exp": exp});
+    let good_aud = token_url(&mock);
+    let redeem = |assertion: String| {
+        http.post(
+            &token_url(&mock),
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", app),
+                ("scope", &format!("{AKS_SERVER_ID}/.default")),
+                (
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                ),
+                ("client_assertion", &assertion),
+            ],
+        )
+    };
+    let ok = redeem(assertion(&cert, &claims(&good_aud, now + 600)));
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    let body = ok.json();
+    assert!(body.get("refresh_token").is_none());
+    assert_eq!(
+        mock.verify(body["access_token"].as_str().unwrap(), AKS_SERVER_ID)
+            .unwrap()
+            .azp,
+        app
+    );
+
+    for (assertion, code) in [
+        (
+            assertion(&cert, &claims("https://elsewhere/token", now + 600)),
+            700021,
+        ),
+        (assertion(&cert, &claims(&good_aud, now - 10)), 700024),
+        // The impostor's key, presented under the registered thumbprint.
+        (
+            assertion(
+                &broker_tests::harness::ClientCert {
+                    thumbprint: cert.thumbprint.clone(),
+                    ..impostor
+                },
+                &claims(&good_aud, now + 600),
+            ),
+            700027,
+        ),
+    ] {
+        let refused = redeem(assertion);
+        assert_eq!(refused.status, 401, "{}", refused.body);
+        assert_eq!(refused.json()["error"], "invalid_client");
+        assert_eq!(refused.json()["error_codes"][0], code);
+    }
+}
+
+#[test]
+fn imds_wants_the_metadata_header_and_answers_numbers_as_strings() {
+    let mock = MockEntra::start(MockConfig::default());
+    let http = Http::new();
+    let url = format!(
+        "{}/metadata/identity/oauth2/token?api-version=2018-02-01&resource={AKS_SERVER_ID}",
+        mock.base_url()
+    );
+    let without = http.get(&url);
+    assert_eq!(without.status, 400);
+    assert!(
+        without
+            .body
+            .contains("Required metadata header not specified")
+    );
+    let with = Answer {
+        ..Http::answer(
+            http.agent
+                .get(&url)
+                .header("Metadata", "true")
+                .call()
+                .unwrap(),
+        )
+    };
+    assert_eq!(with.status, 200, "{}", with.body);
+    let body = with.json();
+    assert!(body["expires_in"].is_string());
+    assert!(body["expires_on"].is_string());
+    assert_eq!(body["resource"], AKS_SERVER_ID);
 }

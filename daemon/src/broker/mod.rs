@@ -207,24 +207,17 @@ impl Broker {
                 ));
             }
             None => {
+                // A non-interactive session starts with its first request. If that fails, the
+                // session stays (refused or backing off, as status shows), so that the same
+                // request again fails fast instead of asking the IdP again.
                 let (session, created) = self.session_for(spec);
                 let token = self
                     .refresh_session(&session, refresh::Trigger::Request, supplied)
-                    .await;
-                return match token {
-                    Ok(token) => {
-                        if created {
-                            self.save_index().await;
-                        }
-                        Ok(self.grant(&session, token, &policy))
-                    }
-                    Err(error) => {
-                        if created {
-                            self.forget_if_empty(&session);
-                        }
-                        Err(error)
-                    }
-                };
+                    .await?;
+                if created {
+                    self.save_index().await;
+                }
+                return Ok(self.grant(&session, token, &policy));
             }
         };
         if let Some(token) = session.fresh_token(self.clock.now(), policy.min_remaining) {

@@ -6,9 +6,12 @@
 //! It runs on its own thread and Tokio runtime, so it serves real processes (brokerd) from
 //! plain synchronous tests.
 
+mod apps;
 mod errors;
 mod routes;
 mod state;
+
+pub use apps::{App, FEDERATION_AUDIENCE, ManagedIdentity};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,6 +34,8 @@ pub struct MockUser {
     pub name: String,
     pub oid: String,
     pub home_tenant: String,
+    /// For the password grant (ROPC).
+    pub password: String,
 }
 
 #[derive(Clone, Debug)]
@@ -63,6 +68,7 @@ impl Default for MockConfig {
                 name: "Alice Example".into(),
                 oid: "11111111-2222-3333-4444-555555555555".into(),
                 home_tenant: TENANT_ID.into(),
+                password: "correct horse battery staple".into(),
             },
         }
     }
@@ -175,6 +181,38 @@ impl MockEntra {
 
     pub fn revoke_refresh_tokens(&self) {
         self.state.revoke_refresh_tokens();
+    }
+
+    /// Registers a confidential client (a service principal or a workload identity).
+    pub fn register_app(&self, client_id: &str, app: App) {
+        let mut inner = self.state.lock();
+        inner.apps.insert(client_id.to_string(), app);
+    }
+
+    /// Makes IMDS know a user-assigned managed identity.
+    pub fn add_managed_identity(&self, identity: ManagedIdentity) {
+        self.state.lock().managed_identities.push(identity);
+    }
+
+    /// An access token for `resource`, for the signed-in user, as `az` or `azd` would print.
+    pub fn mint_user_token(&self, resource: &str, lifetime: u64) -> String {
+        self.state.mint_user_token(resource, lifetime)
+    }
+
+    /// A token from the federation issuer (a cluster's service account issuer).
+    pub fn mint_federated_token(
+        &self,
+        subject: &str,
+        audience: &str,
+        lifetime_secs: i64,
+    ) -> String {
+        self.state
+            .mint_federated_token(subject, audience, lifetime_secs)
+    }
+
+    /// The issuer of [`MockEntra::mint_federated_token`]'s tokens.
+    pub fn federation_issuer(&self) -> String {
+        self.state.federation_issuer()
     }
 
     /// While `Some`, every token request answers with this HTTP status.

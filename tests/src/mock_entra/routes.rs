@@ -32,6 +32,7 @@ pub fn router(state: Arc<State>) -> Router {
             "/devicelogin",
             get(devicelogin_page).post(devicelogin_submit),
         )
+        .route("/metadata/identity/oauth2/token", get(imds))
         .route("/_mock/approve", post(approve_all))
         .route("/_mock/revoke", post(revoke))
         .route("/_mock/stats", get(stats))
@@ -156,6 +157,8 @@ async fn token(Extract(state): Shared, Path(tenant): Path<String>, body: Bytes) 
         "urn:ietf:params:oauth:grant-type:device_code" | "device_code" => "device_code",
         "authorization_code" => "authorization_code",
         "refresh_token" => "refresh_token",
+        "client_credentials" => "client_credentials",
+        "password" => "password",
         _ => "unsupported",
     };
     state.bump(grant);
@@ -178,6 +181,8 @@ async fn token(Extract(state): Shared, Path(tenant): Path<String>, body: Bytes) 
         "device_code" => state.redeem_device_code(&tenant, &form),
         "authorization_code" => state.redeem_code(&tenant, &form),
         "refresh_token" => state.redeem_refresh_token(&tenant, &form),
+        "client_credentials" => state.client_credentials(&tenant, &form),
+        "password" => state.password_grant(&tenant, &form),
         _ => {
             return entra_error(
                 StatusCode::BAD_REQUEST,
@@ -192,6 +197,22 @@ async fn token(Extract(state): Shared, Path(tenant): Path<String>, body: Bytes) 
         Ok(answer) => json_response(StatusCode::OK, &answer),
         Err(refusal) => *refusal,
     }
+}
+
+async fn imds(
+    Extract(state): Shared,
+    headers: axum::http::HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    state.bump("imds");
+    if let Some(response) = fault(&state).await {
+        return response;
+    }
+    let metadata = headers
+        .get("metadata")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == "true");
+    state.imds(&query, metadata)
 }
 
 async fn devicelogin_page() -> Response {

@@ -27,10 +27,10 @@ pub enum DeviceStatus {
 
 /// The client, tenant and scopes a grant was made for.
 #[derive(Clone, Debug)]
-struct GrantBase {
-    client_id: String,
-    tenant: String,
-    scopes: Vec<String>,
+pub(super) struct GrantBase {
+    pub client_id: String,
+    pub tenant: String,
+    pub scopes: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -70,7 +70,7 @@ pub(super) struct Inner {
     device_codes: HashMap<String, DeviceGrant>,
     auth_codes: HashMap<String, CodeGrant>,
     refresh_tokens: HashMap<String, RefreshGrant>,
-    access_tokens: Vec<String>,
+    pub(super) access_tokens: Vec<String>,
     pub faults: VecDeque<Fault>,
     /// Every token request answers this status while set (an outage).
     pub outage: Option<u16>,
@@ -80,11 +80,24 @@ pub(super) struct Inner {
     in_flight: u64,
     max_in_flight: u64,
     pub authorize_outcome: AuthorizeOutcome,
+    /// Applications that authenticate themselves: service principals and workload identities.
+    pub apps: HashMap<String, super::apps::App>,
+    /// Managed identities IMDS knows, by client id (the system-assigned one included).
+    pub managed_identities: Vec<super::apps::ManagedIdentity>,
+}
+
+impl Inner {
+    pub(super) fn access_tokens_mut(&mut self) -> &mut Vec<String> {
+        &mut self.access_tokens
+    }
 }
 
 pub struct State {
     pub base_url: String,
     pub key: SigningKey,
+    /// The key of another token issuer (a Kubernetes cluster's service account issuer), whose
+    /// tokens workload identities present as federated assertions.
+    pub federation_key: SigningKey,
     pub(super) inner: Mutex<Inner>,
     /// Signalled whenever a request is counted.
     counted: Condvar,
@@ -106,16 +119,17 @@ fn refuse(response: Response) -> Refusal {
     Box::new(response)
 }
 
-fn random_text(len: usize, alphabet: &[u8]) -> String {
+pub(super) fn random_text(len: usize, alphabet: &[u8]) -> String {
     let mut rng = rand::rng();
     (0..len)
         .map(|_| alphabet[rng.random_range(0..alphabet.len())] as char)
         .collect()
 }
 
-const URL_SAFE: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+pub(super) const URL_SAFE: &[u8] =
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
-fn is_guid(value: &str) -> bool {
+pub(super) fn is_guid(value: &str) -> bool {
     value.len() == 36
         && value.chars().enumerate().all(|(i, c)| {
             if matches!(i, 8 | 13 | 18 | 23) {
@@ -131,6 +145,7 @@ impl State {
         State {
             base_url,
             key: SigningKey::generate(),
+            federation_key: SigningKey::generate(),
             inner: Mutex::new(Inner {
                 config,
                 clients: HashSet::from([AKS_CLIENT_ID.to_string()]),
@@ -146,6 +161,8 @@ impl State {
                 in_flight: 0,
                 max_in_flight: 0,
                 authorize_outcome: AuthorizeOutcome::SignIn,
+                apps: HashMap::new(),
+                managed_identities: vec![super::apps::ManagedIdentity::system_assigned()],
             }),
             counted: Condvar::new(),
         }
@@ -157,6 +174,10 @@ impl State {
 
     pub fn register_client(&self, client_id: &str) {
         self.lock().clients.insert(client_id.to_string());
+    }
+
+    pub fn knows_resource(&self, server_id: &str) -> bool {
+        self.lock().resources.contains(server_id)
     }
 
     pub fn register_resource(&self, server_id: &str) {
@@ -247,7 +268,7 @@ impl State {
     }
 
     /// Checks client, tenant and scopes the way Entra does before any grant.
-    fn check_base(
+    pub(super) fn check_base(
         inner: &Inner,
         tenant: &str,
         client_id: Option<&str>,
@@ -412,7 +433,7 @@ impl State {
                     .device_codes
                     .remove(&code)
                     .expect("the grant was just read");
-                Ok(self.issue(&mut inner, &grant.base, form))
+                Ok(self.issue_for(&mut inner, &grant.base, form))
             }
         }
     }
@@ -578,7 +599,7 @@ impl State {
         }
         grant.redeemed = true;
         let base = grant.base.clone();
-        Ok(self.issue(&mut inner, &base, form))
+        Ok(self.issue_for(&mut inner, &base, form))
     }
 
     /// The refresh token grant: a new refresh token each time; the old one stays valid.
@@ -622,11 +643,16 @@ impl State {
         if let Some(scope) = form.get("scope").filter(|s| !s.trim().is_empty()) {
             base = Self::check_base(&inner, tenant, Some(&base.client_id), Some(scope))?;
         }
-        Ok(self.issue(&mut inner, &base, form))
+        Ok(self.issue_for(&mut inner, &base, form))
     }
 
-    /// Mints the token answer for a successful grant.
-    fn issue(&self, inner: &mut Inner, base: &GrantBase, form: &HashMap<String, String>) -> Value {
+    /// Mints the token answer for a successful user grant.
+    pub(super) fn issue_for(
+        &self,
+        inner: &mut Inner,
+        base: &GrantBase,
+        form: &HashMap<String, String>,
+    ) -> Value {
         let now = now_unix();
         let user = inner.config.user.clone();
         let tid = if is_guid(&base.tenant) {
@@ -649,11 +675,11 @@ impl State {
             tid: tid.clone(),
             oid: user.oid.clone(),
             sub: user.oid.clone(),
-            upn: user.upn.clone(),
-            preferred_username: user.upn.clone(),
-            name: user.name.clone(),
+            upn: Some(user.upn.clone()),
+            preferred_username: Some(user.upn.clone()),
+            name: Some(user.name.clone()),
             azp: base.client_id.clone(),
-            scp: "user.read".into(),
+            scp: Some("user.read".into()),
             ver: "2.0".into(),
             uti: random_text(22, URL_SAFE),
         };
