@@ -4,6 +4,29 @@
 
 use crate::v1::{Credentials, LoginMode, SessionSpec};
 
+/// Flags that take a value: the long name, and the short one if any.
+const VALUE_FLAGS: &[(&str, Option<char>)] = &[
+    ("profile", None),
+    ("server-id", None),
+    ("client-id", None),
+    ("tenant-id", Some('t')),
+    ("environment", Some('e')),
+    ("login", Some('l')),
+    ("authority-host", None),
+    ("client-secret", None),
+    ("client-certificate", None),
+    ("client-certificate-password", None),
+    ("username", None),
+    ("password", None),
+    ("identity-resource-id", None),
+    ("federated-token-file", None),
+];
+
+/// kubelogin flags that mean nothing here: brokerd keeps the tokens and does its own timing.
+const IGNORED_VALUE_FLAGS: &[&str] = &["token-cache-dir", "cache-dir", "timeout"];
+const IGNORED_SWITCHES: &[&str] = &["disable-instance-discovery"];
+const SWITCHES: &[&str] = &["disable-environment-override", "use-azurerm-env-vars"];
+
 /// Flags and variables for one `get-token`, before they become a session spec: the login mode
 /// is still a name, because `AAD_LOGIN_METHOD` may replace it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -16,6 +39,92 @@ pub struct GetTokenOptions {
 }
 
 impl GetTokenOptions {
+    /// Parses kubelogin's `get-token` flags (the arguments after `get-token`). Environment
+    /// variables are applied later, by [`Self::apply_environment`].
+    pub fn parse_flags(args: &[String]) -> Result<Self, String> {
+        let mut options = GetTokenOptions::default();
+        let mut args = args.iter();
+        while let Some(arg) = args.next() {
+            let (name, inline) = split_flag(arg)?;
+            if IGNORED_SWITCHES.contains(&name.as_str()) || SWITCHES.contains(&name.as_str()) {
+                let on = inline.as_deref().is_none_or(|v| v != "false");
+                match name.as_str() {
+                    "disable-environment-override" => options.disable_environment_override = on,
+                    "use-azurerm-env-vars" => options.use_azurerm_env_vars = on,
+                    _ => {}
+                }
+                continue;
+            }
+            let takes_value = VALUE_FLAGS.iter().any(|(long, _)| *long == name);
+            if !takes_value && !IGNORED_VALUE_FLAGS.contains(&name.as_str()) {
+                return Err(format!("unknown or unsupported flag --{name}"));
+            }
+            let value = match inline {
+                Some(value) => value,
+                None => args
+                    .next()
+                    .cloned()
+                    .ok_or_else(|| format!("--{name} needs a value"))?,
+            };
+            let (spec, creds) = (&mut options.spec, &mut options.credentials);
+            match name.as_str() {
+                "profile" => spec.profile = value,
+                "server-id" => spec.server_id = value,
+                "client-id" => spec.client_id = value,
+                "tenant-id" => spec.tenant_id = value,
+                "environment" => spec.environment = value,
+                "login" => options.login = Some(value),
+                "authority-host" => spec.authority_host = value,
+                "client-secret" => creds.client_secret = value,
+                "client-certificate" => creds.client_certificate_path = value,
+                "client-certificate-password" => creds.client_certificate_password = value,
+                "username" => spec.username = value,
+                "password" => creds.password = value,
+                "identity-resource-id" => spec.identity_resource_id = value,
+                "federated-token-file" => creds.federated_token_file = value,
+                _ => {}
+            }
+        }
+        Ok(options)
+    }
+
+    /// `get-token` and the flags that make these options, in a canonical order. Secrets (a
+    /// client secret, passwords) are left out: they belong in the keyring, not in a kubeconfig.
+    pub fn to_args(&self) -> Vec<String> {
+        let mut args = vec!["get-token".to_string()];
+        let spec = &self.spec;
+        let mut flag = |name: &str, value: &str| {
+            if !value.is_empty() {
+                args.push(format!("--{name}"));
+                args.push(value.to_string());
+            }
+        };
+        flag("environment", &spec.environment);
+        flag("server-id", &spec.server_id);
+        flag("client-id", &spec.client_id);
+        flag("tenant-id", &spec.tenant_id);
+        flag("authority-host", &spec.authority_host);
+        flag("login", self.login.as_deref().unwrap_or(""));
+        flag("username", &spec.username);
+        flag("identity-resource-id", &spec.identity_resource_id);
+        flag(
+            "client-certificate",
+            &self.credentials.client_certificate_path,
+        );
+        flag(
+            "federated-token-file",
+            &self.credentials.federated_token_file,
+        );
+        flag("profile", &spec.profile);
+        if self.use_azurerm_env_vars {
+            args.push("--use-azurerm-env-vars".into());
+        }
+        if self.disable_environment_override {
+            args.push("--disable-environment-override".into());
+        }
+        args
+    }
+
     /// Applies kubelogin's variables (its `UpdateFromEnv`), reading them through `env`. A
     /// variable set to an empty value still counts as set, as in kubelogin.
     pub fn apply_environment(&mut self, env: &dyn Fn(&str) -> Option<String>) {
@@ -143,6 +252,31 @@ impl GetTokenOptions {
         }
         Ok((spec, credentials))
     }
+}
+
+/// `--name value`, `--name=value`, `-x value`, `-x=value` and `-xvalue`, as pflag allows.
+/// Returns the long name and the inline value, if any.
+fn split_flag(arg: &str) -> Result<(String, Option<String>), String> {
+    if let Some(long) = arg.strip_prefix("--") {
+        return Ok(match long.split_once('=') {
+            Some((name, value)) => (name.to_string(), Some(value.to_string())),
+            None => (long.to_string(), None),
+        });
+    }
+    if let Some(short) = arg.strip_prefix('-') {
+        let mut chars = short.chars();
+        if let Some(letter) = chars.next() {
+            let long = VALUE_FLAGS
+                .iter()
+                .find(|(_, s)| *s == Some(letter))
+                .map(|(long, _)| long.to_string())
+                .ok_or_else(|| format!("unknown flag -{letter}"))?;
+            let rest = chars.as_str();
+            let inline = rest.strip_prefix('=').unwrap_or(rest);
+            return Ok((long, (!inline.is_empty()).then(|| inline.to_string())));
+        }
+    }
+    Err(format!("unexpected argument {arg:?}"))
 }
 
 #[cfg(test)]

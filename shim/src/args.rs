@@ -28,29 +28,6 @@ pub enum Command {
     Version,
 }
 
-/// Flags that take a value: the long name, and the short one if any.
-const VALUE_FLAGS: &[(&str, Option<char>)] = &[
-    ("profile", None),
-    ("server-id", None),
-    ("client-id", None),
-    ("tenant-id", Some('t')),
-    ("environment", Some('e')),
-    ("login", Some('l')),
-    ("authority-host", None),
-    ("client-secret", None),
-    ("client-certificate", None),
-    ("client-certificate-password", None),
-    ("username", None),
-    ("password", None),
-    ("identity-resource-id", None),
-    ("federated-token-file", None),
-];
-
-/// kubelogin flags that mean nothing here: brokerd keeps the tokens and does its own timing.
-const IGNORED_VALUE_FLAGS: &[&str] = &["token-cache-dir", "cache-dir", "timeout"];
-const IGNORED_SWITCHES: &[&str] = &["disable-instance-discovery"];
-const SWITCHES: &[&str] = &["disable-environment-override", "use-azurerm-env-vars"];
-
 /// Parses the arguments after the program name. Environment variables are applied later.
 pub fn parse(args: &[String]) -> Result<Command, String> {
     let mut args = args.iter();
@@ -65,81 +42,13 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         }
     }
 
-    let mut options = GetTokenOptions::default();
-    while let Some(arg) = args.next() {
-        if arg == "-h" || arg == "--help" {
-            return Ok(Command::Help);
-        }
-        let (name, inline) = split_flag(arg)?;
-        if IGNORED_SWITCHES.contains(&name.as_str()) || SWITCHES.contains(&name.as_str()) {
-            let on = inline.as_deref().is_none_or(|v| v != "false");
-            match name.as_str() {
-                "disable-environment-override" => options.disable_environment_override = on,
-                "use-azurerm-env-vars" => options.use_azurerm_env_vars = on,
-                _ => {}
-            }
-            continue;
-        }
-        let takes_value = VALUE_FLAGS.iter().any(|(long, _)| *long == name);
-        if !takes_value && !IGNORED_VALUE_FLAGS.contains(&name.as_str()) {
-            return Err(format!(
-                "unknown or unsupported flag --{name} (see broker-shim --help)"
-            ));
-        }
-        let value = match inline {
-            Some(value) => value,
-            None => args
-                .next()
-                .cloned()
-                .ok_or_else(|| format!("--{name} needs a value"))?,
-        };
-        let (spec, creds) = (&mut options.spec, &mut options.credentials);
-        match name.as_str() {
-            "profile" => spec.profile = value,
-            "server-id" => spec.server_id = value,
-            "client-id" => spec.client_id = value,
-            "tenant-id" => spec.tenant_id = value,
-            "environment" => spec.environment = value,
-            "login" => options.login = Some(value),
-            "authority-host" => spec.authority_host = value,
-            "client-secret" => creds.client_secret = value,
-            "client-certificate" => creds.client_certificate_path = value,
-            "client-certificate-password" => creds.client_certificate_password = value,
-            "username" => spec.username = value,
-            "password" => creds.password = value,
-            "identity-resource-id" => spec.identity_resource_id = value,
-            "federated-token-file" => creds.federated_token_file = value,
-            _ => {}
-        }
+    let rest: Vec<String> = args.cloned().collect();
+    if rest.iter().any(|a| a == "-h" || a == "--help") {
+        return Ok(Command::Help);
     }
+    let options =
+        GetTokenOptions::parse_flags(&rest).map_err(|e| format!("{e} (see broker-shim --help)"))?;
     Ok(Command::GetToken(Box::new(options)))
-}
-
-/// `--name value`, `--name=value`, `-x value`, `-x=value` and `-xvalue`, as pflag allows.
-/// Returns the long name and the inline value, if any.
-fn split_flag(arg: &str) -> Result<(String, Option<String>), String> {
-    if let Some(long) = arg.strip_prefix("--") {
-        return Ok(match long.split_once('=') {
-            Some((name, value)) => (name.to_string(), Some(value.to_string())),
-            None => (long.to_string(), None),
-        });
-    }
-    if let Some(short) = arg.strip_prefix('-') {
-        let mut chars = short.chars();
-        if let Some(letter) = chars.next() {
-            let long = VALUE_FLAGS
-                .iter()
-                .find(|(_, s)| *s == Some(letter))
-                .map(|(long, _)| long.to_string())
-                .ok_or_else(|| format!("unknown flag -{letter} (see broker-shim --help)"))?;
-            let rest = chars.as_str();
-            let inline = rest.strip_prefix('=').unwrap_or(rest);
-            return Ok((long, (!inline.is_empty()).then(|| inline.to_string())));
-        }
-    }
-    Err(format!(
-        "unexpected argument {arg:?} (see broker-shim --help)"
-    ))
 }
 
 #[cfg(test)]
