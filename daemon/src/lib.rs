@@ -7,6 +7,7 @@ pub mod broker;
 pub mod clock;
 pub mod config;
 pub mod identity;
+pub mod kubeconfig;
 pub mod listener;
 pub mod paths;
 pub mod rpc;

@@ -177,6 +177,22 @@ impl broker_server::Broker for BrokerService {
         }))
     }
 
+    async fn remember(
+        &self,
+        request: Request<v1::RememberRequest>,
+    ) -> Result<Response<v1::RememberResponse>, Status> {
+        let request = request.into_inner();
+        let spec = self.session_spec(request.spec)?;
+        let id = self
+            .broker
+            .remember(&spec, &supplied(request.credentials))
+            .await
+            .map_err(|e| to_status(&e))?;
+        Ok(Response::new(v1::RememberResponse {
+            session_id: id.to_string(),
+        }))
+    }
+
     async fn refresh(
         &self,
         request: Request<v1::RefreshRequest>,

@@ -22,6 +22,7 @@ pub struct FakeApiServer {
     url: String,
     ca_pem: String,
     seen: Arc<Mutex<Vec<Seen>>>,
+    audiences: Arc<Mutex<Vec<String>>>,
     stop: Option<oneshot::Sender<()>>,
 }
 
@@ -76,6 +77,8 @@ impl FakeApiServer {
         listener.set_nonblocking(true).expect("nonblocking");
         let url = format!("https://{}", listener.local_addr().expect("addr"));
         let seen = Arc::new(Mutex::new(Vec::new()));
+        let audiences = Arc::new(Mutex::new(vec![AKS_SERVER_ID.to_string()]));
+        let audiences_for_server = audiences.clone();
         let (stop, stopped) = oneshot::channel::<()>();
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls.config));
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -95,12 +98,13 @@ impl FakeApiServer {
                         let acceptor = acceptor.clone();
                         let mock = mock.clone();
                         let seen = seen_by_server.clone();
+                        let audiences = audiences_for_server.clone();
                         tokio::spawn(async move {
                             let Ok(stream) = acceptor.accept(stream).await else {
                                 return;
                             };
                             let service = hyper::service::service_fn(move |request| {
-                                let answer = answer(&request, &mock, &seen);
+                                let answer = answer(&request, &mock, &seen, &audiences);
                                 async move { Ok::<_, Infallible>(answer) }
                             });
                             let _ = hyper::server::conn::http1::Builder::new()
@@ -119,6 +123,7 @@ impl FakeApiServer {
             url,
             ca_pem: tls.ca_pem,
             seen,
+            audiences,
             stop: Some(stop),
         }
     }
@@ -131,6 +136,14 @@ impl FakeApiServer {
     /// The CA certificate (PEM) a kubeconfig's cluster must trust.
     pub fn ca_pem(&self) -> &str {
         &self.ca_pem
+    }
+
+    /// Also accepts tokens for `audience` (an OIDC-configured cluster's client id, say).
+    pub fn accept_audience(&self, audience: &str) {
+        self.audiences
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(audience.to_string());
     }
 
     pub fn requests(&self) -> Vec<Seen> {
@@ -146,13 +159,23 @@ impl Drop for FakeApiServer {
     }
 }
 
-fn answer<B>(request: &Request<B>, mock: &State, seen: &Mutex<Vec<Seen>>) -> Response<Full<Bytes>> {
+fn answer<B>(
+    request: &Request<B>,
+    mock: &State,
+    seen: &Mutex<Vec<Seen>>,
+    audiences: &Mutex<Vec<String>>,
+) -> Response<Full<Bytes>> {
     let token = request
         .headers()
         .get(hyper::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    let claims = token.and_then(|t| mock.key.verify(t, AKS_SERVER_ID).ok());
+    let audiences = audiences.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let claims = token.and_then(|t| {
+        audiences
+            .iter()
+            .find_map(|audience| mock.key.verify(t, audience).ok())
+    });
     let path = request.uri().path().to_string();
     seen.lock().unwrap_or_else(|p| p.into_inner()).push(Seen {
         path: path.clone(),

@@ -252,6 +252,19 @@ impl Broker {
         }
     }
 
+    /// Keeps credentials for `spec` in the secret store without signing in; the session exists
+    /// afterwards.
+    pub async fn remember(
+        &self,
+        spec: &SessionSpec,
+        supplied: &Supplied,
+    ) -> Result<SessionId, BrokerError> {
+        let (session, _) = self.session_for(spec);
+        self.keep_credentials(&session, supplied).await?;
+        self.save_index().await;
+        Ok(session.id.clone())
+    }
+
     /// Redeems a session's credentials now, whatever its access token's age or backoff.
     pub async fn refresh(&self, selector: &Selector) -> Result<Grant, BrokerError> {
         let session = self.select_one(selector)?;

@@ -484,18 +484,27 @@ impl Broker {
         Ok(access)
     }
 
-    /// A prompt-free login: the first token with the given credentials, which are then kept
-    /// as a login keeps them (a client secret and a certificate password always, a ROPC
-    /// password when asked to).
-    pub(super) async fn login_without_prompt(
+    /// Keeps `supplied` for `session` in the secret store, as a login would, without asking
+    /// the IdP: for secrets moved out of a kubeconfig.
+    pub(super) async fn keep_credentials(
+        &self,
+        session: &Session,
+        supplied: &Supplied,
+    ) -> Result<(), BrokerError> {
+        let mut credentials = session.refresh.lock().await;
+        self.take_supplied(session, &mut credentials, supplied);
+        drop(credentials);
+        self.save_supplied(session, supplied, true).await
+    }
+
+    /// Writes what a login keeps: a client secret and a certificate password always, a ROPC
+    /// password when `remember_password`.
+    async fn save_supplied(
         &self,
         session: &Session,
         supplied: &Supplied,
         remember_password: bool,
-    ) -> Result<AccessToken, BrokerError> {
-        let access = self
-            .refresh_session(session, Trigger::Forced, supplied)
-            .await?;
+    ) -> Result<(), BrokerError> {
         let id = &session.id;
         let label = |what: &str| format!("token-broker {what}: {}", session.spec.describe());
         if session.spec.login_mode == LoginMode::ServicePrincipal {
@@ -533,6 +542,23 @@ impl Broker {
             )
             .await?;
         }
+        Ok(())
+    }
+
+    /// A prompt-free login: the first token with the given credentials, which are then kept
+    /// as a login keeps them (a client secret and a certificate password always, a ROPC
+    /// password when asked to).
+    pub(super) async fn login_without_prompt(
+        &self,
+        session: &Session,
+        supplied: &Supplied,
+        remember_password: bool,
+    ) -> Result<AccessToken, BrokerError> {
+        let access = self
+            .refresh_session(session, Trigger::Forced, supplied)
+            .await?;
+        self.save_supplied(session, supplied, remember_password)
+            .await?;
         Ok(access)
     }
 }

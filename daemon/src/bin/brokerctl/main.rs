@@ -1,5 +1,6 @@
 //! brokerctl: the human interface to brokerd.
 
+mod kubeconfig;
 mod login;
 mod output;
 mod spec;
@@ -72,6 +73,18 @@ enum Command {
         #[arg(long, short = 'o', value_enum, default_value_t = Format::Text)]
         output: Format,
     },
+    /// Work with kubeconfig files
+    Kubeconfig {
+        #[command(subcommand)]
+        command: KubeconfigCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum KubeconfigCommand {
+    /// Switch users from kubelogin (either project) or the legacy azure auth-provider to
+    /// broker-shim, moving secrets into the keyring; shows the diff and keeps a backup
+    Convert(kubeconfig::ConvertArgs),
 }
 
 fn main() -> ExitCode {
@@ -91,9 +104,11 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<ExitCode> {
     let socket = broker_proto::socket_path(cli.socket.as_deref());
-    let mut client = connect(&socket).await?;
     match cli.command {
-        Command::Status { output } => status::run(&mut client, output).await,
+        Command::Kubeconfig {
+            command: KubeconfigCommand::Convert(args),
+        } => kubeconfig::run(args, &socket).await,
+        Command::Status { output } => status::run(&mut connect(&socket).await?, output).await,
         Command::Login {
             spec,
             no_browser,
@@ -107,6 +122,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 credentials: Some(credentials),
                 remember_password,
             };
+            let mut client = connect(&socket).await?;
             login::run(&mut client, request, no_browser, output).await
         }
         Command::Logout {
@@ -125,17 +141,20 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     all: false,
                 }
             };
-            let removed = client.logout(request).await?.into_inner().session_ids;
+            let removed = connect(&socket)
+                .await?
+                .logout(request)
+                .await?
+                .into_inner()
+                .session_ids;
             output::print_logout(&removed, output);
             Ok(ExitCode::SUCCESS)
         }
         Command::Refresh { session, output } => {
-            let answer = client
-                .refresh(v1::RefreshRequest {
-                    session: Some(session.to_wire()?),
-                })
-                .await?
-                .into_inner();
+            let request = v1::RefreshRequest {
+                session: Some(session.to_wire()?),
+            };
+            let answer = connect(&socket).await?.refresh(request).await?.into_inner();
             output::print_refresh(&answer, output);
             Ok(ExitCode::SUCCESS)
         }
