@@ -8,7 +8,9 @@
 //! secret or password passed as an argument or in `env`, a legacy refresh token) leave the file:
 //! the caller moves the ones worth keeping into the keyring.
 
+use std::ffi::OsString;
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use broker_proto::kubelogin::GetTokenOptions;
@@ -153,6 +155,27 @@ pub struct ConvertOptions<'a> {
     /// The environment the converted users will run in (kubectl's), to name their sessions as
     /// broker-shim will: kubelogin's variables override flags.
     pub env: &'a dyn Fn(&str) -> Option<String>,
+}
+
+/// The kubeconfig files, as kubectl finds them: `explicit`, else every file of `KUBECONFIG`,
+/// else `~/.kube/config`. `None` when there is no home directory to look in.
+pub fn kubeconfig_files(
+    explicit: Option<&Path>,
+    env: &dyn Fn(&str) -> Option<OsString>,
+) -> Option<Vec<PathBuf>> {
+    if let Some(path) = explicit {
+        return Some(vec![path.to_path_buf()]);
+    }
+    if let Some(list) = env("KUBECONFIG").filter(|v| !v.is_empty()) {
+        let paths: Vec<PathBuf> = std::env::split_paths(&list)
+            .filter(|p| !p.as_os_str().is_empty())
+            .collect();
+        if !paths.is_empty() {
+            return Some(paths);
+        }
+    }
+    let home = directories::BaseDirs::new()?;
+    Some(vec![home.home_dir().join(".kube").join("config")])
 }
 
 fn text_of(node: &yaml_edit::YamlNode) -> Option<String> {

@@ -6,6 +6,7 @@
 pub mod broker;
 pub mod clock;
 pub mod config;
+pub mod doctor;
 pub mod identity;
 pub mod kubeconfig;
 pub mod listener;

@@ -144,6 +144,12 @@ fn private_dir(dir: &Path, uid: u32) -> Result<(), ListenError> {
             });
         }
     }
+    check_private_dir(dir, uid)
+}
+
+/// Checks that `dir` is a real directory, owned by `uid` and closed to everyone else. Also
+/// what `brokerctl doctor` asks of the socket directory.
+pub fn check_private_dir(dir: &Path, uid: u32) -> Result<(), ListenError> {
     let meta = fs::symlink_metadata(dir).map_err(|source| ListenError::CreateDir {
         path: dir.to_path_buf(),
         source,

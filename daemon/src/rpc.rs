@@ -9,16 +9,18 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use broker_proto::v1::{self, broker_server, login_event};
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::UdsConnectInfo;
 use tonic::{Code, Request, Response, Status};
 
 use crate::broker::SpecInput;
 use crate::broker::{
-    Broker, BrokerError, LoginMode, Reason, Selector, SessionSpec, SessionState, SessionStatus,
+    Broker, BrokerError, EventKind, LoginMode, Reason, Selector, SessionEvent, SessionSpec,
+    SessionState, SessionStatus,
 };
 use crate::clock::{AdjustableClock, unix_seconds};
+use crate::doctor;
 use crate::identity::LoginPrompt;
 use crate::identity::credential::{CertificateSource, Supplied};
 
@@ -193,6 +195,53 @@ impl broker_server::Broker for BrokerService {
         }))
     }
 
+    async fn diagnose(
+        &self,
+        request: Request<v1::DiagnoseRequest>,
+    ) -> Result<Response<v1::DiagnoseResponse>, Status> {
+        let env = |name: &str| std::env::var(name).ok();
+        let sessions = self.broker.status().into_iter().map(|s| s.spec.authority);
+        let authorities =
+            doctor::authorities(&request.into_inner().authority_hosts, sessions, &env)
+                .map_err(|e| invalid(&e.to_string()))?;
+        let checks =
+            doctor::daemon_side(self.broker.store(), self.broker.clock(), &authorities, &env).await;
+        Ok(Response::new(v1::DiagnoseResponse {
+            checks: checks.into_iter().map(wire_check).collect(),
+        }))
+    }
+
+    type WatchEventsStream = ReceiverStream<Result<v1::SessionEvent, Status>>;
+
+    async fn watch_events(
+        &self,
+        _request: Request<v1::WatchEventsRequest>,
+    ) -> Result<Response<Self::WatchEventsStream>, Status> {
+        let mut events = self.broker.watch();
+        let (tx, stream) = mpsc::channel(16);
+        let broker = self.broker.clone();
+        tokio::spawn(async move {
+            loop {
+                let wire = tokio::select! {
+                    event = events.recv() => match event {
+                        Ok(event) => wire_event(&broker, event),
+                        Err(broadcast::error::RecvError::Lagged(missed)) => v1::SessionEvent {
+                            kind: v1::SessionEventKind::Lagged as i32,
+                            missed,
+                            ..Default::default()
+                        },
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    },
+                    () = tx.closed() => return,
+                };
+                if tx.send(Ok(wire)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(stream)))
+    }
+
     async fn refresh(
         &self,
         request: Request<v1::RefreshRequest>,
@@ -305,6 +354,37 @@ fn session_info(status: SessionStatus) -> v1::SessionInfo {
         refresh_failures: status.refresh_failures,
         last_error_codes: status.last_error_codes,
         last_served_unix: unix_or_zero(status.last_served),
+    }
+}
+
+fn wire_event(broker: &Broker, event: SessionEvent) -> v1::SessionEvent {
+    let kind = match event.kind {
+        EventKind::Refreshed => v1::SessionEventKind::Refreshed,
+        EventKind::RefreshFailed => v1::SessionEventKind::RefreshFailed,
+        EventKind::LoginRequired => v1::SessionEventKind::LoginRequired,
+        EventKind::LoggedIn => v1::SessionEventKind::LoggedIn,
+        EventKind::LoggedOut => v1::SessionEventKind::LoggedOut,
+    };
+    v1::SessionEvent {
+        kind: kind as i32,
+        at_unix: unix_seconds(event.at),
+        message: event.message.unwrap_or_default(),
+        session: broker.session_status(&event.session_id).map(session_info),
+        session_id: event.session_id.to_string(),
+        missed: 0,
+    }
+}
+
+fn wire_check(check: doctor::Check) -> v1::Check {
+    v1::Check {
+        id: check.id,
+        level: match check.level {
+            doctor::Level::Pass => v1::CheckLevel::Pass,
+            doctor::Level::Warn => v1::CheckLevel::Warn,
+            doctor::Level::Fail => v1::CheckLevel::Fail,
+        } as i32,
+        summary: check.summary,
+        fix: check.fix.unwrap_or_default(),
     }
 }
 

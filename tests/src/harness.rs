@@ -346,18 +346,25 @@ impl Sandbox {
     }
 
     /// Starts `brokerctl login <args> --output json` and returns it with its event stream.
-    pub fn start_login(&self, args: &[&str]) -> LoginRun {
+    pub fn start_login(&self, args: &[&str]) -> CtlRun {
+        let mut all = vec!["login"];
+        all.extend_from_slice(args);
+        self.start_ctl(&all)
+    }
+
+    /// Starts `brokerctl <args> --output json`, which prints one JSON object per line, and
+    /// returns it running.
+    pub fn start_ctl(&self, args: &[&str]) -> CtlRun {
         let mut child = self
             .command(&binaries().brokerctl)
-            .arg("login")
             .args(args)
             .args(["--output", "json"])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("brokerctl login starts");
+            .expect("brokerctl starts");
         let events = line_channel(child.stdout.take().expect("stdout"));
-        LoginRun { child, events }
+        CtlRun { child, events }
     }
 
     /// Every regular file under the sandbox, for scanning.
@@ -541,30 +548,32 @@ pub fn wait_for_exit(
 }
 
 /// `brokerctl login --output json`, running.
-pub struct LoginRun {
+/// A running brokerctl that prints JSON lines (`login`, `status --watch`).
+pub struct CtlRun {
     child: Child,
     events: Receiver<String>,
 }
 
-impl LoginRun {
+impl CtlRun {
     /// The next JSON event line.
     pub fn next_event(&mut self) -> Value {
         match self.events.recv_timeout(DEADLINE) {
-            Ok(line) => serde_json::from_str(&line)
-                .unwrap_or_else(|e| panic!("login printed a line that is not JSON ({e}): {line}")),
+            Ok(line) => serde_json::from_str(&line).unwrap_or_else(|e| {
+                panic!("brokerctl printed a line that is not JSON ({e}): {line}")
+            }),
             Err(RecvTimeoutError::Timeout) => {
-                panic!("no login event within {} s", DEADLINE.as_secs())
+                panic!("no event from brokerctl within {} s", DEADLINE.as_secs())
             }
             Err(RecvTimeoutError::Disconnected) => {
                 let output = self.finish();
-                panic!("login ended without another event: {output:?}")
+                panic!("brokerctl ended without another event: {output:?}")
             }
         }
     }
 
     /// Waits for brokerctl to exit; returns its status and stderr.
     pub fn finish(&mut self) -> (std::process::ExitStatus, String) {
-        let status = wait_for_exit(&mut self.child, &self.events, "brokerctl login");
+        let status = wait_for_exit(&mut self.child, &self.events, "brokerctl");
         let mut stderr = String::new();
         if let Some(mut pipe) = self.child.stderr.take() {
             let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
@@ -573,7 +582,7 @@ impl LoginRun {
     }
 }
 
-impl Drop for LoginRun {
+impl Drop for CtlRun {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -686,20 +695,61 @@ pub struct SecretService {
     pub address: String,
 }
 
+/// How the Secret Service of a test is set up: working, or broken in one of the ways keyrings
+/// break in practice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyringSetup {
+    /// gnome-keyring with an unlocked login keyring as the default collection.
+    Unlocked,
+    /// gnome-keyring started without a password: no login keyring, so no default collection
+    /// (as on WSL).
+    NoDefaultCollection,
+    /// A session bus with no Secret Service provider on it (and no service activation).
+    BusOnly,
+}
+
 impl SecretService {
     /// Whether the pieces are installed (packages dbus, gnome-keyring, libsecret-tools).
     pub fn available() -> bool {
-        on_path("dbus-daemon") && on_path("gnome-keyring-daemon") && on_path("secret-tool")
+        on_path("dbus-daemon")
+            && on_path("dbus-send")
+            && on_path("gnome-keyring-daemon")
+            && on_path("secret-tool")
     }
 
     /// Starts a bus under the sandbox's runtime dir and an unlocked gnome-keyring on it, and
     /// points the sandbox's processes at it.
     pub fn start(sandbox: &mut Sandbox) -> Self {
+        Self::start_with(sandbox, KeyringSetup::Unlocked)
+    }
+
+    pub fn start_with(sandbox: &mut Sandbox, setup: KeyringSetup) -> Self {
         let socket = sandbox.runtime_dir.join("bus");
-        let mut bus = sandbox
-            .command(Path::new("dbus-daemon"))
-            .args(["--session", "--nofork", "--print-address=1"])
-            .arg(format!("--address=unix:path={}", socket.display()))
+        let mut bus = sandbox.command(Path::new("dbus-daemon"));
+        if setup == KeyringSetup::BusOnly {
+            // The stock session configuration would start gnome-keyring on the first call to
+            // org.freedesktop.secrets; this one starts nothing.
+            let config = sandbox.root().join("bus-without-activation.conf");
+            std::fs::write(
+                &config,
+                format!(
+                    "<!DOCTYPE busconfig PUBLIC \"-//freedesktop//DTD D-Bus Bus Configuration \
+                     1.0//EN\" \"http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd\">\n\
+                     <busconfig><type>session</type><listen>unix:path={}</listen>\
+                     <auth>EXTERNAL</auth><policy context=\"default\">\
+                     <allow send_destination=\"*\" eavesdrop=\"true\"/><allow eavesdrop=\"true\"/>\
+                     <allow own=\"*\"/></policy></busconfig>\n",
+                    socket.display()
+                ),
+            )
+            .expect("bus config");
+            bus.arg(format!("--config-file={}", config.display()));
+        } else {
+            bus.arg("--session")
+                .arg(format!("--address=unix:path={}", socket.display()));
+        }
+        let mut bus = bus
+            .args(["--nofork", "--print-address=1"])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -710,12 +760,19 @@ impl SecretService {
             .recv_timeout(DEADLINE)
             .expect("dbus-daemon prints its address when it listens");
         sandbox.set_env("DBUS_SESSION_BUS_ADDRESS", &address);
+        if setup == KeyringSetup::BusOnly {
+            return SecretService { bus, address };
+        }
 
         // `--unlock` reads the login keyring's password from stdin (creating the keyring on
         // first use); the launcher exits once the daemon serves.
-        let mut keyring = sandbox
-            .command(Path::new("gnome-keyring-daemon"))
-            .args(["--unlock", "--components=secrets"])
+        let mut keyring = sandbox.command(Path::new("gnome-keyring-daemon"));
+        keyring.arg(match setup {
+            KeyringSetup::Unlocked => "--unlock",
+            _ => "--start",
+        });
+        let mut keyring = keyring
+            .arg("--components=secrets")
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -724,11 +781,55 @@ impl SecretService {
         {
             use std::io::Write;
             let mut stdin = keyring.stdin.take().expect("stdin");
-            stdin.write_all(b"test-keyring-password").expect("password");
+            if setup == KeyringSetup::Unlocked {
+                stdin.write_all(b"test-keyring-password").expect("password");
+            }
         }
         let status = keyring.wait().expect("gnome-keyring-daemon launcher exits");
         assert!(status.success(), "gnome-keyring-daemon failed: {status}");
         SecretService { bus, address }
+    }
+
+    /// Calls a method of the Secret Service with dbus-send (secret-tool cannot lock).
+    fn call(&self, sandbox: &Sandbox, method: &str, args: &[&str]) {
+        let output = sandbox
+            .command(Path::new("dbus-send"))
+            .args([
+                "--session",
+                "--print-reply",
+                "--dest=org.freedesktop.secrets",
+                "/org/freedesktop/secrets",
+            ])
+            .arg(format!("org.freedesktop.Secret.Service.{method}"))
+            .args(args)
+            .output()
+            .expect("dbus-send runs");
+        assert!(
+            output.status.success(),
+            "dbus-send {method} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    /// Locks the login keyring, as a screen lock or a timeout would.
+    pub fn lock_login_keyring(&self, sandbox: &Sandbox) {
+        self.call(
+            sandbox,
+            "Lock",
+            &["array:objpath:/org/freedesktop/secrets/collection/login"],
+        );
+    }
+
+    /// Makes the in-memory session collection the default one.
+    pub fn make_session_collection_default(&self, sandbox: &Sandbox) {
+        self.call(
+            sandbox,
+            "SetAlias",
+            &[
+                "string:default",
+                "objpath:/org/freedesktop/secrets/collection/session",
+            ],
+        );
     }
 
     /// `secret-tool lookup service token-broker username <key>`: the secret, if stored.

@@ -172,6 +172,7 @@ impl Broker {
             "session {id} signed in as {}",
             account.as_deref().unwrap_or("an unnamed account")
         );
+        self.emit(&id, super::EventKind::LoggedIn, None);
         Ok(LoggedIn {
             session_id: id,
             account,

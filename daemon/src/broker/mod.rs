@@ -11,6 +11,7 @@
 //!   and at most `refresh.max_concurrent` token requests are in flight.
 
 mod error;
+mod events;
 mod federated;
 mod login;
 mod persist;
@@ -26,6 +27,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
 
 pub use error::{BrokerError, Reason};
+pub use events::{EventKind, SessionEvent};
 pub use login::LoggedIn;
 use session::Meta;
 pub use session::{Session, SessionState, SessionStatus};
@@ -73,6 +75,7 @@ pub struct Broker {
     federated: federated::FederatedFiles,
     /// Wakes the scheduler: a session changed, or the clock moved.
     wake: tokio::sync::Notify,
+    events: events::Events,
 }
 
 impl Broker {
@@ -104,6 +107,7 @@ impl Broker {
             logins: login::Flights::default(),
             federated: federated::FederatedFiles::default(),
             wake: tokio::sync::Notify::new(),
+            events: events::Events::default(),
         })
     }
 
@@ -113,6 +117,15 @@ impl Broker {
 
     pub fn store_backend(&self) -> &str {
         self.store.backend()
+    }
+
+    /// The secret store, for `brokerctl doctor` to test.
+    pub fn store(&self) -> Arc<dyn SecretStore> {
+        self.store.clone()
+    }
+
+    pub fn clock(&self) -> &dyn Clock {
+        self.clock.as_ref()
     }
 
     pub fn config_status(&self) -> ConfigStatus {
@@ -125,6 +138,26 @@ impl Broker {
 
     fn policy(&self) -> RefreshPolicy {
         self.settings.get().refresh.clone()
+    }
+
+    /// Every session event from now on, for as long as the receiver is kept.
+    pub fn watch(&self) -> tokio::sync::broadcast::Receiver<SessionEvent> {
+        self.events.subscribe()
+    }
+
+    fn emit(&self, session_id: &SessionId, kind: EventKind, message: Option<String>) {
+        self.events.send(SessionEvent {
+            kind,
+            session_id: session_id.clone(),
+            at: self.clock.now(),
+            message,
+        });
+    }
+
+    /// One session's status, as `status` would show it.
+    pub fn session_status(&self, id: &SessionId) -> Option<SessionStatus> {
+        let session = self.session(id)?;
+        Some(session.status(self.clock.now(), &self.policy()))
     }
 
     /// Tells the scheduler to look again: the wall clock jumped, or a session changed.
@@ -312,6 +345,7 @@ impl Broker {
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&session.id);
             tracing::info!("session {} logged out", session.id);
+            self.emit(&session.id, EventKind::LoggedOut, None);
             removed.push(session.id.clone());
         }
         self.save_index().await;

@@ -11,7 +11,7 @@ use super::error::BrokerError;
 use super::persist::SecretKind;
 use super::session::{Backoff, Credentials, Grantor, Session, backoff_delay};
 use super::spec::LoginMode;
-use super::{Broker, Reason, draw_jitter};
+use super::{Broker, EventKind, Reason, draw_jitter};
 use crate::identity::IdentityError;
 use crate::identity::cli::Tool;
 use crate::identity::credential::{CertificateSource, Supplied, same_secret};
@@ -91,14 +91,23 @@ impl Broker {
         }
         let grantor = credentials.grantor.clone();
         if grantor.is_none() && credentials.password.is_none() {
-            {
-                let error = self.no_credentials(session);
+            let error = self.no_credentials(session);
+            let newly = {
                 let mut meta = session.meta();
+                let newly = !meta.login_required;
                 meta.login_required = true;
                 meta.last_error = Some(error.to_string());
                 meta.last_error_codes.clear();
-                return Err(error);
+                newly
+            };
+            if newly {
+                self.emit(
+                    &session.id,
+                    EventKind::LoginRequired,
+                    Some(error.to_string()),
+                );
             }
+            return Err(error);
         }
 
         session.meta().refreshing = true;
@@ -127,6 +136,7 @@ impl Broker {
         drop(credentials);
         self.wake_scheduler();
         if outcome.is_ok() {
+            self.emit(&session.id, EventKind::Refreshed, None);
             self.save_index_soon();
         }
         match outcome {
@@ -376,10 +386,11 @@ impl Broker {
         meta.failures += 1;
         meta.last_error = Some(error.to_string());
         meta.last_error_codes = error.idp_codes().to_vec();
-        match error.reason() {
+        let kind = match error.reason() {
             Reason::LoginRequired | Reason::Config => {
                 meta.login_required = true;
                 meta.backoff = None;
+                EventKind::LoginRequired
             }
             _ => {
                 let failures = meta.backoff.map_or(0, |b| b.failures) + 1;
@@ -393,8 +404,11 @@ impl Broker {
                     session.id,
                     delay.as_secs()
                 );
+                EventKind::RefreshFailed
             }
-        }
+        };
+        drop(meta);
+        self.emit(&session.id, kind, Some(error.to_string()));
         error
     }
 

@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::config::watch::Settings;
 use crate::identity::LoginPrompt;
 use crate::identity::credential::Supplied;
-use crate::store::{MemoryStore, SecretStore, StoreError};
+use crate::store::{MemoryStore, SecretStore, StoreError, StoreKind};
 
 struct Bench {
     mock: MockEntra,
@@ -209,6 +209,10 @@ async fn an_unknown_session_needs_a_login() {
 struct LockedStore;
 
 impl SecretStore for LockedStore {
+    fn kind(&self) -> StoreKind {
+        StoreKind::Keyring
+    }
+
     fn backend(&self) -> &str {
         "Locked Keyring"
     }
@@ -251,6 +255,10 @@ struct WriteFailingStore {
 }
 
 impl SecretStore for WriteFailingStore {
+    fn kind(&self) -> StoreKind {
+        StoreKind::Keyring
+    }
+
     fn backend(&self) -> &str {
         "Test Keyring"
     }

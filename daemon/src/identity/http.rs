@@ -32,6 +32,8 @@ pub enum HttpError {
     TooLarge { host: String, limit: usize },
     #[error("invalid request to the identity provider: {0}")]
     BadRequest(String),
+    #[error("cannot set up the HTTPS client: {0}")]
+    Setup(String),
 }
 
 /// HTTPS client for identity providers: rustls, the OS trust store, bounded in time and size.
@@ -51,7 +53,7 @@ impl IdpHttp {
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("token-broker/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| HttpError::BadRequest(e.without_url().to_string()))?;
+            .map_err(|e| HttpError::Setup(setup_failure(&e)))?;
         Ok(IdpHttp {
             client,
             max_answer: MAX_ANSWER_BYTES,
@@ -155,6 +157,27 @@ fn transport_error(host: &str, error: reqwest::Error) -> HttpError {
         source = cause.source();
     }
     HttpError::Unreachable { host, reason }
+}
+
+/// Why the client could not be built, with its causes; a bad trust store override is the usual
+/// one, so it is named.
+fn setup_failure(error: &reqwest::Error) -> String {
+    let mut reason = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        reason.push_str(": ");
+        reason.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    for name in ["SSL_CERT_FILE", "SSL_CERT_DIR"] {
+        if let Some(value) = std::env::var_os(name) {
+            reason.push_str(&format!(
+                " (is {name}={} a readable PEM bundle?)",
+                value.to_string_lossy()
+            ));
+        }
+    }
+    reason
 }
 
 /// `Retry-After` in its delay-seconds form; the HTTP-date form is rare from IdPs and ignored.

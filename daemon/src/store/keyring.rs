@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use keyring_core::{CredentialStore, Entry, Error as KeyringError};
 use secrecy::{ExposeSecret, SecretString};
 
-use super::{SecretStore, StoreError};
+use super::{SecretStore, StoreError, StoreKind};
 
 /// The keyring `service` attribute of every entry token-broker writes.
 const SERVICE: &str = "token-broker";
@@ -144,6 +144,10 @@ impl SecretStore for KeyringStore {
         } else {
             "Secret Service"
         }
+    }
+
+    fn kind(&self) -> StoreKind {
+        StoreKind::Keyring
     }
 
     fn load(&self, key: &str) -> Result<Option<SecretString>, StoreError> {

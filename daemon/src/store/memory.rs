@@ -5,7 +5,7 @@ use std::sync::Mutex;
 
 use secrecy::SecretString;
 
-use super::{SecretStore, StoreError};
+use super::{SecretStore, StoreError, StoreKind};
 
 #[derive(Default)]
 pub struct MemoryStore {
@@ -26,6 +26,10 @@ impl MemoryStore {
 impl SecretStore for MemoryStore {
     fn backend(&self) -> &str {
         "memory"
+    }
+
+    fn kind(&self) -> StoreKind {
+        StoreKind::Memory
     }
 
     fn load(&self, key: &str) -> Result<Option<SecretString>, StoreError> {

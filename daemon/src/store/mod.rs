@@ -19,6 +19,8 @@ pub trait SecretStore: Send + Sync + 'static {
     /// A name people recognise: "Secret Service", "macOS Keychain", "memory".
     fn backend(&self) -> &str;
 
+    fn kind(&self) -> StoreKind;
+
     fn load(&self, key: &str) -> Result<Option<SecretString>, StoreError>;
 
     /// Stores `secret`, replacing any earlier value in one step. `label` is what keyring UIs show.
@@ -26,6 +28,15 @@ pub trait SecretStore: Send + Sync + 'static {
 
     /// Removes the entry; `Ok(false)` when there was none.
     fn delete(&self, key: &str) -> Result<bool, StoreError>;
+}
+
+/// What kind of place a store is, for what `brokerctl doctor` says of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreKind {
+    /// The OS keyring (Secret Service, macOS Keychain): secrets outlive brokerd.
+    Keyring,
+    /// brokerd's memory: secrets are gone when it stops.
+    Memory,
 }
 
 /// A secret store failure. It names the backend and never carries secret bytes.

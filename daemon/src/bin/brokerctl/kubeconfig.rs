@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use broker_proto::v1;
-use brokerd::kubeconfig::{Conversion, ConvertOptions, convert, masked_diff};
+use brokerd::kubeconfig::{Conversion, ConvertOptions, convert, kubeconfig_files, masked_diff};
 use clap::Args;
 
 const BACKUP_TAG: &str = ".token-broker-backup-";
@@ -33,23 +33,6 @@ pub struct ConvertArgs {
     shim: Option<String>,
 }
 
-/// The kubeconfig files, as kubectl finds them.
-fn files(explicit: Option<&Path>) -> Result<Vec<PathBuf>> {
-    if let Some(path) = explicit {
-        return Ok(vec![path.to_path_buf()]);
-    }
-    if let Some(list) = std::env::var_os("KUBECONFIG").filter(|v| !v.is_empty()) {
-        let paths: Vec<PathBuf> = std::env::split_paths(&list)
-            .filter(|p| !p.as_os_str().is_empty())
-            .collect();
-        if !paths.is_empty() {
-            return Ok(paths);
-        }
-    }
-    let home = directories::BaseDirs::new().context("cannot find the home directory")?;
-    Ok(vec![home.home_dir().join(".kube").join("config")])
-}
-
 fn shim_command(explicit: Option<&str>) -> String {
     if let Some(command) = explicit {
         return command.to_string();
@@ -68,7 +51,8 @@ fn shim_command(explicit: Option<&str>) -> String {
 }
 
 pub async fn run(args: ConvertArgs, socket: &Path) -> Result<ExitCode> {
-    let files = files(args.kubeconfig.as_deref())?;
+    let files = kubeconfig_files(args.kubeconfig.as_deref(), &|name| std::env::var_os(name))
+        .context("cannot find the home directory")?;
     if args.undo {
         return undo(&files);
     }

@@ -1,5 +1,6 @@
 //! brokerctl: the human interface to brokerd.
 
+mod doctor;
 mod kubeconfig;
 mod login;
 mod output;
@@ -38,6 +39,10 @@ struct Cli {
 enum Command {
     /// Show the daemon and every session it knows
     Status {
+        /// Then follow session events (refreshed, refresh failed, login required, logged in,
+        /// logged out) until interrupted
+        #[arg(long, short = 'w')]
+        watch: bool,
         #[arg(long, short = 'o', value_enum, default_value_t = Format::Text)]
         output: Format,
     },
@@ -73,6 +78,9 @@ enum Command {
         #[arg(long, short = 'o', value_enum, default_value_t = Format::Text)]
         output: Format,
     },
+    /// Check the daemon, keyring, service, kubeconfig, network and clock; say how to fix each
+    /// problem. Exit status: 0 all passed, 1 warnings, 2 failures
+    Doctor(doctor::DoctorArgs),
     /// Work with kubeconfig files
     Kubeconfig {
         #[command(subcommand)]
@@ -108,7 +116,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Kubeconfig {
             command: KubeconfigCommand::Convert(args),
         } => kubeconfig::run(args, &socket).await,
-        Command::Status { output } => status::run(&mut connect(&socket).await?, output).await,
+        Command::Doctor(args) => doctor::run(args, &socket).await,
+        Command::Status { output, watch } => {
+            status::run(&mut connect(&socket).await?, output, watch).await
+        }
         Command::Login {
             spec,
             no_browser,

@@ -13,6 +13,34 @@ pub enum Format {
     Json,
 }
 
+/// Colour for people at a terminal; plain text for pipes and files, and wherever NO_COLOR is
+/// set (https://no-color.org).
+pub struct Paint {
+    on: bool,
+}
+
+impl Paint {
+    pub const GOOD: anstyle::Style = anstyle::AnsiColor::Green.on_default();
+    pub const WARN: anstyle::Style = anstyle::AnsiColor::Yellow.on_default();
+    pub const BAD: anstyle::Style = anstyle::AnsiColor::Red.on_default().bold();
+
+    pub fn stdout() -> Self {
+        use std::io::IsTerminal;
+        Paint {
+            on: std::io::stdout().is_terminal()
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        }
+    }
+
+    pub fn apply(&self, style: anstyle::Style, text: &str) -> String {
+        if self.on {
+            format!("{style}{text}{style:#}")
+        } else {
+            text.to_string()
+        }
+    }
+}
+
 /// Prints one error line and returns the failure exit code.
 pub fn fail(message: &str) -> ExitCode {
     eprintln!("brokerctl: {message}");
@@ -54,7 +82,7 @@ pub fn relative(unix: i64) -> Option<String> {
     })
 }
 
-fn short_duration(d: Duration) -> String {
+pub fn short_duration(d: Duration) -> String {
     let s = d.as_secs();
     match s {
         0..60 => format!("{s} s"),

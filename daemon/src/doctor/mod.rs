@@ -1,0 +1,111 @@
+//! The checks behind `brokerctl doctor`.
+//!
+//! Those about brokerd's own world run where brokerd runs, since that is where they matter: its
+//! secret store, the proxy and trust store in its environment, and the identity providers as
+//! its HTTP client sees them ([`daemon_side`], for the `Diagnose` RPC; brokerctl runs the same
+//! functions itself when brokerd is not running). Those about the user's setup (the socket
+//! directory, the user service, the kubeconfig) run in brokerctl.
+//!
+//! A check never fixes anything: it says what it found and what to do. None of them puts a
+//! secret in what it says (proxy credentials are masked; the test secret is random and never
+//! printed).
+
+mod kubeconfigs;
+pub mod network;
+mod secret_service;
+pub mod secret_store;
+pub mod setup;
+
+pub use kubeconfigs::kubeconfig_users;
+
+use std::sync::Arc;
+
+use crate::clock::Clock;
+use crate::identity::cloud::{Authority, AuthorityError};
+use crate::store::SecretStore;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Pass,
+    Warn,
+    Fail,
+}
+
+/// One finding: what was checked, how it went, and what to do when it did not go well.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Check {
+    /// Stable, for scripts: `secret_store`, `proxy`, `trust_store`, `idp`, `clock`, ...
+    pub id: String,
+    pub level: Level,
+    pub summary: String,
+    pub fix: Option<String>,
+}
+
+impl Check {
+    pub fn pass(id: &'static str, summary: impl Into<String>) -> Self {
+        Check {
+            id: id.to_string(),
+            level: Level::Pass,
+            summary: summary.into(),
+            fix: None,
+        }
+    }
+
+    pub fn warn(id: &'static str, summary: impl Into<String>, fix: impl Into<String>) -> Self {
+        Check {
+            id: id.to_string(),
+            level: Level::Warn,
+            summary: summary.into(),
+            fix: Some(fix.into()),
+        }
+    }
+
+    pub fn fail(id: &'static str, summary: impl Into<String>, fix: impl Into<String>) -> Self {
+        Check {
+            id: id.to_string(),
+            level: Level::Fail,
+            summary: summary.into(),
+            fix: Some(fix.into()),
+        }
+    }
+}
+
+/// Reads an environment variable; tests give a map instead of the process environment.
+pub type Env<'a> = &'a (dyn Fn(&str) -> Option<String> + Sync);
+
+/// The authorities to reach: those asked for, then those of the sessions; when there are
+/// none, AZURE_AUTHORITY_HOST's or the public cloud's. Each once.
+pub fn authorities(
+    requested: &[String],
+    of_sessions: impl IntoIterator<Item = Authority>,
+    env: Env<'_>,
+) -> Result<Vec<Authority>, AuthorityError> {
+    let mut all = requested
+        .iter()
+        .map(|host| Authority::from_host(host))
+        .collect::<Result<Vec<_>, _>>()?;
+    all.extend(of_sessions);
+    if all.is_empty() {
+        all.push(Authority::resolve(
+            "",
+            &env("AZURE_AUTHORITY_HOST").unwrap_or_default(),
+        )?);
+    }
+    let mut seen = std::collections::HashSet::new();
+    all.retain(|a| seen.insert(a.clone()));
+    Ok(all)
+}
+
+/// Everything brokerd's side of doctor checks, in the order people read it.
+pub async fn daemon_side(
+    store: Arc<dyn SecretStore>,
+    clock: &dyn Clock,
+    authorities: &[Authority],
+    env: Env<'_>,
+) -> Vec<Check> {
+    let mut checks = secret_store::check(store).await;
+    checks.push(network::proxy(env));
+    checks.push(network::trust_store(env));
+    checks.extend(network::identity_providers(authorities, clock).await);
+    checks
+}

@@ -1,0 +1,167 @@
+//! How brokerd is set up on this machine: its socket directory, and the user service that
+//! starts it at login.
+
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use super::{Check, Env};
+use crate::listener::{ListenError, check_private_dir};
+
+/// The socket's directory must be ours and closed to others, as brokerd demands when it starts;
+/// this catches a directory changed since, or one that will stop the next start.
+pub fn socket_dir(socket: &Path, uid: u32) -> Check {
+    let Some(dir) = socket.parent().filter(|d| !d.as_os_str().is_empty()) else {
+        return Check::fail(
+            "socket_dir",
+            format!("the socket path {} has no directory", socket.display()),
+            "give an absolute socket path (TOKEN_BROKER_SOCKET or --socket)",
+        );
+    };
+    if !dir.exists() && std::fs::symlink_metadata(dir).is_err() {
+        return Check::pass(
+            "socket_dir",
+            format!(
+                "{} does not exist yet; brokerd creates it, mode 0700",
+                dir.display()
+            ),
+        );
+    }
+    if let Err(e) = check_private_dir(dir, uid) {
+        let fix = match &e {
+            ListenError::DirMode { path, .. } => format!("chmod 700 {}", path.display()),
+            ListenError::DirIsSymlink { path } | ListenError::NotADir { path } => format!(
+                "remove {} and restart brokerd, which creates it as a private directory",
+                path.display()
+            ),
+            ListenError::DirOwner { path, .. } => format!(
+                "someone else made {}: have it removed (its owner or root) and restart brokerd, \
+                 or use a socket under your own XDG_RUNTIME_DIR",
+                path.display()
+            ),
+            _ => "check the directory's permissions".to_string(),
+        };
+        return Check::fail("socket_dir", e.to_string(), fix);
+    }
+    match std::fs::symlink_metadata(socket) {
+        Ok(meta) if !meta.file_type().is_socket() => Check::fail(
+            "socket_dir",
+            format!("{} is not a socket", socket.display()),
+            format!("remove {} and restart brokerd", socket.display()),
+        ),
+        Ok(meta) if meta.uid() != uid || meta.mode() & 0o077 != 0 => Check::fail(
+            "socket_dir",
+            format!(
+                "the socket {} is mode {:04o}, owned by uid {}",
+                socket.display(),
+                meta.mode() & 0o7777,
+                meta.uid()
+            ),
+            "restart brokerd, which recreates the socket 0600",
+        ),
+        Ok(_) => Check::pass(
+            "socket_dir",
+            format!(
+                "{} is private (0700, yours); the socket is 0600",
+                dir.display()
+            ),
+        ),
+        Err(_) => Check::pass(
+            "socket_dir",
+            format!("{} is private (0700, yours)", dir.display()),
+        ),
+    }
+}
+
+/// Is brokerd installed as a user service that starts at login?
+#[cfg(not(target_os = "macos"))]
+pub fn user_service(env: Env<'_>) -> Check {
+    let home = env("HOME").map(PathBuf::from);
+    let config_home = env("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| home.as_ref().map(|h| h.join(".config")));
+    let data_home = env("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| home.as_ref().map(|h| h.join(".local/share")));
+    // systemd's user unit search path, the user's own directories first; enabling links a
+    // unit into a `*.wants` directory of the user's (or the admin's global) configuration.
+    let user_config = config_home.map(|c| c.join("systemd/user"));
+    let mut unit_dirs: Vec<PathBuf> = user_config.iter().cloned().collect();
+    unit_dirs.extend(data_home.map(|d| d.join("systemd/user")));
+    unit_dirs.extend(
+        [
+            "/etc/systemd/user",
+            "/usr/local/lib/systemd/user",
+            "/usr/lib/systemd/user",
+        ]
+        .map(PathBuf::from),
+    );
+    let enable_dirs: Vec<PathBuf> = user_config
+        .into_iter()
+        .chain([PathBuf::from("/etc/systemd/user")])
+        .collect();
+
+    let installed: Vec<PathBuf> = crate::paths::SYSTEMD_UNITS
+        .iter()
+        .flat_map(|unit| unit_dirs.iter().map(move |d| d.join(unit)))
+        .filter(|p| p.exists())
+        .collect();
+    if installed.is_empty() {
+        return Check::warn(
+            "user_service",
+            "brokerd is not installed as a systemd user service, so nothing starts it at login",
+            "install the user service (see packaging/README.md), or start brokerd from your \
+             session's startup",
+        );
+    }
+    let enabled = crate::paths::SYSTEMD_UNITS
+        .iter()
+        .find(|unit| enable_dirs.iter().any(|d| linked_in_wants(d, unit)));
+    match enabled {
+        Some(unit) => Check::pass(
+            "user_service",
+            format!("{unit} is enabled (from {})", installed[0].display()),
+        ),
+        None => Check::warn(
+            "user_service",
+            format!(
+                "{} is installed but not enabled, so it does not start at login",
+                installed[0].display()
+            ),
+            "systemctl --user enable --now token-broker.socket",
+        ),
+    }
+}
+
+#[cfg(not(target_os = "macos"))]
+fn linked_in_wants(dir: &Path, unit: &str) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    entries.flatten().any(|entry| {
+        entry.file_name().to_string_lossy().ends_with(".wants") && entry.path().join(unit).exists()
+    })
+}
+
+#[cfg(target_os = "macos")]
+pub fn user_service(env: Env<'_>) -> Check {
+    let label = crate::paths::LAUNCHD_LABEL;
+    let Some(home) = env("HOME").map(PathBuf::from) else {
+        return Check::warn("user_service", "HOME is not set", "set HOME");
+    };
+    let plist = home.join(format!("Library/LaunchAgents/{label}.plist"));
+    if plist.exists() {
+        Check::pass(
+            "user_service",
+            format!(
+                "{} is installed (launchd loads it at login)",
+                plist.display()
+            ),
+        )
+    } else {
+        Check::warn(
+            "user_service",
+            "brokerd is not installed as a LaunchAgent, so nothing starts it at login",
+            "install the LaunchAgent (see packaging/README.md)",
+        )
+    }
+}
