@@ -4,6 +4,7 @@
 //! `docs/ARCHITECTURE.md` for the map and the invariants each part keeps.
 
 pub mod broker;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod doctor;

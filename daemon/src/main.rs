@@ -1,65 +1,22 @@
 //! brokerd: the per-user daemon that owns Entra refresh tokens and answers token requests.
 
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 use brokerd::broker::{Broker, scheduler};
+use brokerd::cli::{DaemonArgs as Args, StoreChoice};
 use brokerd::clock::{AdjustableClock, Clock, SystemClock};
 use brokerd::config::{self, watch::Settings};
 use brokerd::identity::IdentityClient;
 use brokerd::rpc::TestClockService;
 use brokerd::store::{KeyringStore, MemoryStore, SecretStore, SessionIndex};
 use brokerd::{listener, paths, server};
-
-#[derive(Parser, Debug)]
-#[command(
-    name = "brokerd",
-    version,
-    about = "token-broker's daemon: keeps Entra ID refresh tokens in the OS keyring and serves \
-             access tokens to kubectl over a Unix socket",
-    after_help = "Logs go to stderr, filtered by RUST_LOG, else the configuration's log_level \
-                  (default: info). Once the socket serves, brokerd prints one line to stdout: \
-                  `ready <socket path>`. SIGHUP reloads the configuration."
-)]
-struct Args {
-    /// Unix socket to serve [default: $TOKEN_BROKER_SOCKET, else
-    /// $XDG_RUNTIME_DIR/token-broker/broker.sock]
-    #[arg(long, value_name = "PATH")]
-    socket: Option<PathBuf>,
-
-    /// Configuration file [default: $TOKEN_BROKER_CONFIG, else
-    /// $XDG_CONFIG_HOME/token-broker/config.toml]
-    #[arg(long, value_name = "PATH")]
-    config: Option<PathBuf>,
-
-    /// Where refresh tokens live. `memory` forgets everything when brokerd exits: for tests
-    /// and demos only.
-    #[arg(long, value_enum, default_value_t = StoreKind::Keyring)]
-    store: StoreKind,
-
-    /// Directory for the session index [default: $XDG_STATE_HOME/token-broker]
-    #[arg(long, value_name = "DIR")]
-    state_dir: Option<PathBuf>,
-
-    /// Serve a service that lets tests move brokerd's clock. Never use it otherwise.
-    #[arg(long, hide = true)]
-    test_clock: bool,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum StoreKind {
-    /// The OS keyring: Secret Service on Linux, the Keychain on macOS.
-    Keyring,
-    /// Process memory.
-    Memory,
-}
 
 fn main() {
     let args = Args::parse();
@@ -107,7 +64,7 @@ async fn run(args: Args) -> Result<()> {
     let socket = broker_proto::socket_path(args.socket.as_deref());
 
     let (store, index): (Arc<dyn SecretStore>, Option<SessionIndex>) = match args.store {
-        StoreKind::Keyring => {
+        StoreChoice::Keyring => {
             let state_dir = match args.state_dir {
                 Some(dir) => dir,
                 None => paths::state_dir().context(
@@ -119,7 +76,7 @@ async fn run(args: Args) -> Result<()> {
                 Some(SessionIndex::new(&state_dir)),
             )
         }
-        StoreKind::Memory => {
+        StoreChoice::Memory => {
             tracing::warn!(
                 "--store memory: refresh tokens live in this process only and are FORGOTTEN \
                  when brokerd exits; every restart needs a new login"

@@ -224,3 +224,152 @@ fn brokerctl_login_opens_the_browser_unless_told_not_to() {
         "{stdout}"
     );
 }
+
+#[test]
+fn login_with_a_profile_saves_it_and_the_name_alone_serves_afterwards() {
+    let mock = fast_mock();
+    let sandbox = Sandbox::new();
+    let config = sandbox.home.join(".config/token-broker/config.toml");
+    std::fs::create_dir_all(config.parent().unwrap()).unwrap();
+    let before = "# tuned by hand\n[refresh]\njitter = 0.2  # less spread\n";
+    std::fs::write(&config, before).unwrap();
+    let daemon = sandbox.start_daemon(&["--store", "memory"]);
+
+    let mut args = vec!["--profile".to_string(), "dev".to_string()];
+    args.extend(session_args(&mock));
+    let mut login = sandbox.start_login(&as_strs(&args));
+    let code = login.next_event();
+    assert!(mock.approve(code["user_code"].as_str().unwrap()));
+    let done = login.next_event();
+    assert_eq!(done["event"], "logged_in", "{done}");
+    let (status, stderr) = login.finish();
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.contains("Saved profile dev in"), "{stderr}");
+
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.starts_with(before), "the rest stays as it was: {text}");
+    assert!(text.contains("[profiles.dev]"), "{text}");
+    assert!(
+        text.contains(&format!("server_id = \"{AKS_SERVER_ID}\"")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("tenant_id = \"{TENANT_ID}\"")),
+        "{text}"
+    );
+
+    // brokerd picks the profile up on its own, and the name alone now names the session.
+    daemon.wait_for_log("configuration reloaded");
+    let info = exec_info(EXEC_V1, false);
+    let cred = credential(&sandbox.shim(&["--profile", "dev"], Some(&info)));
+    mock.verify(cred["status"]["token"].as_str().unwrap(), AKS_SERVER_ID)
+        .expect("a token for the profile's server");
+    let status: serde_json::Value =
+        serde_json::from_str(&success(&sandbox.ctl(&["status", "-o", "json"]), "status")).unwrap();
+    assert_eq!(status["sessions"].as_array().unwrap().len(), 1, "{status}");
+    assert_eq!(status["sessions"][0]["id"], done["session_id"]);
+    assert_eq!(status["config"]["profiles"][0], "dev");
+
+    // Logging in again with the same flags writes nothing.
+    let mut again = sandbox.start_login(&["--profile", "dev", "--server-id", AKS_SERVER_ID]);
+    let code = again.next_event();
+    assert!(mock.approve(code["user_code"].as_str().unwrap()));
+    assert_eq!(again.next_event()["event"], "logged_in");
+    let (status, stderr) = again.finish();
+    assert!(status.success(), "{stderr}");
+    assert!(!stderr.contains("Saved profile"), "{stderr}");
+}
+
+#[test]
+fn a_bad_profile_is_refused_before_anything_is_written() {
+    let mock = fast_mock();
+    let sandbox = Sandbox::new();
+    let _daemon = sandbox.start_daemon(&["--store", "memory"]);
+    let mut args = vec![
+        "login",
+        "--profile",
+        "dev",
+        "--environment",
+        "AzureMoonCloud",
+    ];
+    let session = session_args(&mock);
+    args.extend(as_strs(&session[..4]));
+    let err = failure(&sandbox.ctl(&args), "login with a bad environment");
+    assert!(err.contains("AzureMoonCloud"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        !sandbox
+            .home
+            .join(".config/token-broker/config.toml")
+            .exists()
+    );
+}
+
+#[test]
+fn waiting_is_one_plain_line_off_a_terminal_and_an_expired_code_says_so() {
+    let mock = broker_tests::mock_entra::MockEntra::start(broker_tests::mock_entra::MockConfig {
+        device_code_interval: 1,
+        device_code_lifetime: 2,
+        ..Default::default()
+    });
+    let sandbox = Sandbox::new();
+    let _daemon = sandbox.start_daemon(&["--store", "memory"]);
+    let mut args = vec!["login"];
+    let session = session_args(&mock);
+    args.extend(as_strs(&session));
+    let out = sandbox.ctl(&args);
+    let err = failure(&out, "a login nobody finishes");
+    assert!(err.contains("To sign in, use a web browser"), "{err}");
+    assert!(
+        err.contains("    Code: "),
+        "the code on a line of its own: {err}"
+    );
+    assert!(
+        err.contains("Waiting for you to sign in with the code above..."),
+        "{err}"
+    );
+    assert!(
+        !err.contains('\u{1b}') && !err.contains('\r'),
+        "no spinner or colour off a terminal: {err:?}"
+    );
+    assert!(
+        err.lines()
+            .last()
+            .unwrap()
+            .contains("the device code expired after 2 s without a sign-in; start the login again"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn on_a_terminal_a_spinner_shows_while_waiting() {
+    if !require("script (package util-linux)", on_path("script")) {
+        return;
+    }
+    let mock = broker_tests::mock_entra::MockEntra::start(broker_tests::mock_entra::MockConfig {
+        device_code_interval: 1,
+        device_code_lifetime: 2,
+        ..Default::default()
+    });
+    let sandbox = Sandbox::new();
+    let _daemon = sandbox.start_daemon(&["--store", "memory"]);
+    let command = format!(
+        "{} login {}",
+        binaries().brokerctl.display(),
+        session_args(&mock).join(" ")
+    );
+    let out = sandbox
+        .command(std::path::Path::new("script"))
+        .env("TERM", "xterm-256color")
+        .args(["-qec", &command, "/dev/null"])
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        shown.contains("Waiting for you to sign in with the code above ("),
+        "the spinner's line, with the time waited: {shown:?}"
+    );
+    assert!(shown.contains("\u{1b}[1m"), "the code in bold: {shown:?}");
+    assert!(shown.contains("the device code expired"), "{shown:?}");
+}

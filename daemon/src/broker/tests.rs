@@ -399,7 +399,8 @@ async fn an_abandoned_login_times_out_and_frees_its_waiters() {
         let err = waiter.await.unwrap().unwrap_err();
         assert_eq!(err.reason(), Reason::LoginFailed, "{err}");
         assert!(
-            err.to_string().contains("expired before sign-in finished"),
+            err.to_string()
+                .contains("expired after 10 s without a sign-in"),
             "{err}"
         );
     }

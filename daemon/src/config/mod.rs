@@ -5,7 +5,10 @@
 //! a value out of range is refused as a whole, with one line that says where: at start-up brokerd
 //! exits; on reload the configuration in force stays (see [`watch`]).
 
+mod edit;
 pub mod watch;
+
+pub use edit::save_profile;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -89,7 +92,7 @@ impl Default for LoginPolicy {
 }
 
 /// kubelogin's get-token parameters under a short name.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Profile {
     #[serde(default)]

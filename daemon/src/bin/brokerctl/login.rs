@@ -1,14 +1,83 @@
 //! `brokerctl login`: run the Login stream and show each event.
 
 use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use broker_proto::v1::{self, broker_client::BrokerClient, login_event::Event};
+use brokerd::config::{Config, save_profile};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 use tonic::transport::Channel;
 
-use crate::output::{Format, status_reason, timestamp};
+use crate::output::{Format, Paint, status_reason, timestamp};
+use crate::spec::SpecArgs;
+
+#[derive(Args, Debug)]
+#[command(
+    after_help = "With --profile NAME and session flags, the flags are saved as profile \
+    NAME in brokerd's configuration (over what it held), so that `--profile NAME` alone names \
+    the session afterwards, in brokerctl and in broker-shim."
+)]
+pub struct LoginArgs {
+    #[command(flatten)]
+    spec: SpecArgs,
+    /// Print the sign-in URL instead of opening a browser
+    #[arg(long)]
+    no_browser: bool,
+    /// ROPC: keep the password in the keyring, to sign in again when the refresh token
+    /// runs out
+    #[arg(long)]
+    remember_password: bool,
+    /// `json` prints one JSON object per line per event
+    #[arg(long, short = 'o', value_enum, default_value_t = Format::Text)]
+    output: Format,
+}
+
+/// `brokerctl login`: saves the profile when asked to, then signs in.
+pub async fn command(args: LoginArgs, socket: &Path) -> Result<ExitCode> {
+    let mut client = crate::connect(socket).await?;
+    let spec = match &args.spec.profile {
+        Some(name) if args.spec.names_session_fields() => {
+            remember_profile(&mut client, name, &args.spec).await?
+        }
+        _ => args.spec.clone(),
+    };
+    let (spec, credentials) = spec.resolve()?;
+    let credentials = complete_credentials(&spec, credentials)?;
+    let request = v1::LoginRequest {
+        spec: Some(spec),
+        credentials: Some(credentials),
+        remember_password: args.remember_password,
+    };
+    run(&mut client, request, args.no_browser, args.output).await
+}
+
+/// Writes profile `name` (what the configuration held, with the flags over it) into the
+/// configuration brokerd reads, and returns the flags to sign in with. Those name the fields
+/// themselves rather than the profile, so the login does not wait for brokerd's reload.
+async fn remember_profile(
+    client: &mut BrokerClient<Channel>,
+    name: &str,
+    flags: &SpecArgs,
+) -> Result<SpecArgs> {
+    let status = client.status(v1::StatusRequest {}).await?.into_inner();
+    let path = PathBuf::from(status.config.map(|c| c.path).unwrap_or_default());
+    if path.as_os_str().is_empty() {
+        anyhow::bail!("brokerd did not say which configuration file it reads");
+    }
+    let config = Config::load(&path)?;
+    let profile = flags.over(&config.profiles.get(name).cloned().unwrap_or_default());
+    let written = save_profile(&path, name, &profile)
+        .with_context(|| format!("cannot save profile {name}"))?;
+    if written {
+        eprintln!("Saved profile {name} in {}.", path.display());
+    }
+    Ok(flags.with_fields_of(&profile))
+}
 
 /// Asks for what a non-interactive login needs and the environment did not give: a service
 /// principal's secret, a PFX password, a ROPC password. Read from stdin when it is not a
@@ -80,6 +149,7 @@ pub async fn run(
             ));
         }
     };
+    let mut waiting = Waiting::default();
     loop {
         let event = match stream.message().await {
             Ok(Some(v1::LoginEvent { event: Some(event) })) => event,
@@ -100,9 +170,16 @@ pub async fn run(
             }
         };
         match event {
-            Event::DeviceCode(code) => show_device_code(&code, format),
-            Event::OpenUrl(open) => open_url(&open.url, no_browser, format),
+            Event::DeviceCode(code) => {
+                show_device_code(&code, format);
+                waiting.start(format, "Waiting for you to sign in with the code above");
+            }
+            Event::OpenUrl(open) => {
+                open_url(&open.url, no_browser, format);
+                waiting.start(format, "Waiting for you to sign in in the browser");
+            }
             Event::LoggedIn(done) => {
+                waiting.stop();
                 let expires = timestamp(done.expires_at_unix);
                 match format {
                     Format::Json => println!(
@@ -127,6 +204,7 @@ pub async fn run(
                 return Ok(ExitCode::SUCCESS);
             }
             Event::Failed(failure) => {
+                waiting.stop();
                 let reason = v1::ErrorReason::try_from(failure.reason)
                     .map(broker_proto::reason_name)
                     .unwrap_or("INTERNAL");
@@ -149,9 +227,12 @@ fn show_device_code(code: &v1::DeviceCode, format: Format) {
             })
         ),
         Format::Text => {
+            let paint = Paint::stderr();
             eprintln!("{}", code.message);
-            eprintln!("\n    code: {}\n", code.user_code);
-            eprintln!("Waiting for you to finish signing in...");
+            eprintln!(
+                "\n    Code: {}\n",
+                paint.apply(Paint::STRONG, &code.user_code)
+            );
         }
     }
     let _ = std::io::stdout().flush();
@@ -178,6 +259,36 @@ fn open_url(url: &str, no_browser: bool, format: Format) {
         }
         Err(e) => {
             eprintln!("Could not open a browser ({e}); open this URL to sign in:\n\n    {url}\n")
+        }
+    }
+}
+
+/// A spinner on stderr while the user signs in. Only on a terminal: into a pipe or a log it
+/// stays silent (one plain line says what is happening instead), and never with JSON output.
+#[derive(Default)]
+struct Waiting(Option<ProgressBar>);
+
+impl Waiting {
+    fn start(&mut self, format: Format, message: &'static str) {
+        if format == Format::Json || self.0.is_some() {
+            return;
+        }
+        if !std::io::stderr().is_terminal() {
+            eprintln!("{message}...");
+            return;
+        }
+        let spinner = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+        if let Ok(style) = ProgressStyle::with_template("{spinner} {msg} ({elapsed})") {
+            spinner.set_style(style);
+        }
+        spinner.set_message(message);
+        spinner.enable_steady_tick(Duration::from_millis(120));
+        self.0 = Some(spinner);
+    }
+
+    fn stop(&mut self) {
+        if let Some(spinner) = self.0.take() {
+            spinner.finish_and_clear();
         }
     }
 }

@@ -1,5 +1,6 @@
 //! brokerctl: the human interface to brokerd.
 
+mod docs;
 mod doctor;
 mod kubeconfig;
 mod login;
@@ -12,11 +13,11 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use broker_proto::v1::{self, broker_client::BrokerClient};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use tonic::transport::Channel;
 
 use output::{Format, fail};
-use spec::{SessionArgs, SpecArgs};
+use spec::SessionArgs;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -47,20 +48,7 @@ enum Command {
         output: Format,
     },
     /// Sign in to a session (the same flags as `broker-shim get-token`)
-    Login {
-        #[command(flatten)]
-        spec: SpecArgs,
-        /// Print the sign-in URL instead of opening a browser
-        #[arg(long)]
-        no_browser: bool,
-        /// ROPC: keep the password in the keyring, to sign in again when the refresh token
-        /// runs out
-        #[arg(long)]
-        remember_password: bool,
-        /// `json` prints one JSON object per line per event
-        #[arg(long, short = 'o', value_enum, default_value_t = Format::Text)]
-        output: Format,
-    },
+    Login(login::LoginArgs),
     /// Sign out: remove a session's refresh token from the keyring and forget the session
     Logout {
         #[command(flatten)]
@@ -85,6 +73,18 @@ enum Command {
     Kubeconfig {
         #[command(subcommand)]
         command: KubeconfigCommand,
+    },
+    /// Print a shell completion script, e.g. `brokerctl completions bash >
+    /// ~/.local/share/bash-completion/completions/brokerctl`
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages of brokerctl (one per command) and brokerd
+    Man {
+        /// The directory to write them into [default: print brokerctl(1) to stdout]
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
     },
 }
 
@@ -117,25 +117,15 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             command: KubeconfigCommand::Convert(args),
         } => kubeconfig::run(args, &socket).await,
         Command::Doctor(args) => doctor::run(args, &socket).await,
+        Command::Completions { shell } => {
+            docs::completions(shell, Cli::command());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man { out_dir } => docs::man(Cli::command(), out_dir.as_deref()),
         Command::Status { output, watch } => {
             status::run(&mut connect(&socket).await?, output, watch).await
         }
-        Command::Login {
-            spec,
-            no_browser,
-            remember_password,
-            output,
-        } => {
-            let (spec, credentials) = spec.resolve()?;
-            let credentials = login::complete_credentials(&spec, credentials)?;
-            let request = v1::LoginRequest {
-                spec: Some(spec),
-                credentials: Some(credentials),
-                remember_password,
-            };
-            let mut client = connect(&socket).await?;
-            login::run(&mut client, request, no_browser, output).await
-        }
+        Command::Login(args) => login::command(args, &socket).await,
         Command::Logout {
             session,
             all,

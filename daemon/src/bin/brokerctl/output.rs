@@ -23,12 +23,21 @@ impl Paint {
     pub const GOOD: anstyle::Style = anstyle::AnsiColor::Green.on_default();
     pub const WARN: anstyle::Style = anstyle::AnsiColor::Yellow.on_default();
     pub const BAD: anstyle::Style = anstyle::AnsiColor::Red.on_default().bold();
+    pub const STRONG: anstyle::Style = anstyle::Style::new().bold();
 
     pub fn stdout() -> Self {
         use std::io::IsTerminal;
+        Self::when(std::io::stdout().is_terminal())
+    }
+
+    pub fn stderr() -> Self {
+        use std::io::IsTerminal;
+        Self::when(std::io::stderr().is_terminal())
+    }
+
+    fn when(terminal: bool) -> Self {
         Paint {
-            on: std::io::stdout().is_terminal()
-                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+            on: terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
         }
     }
 

@@ -4,6 +4,7 @@
 use anyhow::{Result, anyhow};
 use broker_proto::kubelogin::GetTokenOptions;
 use broker_proto::v1;
+use brokerd::config::Profile;
 use clap::Args;
 
 #[derive(Args, Debug, Clone, Default)]
@@ -52,6 +53,54 @@ pub struct SpecArgs {
 impl SpecArgs {
     fn is_empty(&self) -> bool {
         self.profile.is_none() && self.server_id.is_none() && self.tenant_id.is_none()
+    }
+
+    /// Whether any flag that a profile can hold was given.
+    pub fn names_session_fields(&self) -> bool {
+        [
+            &self.server_id,
+            &self.client_id,
+            &self.tenant_id,
+            &self.environment,
+            &self.authority_host,
+            &self.login,
+            &self.username,
+            &self.identity_resource_id,
+        ]
+        .iter()
+        .any(|v| v.is_some())
+    }
+
+    /// `profile` with the fields these flags give laid over it.
+    pub fn over(&self, profile: &Profile) -> Profile {
+        let pick = |flag: &Option<String>, old: &str| flag.clone().unwrap_or_else(|| old.into());
+        Profile {
+            server_id: pick(&self.server_id, &profile.server_id),
+            tenant_id: pick(&self.tenant_id, &profile.tenant_id),
+            client_id: pick(&self.client_id, &profile.client_id),
+            environment: pick(&self.environment, &profile.environment),
+            authority_host: pick(&self.authority_host, &profile.authority_host),
+            login: self.login.clone().or_else(|| profile.login.clone()),
+            username: pick(&self.username, &profile.username),
+            identity_resource_id: pick(&self.identity_resource_id, &profile.identity_resource_id),
+        }
+    }
+
+    /// These flags with the session fields replaced by `profile`'s, and no profile name.
+    pub fn with_fields_of(&self, profile: &Profile) -> SpecArgs {
+        let some = |v: &str| (!v.is_empty()).then(|| v.to_string());
+        SpecArgs {
+            profile: None,
+            server_id: some(&profile.server_id),
+            client_id: some(&profile.client_id),
+            tenant_id: some(&profile.tenant_id),
+            environment: some(&profile.environment),
+            authority_host: some(&profile.authority_host),
+            login: profile.login.clone(),
+            username: some(&profile.username),
+            identity_resource_id: some(&profile.identity_resource_id),
+            ..self.clone()
+        }
     }
 
     /// The session and credentials these flags and the environment name.

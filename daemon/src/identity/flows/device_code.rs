@@ -64,7 +64,7 @@ fn poll_failure(body: &oauth2::DeviceCodeErrorResponse, waited: Duration) -> Ide
             IdentityError::LoginFailed("the sign-in was declined".into())
         }
         "expired_token" => IdentityError::LoginFailed(format!(
-            "the device code expired before sign-in finished ({} s)",
+            "the device code expired after {} s without a sign-in; start the login again",
             waited.as_secs()
         )),
         "bad_verification_code" => IdentityError::LoginFailed(

@@ -1,0 +1,49 @@
+//! brokerd's command line, in the library so that `brokerctl man` can write brokerd's man page
+//! from the same definition brokerd parses.
+
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "brokerd",
+    version,
+    about = "token-broker's daemon: keeps Entra ID refresh tokens in the OS keyring and serves \
+             access tokens to kubectl over a Unix socket",
+    after_help = "Logs go to stderr, filtered by RUST_LOG, else the configuration's log_level \
+                  (default: info). Once the socket serves, brokerd prints one line to stdout: \
+                  `ready <socket path>`. SIGHUP reloads the configuration."
+)]
+pub struct DaemonArgs {
+    /// Unix socket to serve [default: $TOKEN_BROKER_SOCKET, else
+    /// $XDG_RUNTIME_DIR/token-broker/broker.sock]
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+
+    /// Configuration file [default: $TOKEN_BROKER_CONFIG, else
+    /// $XDG_CONFIG_HOME/token-broker/config.toml]
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// Where refresh tokens live. `memory` forgets everything when brokerd exits: for tests
+    /// and demos only.
+    #[arg(long, value_enum, default_value_t = StoreChoice::Keyring)]
+    pub store: StoreChoice,
+
+    /// Directory for the session index [default: $XDG_STATE_HOME/token-broker]
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// Serve a service that lets tests move brokerd's clock. Never use it otherwise.
+    #[arg(long, hide = true)]
+    pub test_clock: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum StoreChoice {
+    /// The OS keyring: Secret Service on Linux, the Keychain on macOS.
+    Keyring,
+    /// Process memory.
+    Memory,
+}
