@@ -86,7 +86,9 @@ pub fn relative(unix: i64) -> Option<String> {
     let then = UNIX_EPOCH + Duration::from_secs(secs);
     let now = SystemTime::now();
     Some(match then.duration_since(now) {
+        Ok(ahead) if ahead.as_secs() == 0 => "now".into(),
         Ok(ahead) => format!("in {}", short_duration(ahead)),
+        Err(behind) if behind.duration().as_secs() == 0 => "just now".into(),
         Err(behind) => format!("{} ago", short_duration(behind.duration())),
     })
 }
