@@ -113,24 +113,7 @@ async fn daemon(socket: &Path, authority_hosts: &[String]) -> (Check, Option<Vec
             );
         }
     };
-    let mine = env!("CARGO_PKG_VERSION");
-    let daemon = if status.version == mine {
-        Check::pass(
-            "daemon",
-            format!(
-                "brokerd {} (pid {}) answers on {}",
-                status.version,
-                status.pid,
-                socket.display()
-            ),
-        )
-    } else {
-        Check::warn(
-            "daemon",
-            format!("brokerd is version {}, brokerctl {mine}", status.version),
-            "restart brokerd so that it runs the installed version",
-        )
-    };
+    let daemon = version_check(&status, socket, env!("CARGO_PKG_VERSION"));
     let request = v1::DiagnoseRequest {
         authority_hosts: authority_hosts.to_vec(),
     };
@@ -151,6 +134,31 @@ async fn daemon(socket: &Path, authority_hosts: &[String]) -> (Check, Option<Vec
         )],
     };
     (daemon, Some(remote))
+}
+
+/// A daemon of another version than brokerctl's (an upgrade without a restart) may lack what
+/// brokerctl asks for, or behave as the old version did.
+fn version_check(status: &v1::StatusResponse, socket: &Path, mine: &str) -> Check {
+    if status.version == mine {
+        Check::pass(
+            "daemon",
+            format!(
+                "brokerd {} (pid {}) answers on {}",
+                status.version,
+                status.pid,
+                socket.display()
+            ),
+        )
+    } else {
+        Check::warn(
+            "daemon",
+            format!(
+                "brokerd is version {} (pid {}), brokerctl {mine}",
+                status.version, status.pid
+            ),
+            "restart brokerd so that it runs the installed version",
+        )
+    }
 }
 
 fn from_wire(check: v1::Check) -> Check {
@@ -216,5 +224,28 @@ fn print_text(checks: &[Check]) {
             "{} passed, {warnings} warning(s), {failures} failure(s).",
             count(Level::Pass)
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_daemon_of_another_version_is_a_warning_with_the_restart() {
+        let status = v1::StatusResponse {
+            version: "0.0.9".into(),
+            pid: 42,
+            ..Default::default()
+        };
+        let socket = Path::new("/run/user/1000/token-broker/broker.sock");
+        let check = version_check(&status, socket, "0.1.0");
+        assert_eq!(check.level, Level::Warn);
+        assert_eq!(
+            check.summary,
+            "brokerd is version 0.0.9 (pid 42), brokerctl 0.1.0"
+        );
+        assert!(check.fix.unwrap().contains("restart brokerd"));
+        assert_eq!(version_check(&status, socket, "0.0.9").level, Level::Pass);
     }
 }
