@@ -13,7 +13,9 @@ use clap::{Parser, ValueEnum};
              access tokens to kubectl over a Unix socket",
     after_help = "Logs go to stderr, filtered by RUST_LOG, else the configuration's log_level \
                   (default: info). Once the socket serves, brokerd prints one line to stdout: \
-                  `ready <socket path>`. SIGHUP reloads the configuration."
+                  `ready <socket path>`. SIGHUP reloads the configuration. Under systemd, brokerd \
+                  serves the socket it is passed (LISTEN_FDS) and reports READY and STOPPING \
+                  (NOTIFY_SOCKET)."
 )]
 pub struct DaemonArgs {
     /// Unix socket to serve [default: $TOKEN_BROKER_SOCKET, else
@@ -34,6 +36,13 @@ pub struct DaemonArgs {
     /// Directory for the session index [default: $XDG_STATE_HOME/token-broker]
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+
+    /// Started by a client (broker-shim, brokerctl) that found nothing on the socket: wait
+    /// behind any other such start, exit at once if a brokerd answers by then, leave the
+    /// caller's session and terminal, log to brokerd.log in the state directory, and stop if
+    /// the configuration says `start_on_demand = false`
+    #[arg(long)]
+    pub on_demand: bool,
 
     /// Serve a service that lets tests move brokerd's clock. Never use it otherwise.
     #[arg(long, hide = true)]

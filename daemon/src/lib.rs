@@ -14,4 +14,5 @@ pub mod listener;
 pub mod paths;
 pub mod rpc;
 pub mod server;
+pub mod service;
 pub mod store;

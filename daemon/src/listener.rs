@@ -4,6 +4,11 @@
 //! daemon's user and closed to everyone else (no group or other permissions); brokerd creates it
 //! 0700 when missing and refuses to use it otherwise. The socket itself is 0600. A lock file next
 //! to it makes sure one daemon serves a path; a socket left by a dead daemon is replaced.
+//!
+//! The socket is either bound here or inherited from a service manager (systemd's socket
+//! activation, `LISTEN_FDS`); an inherited one passes the same checks, and its file belongs to
+//! the service manager, so brokerd never removes it. A second lock file serialises starts on
+//! demand: whoever holds it either finds a daemon answering or becomes it.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::ErrorKind;
@@ -40,6 +45,10 @@ pub enum ListenError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("the socket the service manager passed (LISTEN_FDS) cannot be used: {0}")]
+    Inherited(String),
+    #[error("another brokerd has been starting on {path} for {seconds} s; see its log")]
+    StartTimeout { path: PathBuf, seconds: u64 },
 }
 
 /// A bound, private listener. Dropping it releases the lock but leaves the socket file; call
@@ -47,18 +56,168 @@ pub enum ListenError {
 pub struct Listener {
     pub socket: std::os::unix::net::UnixListener,
     pub path: PathBuf,
+    /// Passed by a service manager, which owns the socket file.
+    pub inherited: bool,
     _lock: File,
 }
 
 impl Listener {
-    /// Removes the socket file, so that clients see "not running" rather than a dead socket.
-    pub fn remove(path: &Path) {
-        if let Err(e) = fs::remove_file(path)
+    /// Removes the socket file on orderly shutdown, so that clients see "not running" rather
+    /// than a dead socket; an inherited socket is left to the service manager, which answers
+    /// on it next time by starting brokerd again.
+    pub fn remove(&self) {
+        if self.inherited {
+            return;
+        }
+        if let Err(e) = fs::remove_file(&self.path)
             && e.kind() != ErrorKind::NotFound
         {
-            tracing::warn!("could not remove {}: {e}", path.display());
+            tracing::warn!("could not remove {}: {e}", self.path.display());
         }
     }
+}
+
+/// The listening socket a service manager passed (systemd: `LISTEN_PID`/`LISTEN_FDS`), if any.
+/// Call it first thing in `main`, while the process has one thread: it unsets the variables,
+/// so that processes brokerd starts do not take the socket for theirs.
+pub fn take_inherited() -> Result<Option<std::os::unix::net::UnixListener>, ListenError> {
+    use std::os::fd::FromRawFd;
+    let inherited = |e: std::io::Error| ListenError::Inherited(e.to_string());
+    let mut fds = sd_notify::listen_fds().map_err(inherited)?;
+    let Some(fd) = fds.next() else {
+        return Ok(None);
+    };
+    if fds.next().is_some() {
+        return Err(ListenError::Inherited(
+            "more than one socket was passed; brokerd serves one (check the .socket unit)".into(),
+        ));
+    }
+    // SAFETY: sd_listen_fds hands the fd over to this process, and it is taken exactly once.
+    let owned = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    let kind = rustix::net::sockopt::socket_type(&owned).map_err(|e| inherited(e.into()))?;
+    let listening =
+        rustix::net::sockopt::socket_acceptconn(&owned).map_err(|e| inherited(e.into()))?;
+    if kind != rustix::net::SocketType::STREAM || !listening {
+        return Err(ListenError::Inherited(
+            "it is not a listening stream socket (the .socket unit needs ListenStream=)".into(),
+        ));
+    }
+    Ok(Some(std::os::unix::net::UnixListener::from(owned)))
+}
+
+/// Adopts a socket passed by a service manager, after the checks a bound one gets: a Unix
+/// socket with a path, in a private directory of the user's.
+pub fn adopt(socket: std::os::unix::net::UnixListener, uid: u32) -> Result<Listener, ListenError> {
+    let path = socket
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_pathname().map(Path::to_path_buf))
+        .ok_or_else(|| {
+            ListenError::Inherited(
+                "it has no file system path (the .socket unit needs ListenStream=/path)".into(),
+            )
+        })?;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .ok_or_else(|| ListenError::NoParent(path.clone()))?;
+    check_private_dir(dir, uid)?;
+    let meta = fs::symlink_metadata(&path).map_err(|source| ListenError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    if meta.uid() != uid {
+        return Err(ListenError::Inherited(format!(
+            "{} belongs to uid {}, not to uid {uid}",
+            path.display(),
+            meta.uid()
+        )));
+    }
+    if meta.mode() & 0o077 != 0 {
+        // The private directory already keeps others out; the socket is closed as well, as a
+        // bound one would be (a .socket unit without SocketMode=0600 leaves it open).
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).map_err(|source| {
+            ListenError::Io {
+                path: path.clone(),
+                source,
+            }
+        })?;
+        tracing::info!(
+            "{} was mode {:04o}; made it 0600",
+            path.display(),
+            meta.mode() & 0o7777
+        );
+    }
+    let lock = lock_exclusive(&path)?;
+    socket
+        .set_nonblocking(true)
+        .map_err(|source| ListenError::Io {
+            path: path.clone(),
+            source,
+        })?;
+    Ok(Listener {
+        socket,
+        path,
+        inherited: true,
+        _lock: lock,
+    })
+}
+
+/// Held by a brokerd started on demand from the moment it decides to start until it serves
+/// (or gives up), so that of many clients racing to start brokerd, one does.
+pub struct StartLock(#[allow(dead_code)] File);
+
+/// What a brokerd started on demand finds once it holds the start lock.
+pub enum StartTurn {
+    /// Another brokerd serves the socket already: nothing to start.
+    Serving,
+    /// Nobody serves it: this process starts, holding the lock until it is ready.
+    Ours(StartLock),
+}
+
+/// Waits (at most `patience`) for the start lock of `path`, then looks whether a daemon
+/// answers. Creates the socket directory (private) if needed.
+pub fn start_turn(
+    path: &Path,
+    uid: u32,
+    patience: std::time::Duration,
+) -> Result<StartTurn, ListenError> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .ok_or_else(|| ListenError::NoParent(path.to_path_buf()))?;
+    private_dir(dir, uid)?;
+    let io = |source| ListenError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(sibling(path, ".start"))
+        .map_err(io)?;
+    // flock has no timeout: it blocks on a thread of its own, and the wait here has one.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let locked = rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive);
+        let _ = tx.send(locked.map(|()| file));
+    });
+    let file = match rx.recv_timeout(patience) {
+        Ok(Ok(file)) => file,
+        Ok(Err(e)) => return Err(io(e.into())),
+        Err(_) => {
+            return Err(ListenError::StartTimeout {
+                path: path.to_path_buf(),
+                seconds: patience.as_secs(),
+            });
+        }
+    };
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        return Ok(StartTurn::Serving);
+    }
+    Ok(StartTurn::Ours(StartLock(file)))
 }
 
 /// Binds `path` for the user `uid`, after checking (or creating) its directory.
@@ -73,23 +232,7 @@ pub fn bind(path: &Path, uid: u32) -> Result<Listener, ListenError> {
         path: path.to_path_buf(),
         source,
     };
-    let lock_path = lock_path(path);
-    let lock = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .open(&lock_path)
-        .map_err(io)?;
-    match rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
-        Ok(()) => {}
-        Err(rustix::io::Errno::WOULDBLOCK) => {
-            return Err(ListenError::AlreadyRunning {
-                path: path.to_path_buf(),
-            });
-        }
-        Err(e) => return Err(io(e.into())),
-    }
+    let lock = lock_exclusive(path)?;
 
     // We hold the lock, so nobody else is serving or starting: whatever socket is there is a
     // leftover. Still, refuse to delete anything that is not a socket, and double-check that
@@ -119,13 +262,37 @@ pub fn bind(path: &Path, uid: u32) -> Result<Listener, ListenError> {
     Ok(Listener {
         socket,
         path: path.to_path_buf(),
+        inherited: false,
         _lock: lock,
     })
 }
 
-fn lock_path(socket: &Path) -> PathBuf {
+/// The lock that says one daemon serves `path`, held for the daemon's life.
+fn lock_exclusive(path: &Path) -> Result<File, ListenError> {
+    let io = |source| ListenError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(sibling(path, ".lock"))
+        .map_err(io)?;
+    match rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(lock),
+        Err(rustix::io::Errno::WOULDBLOCK) => Err(ListenError::AlreadyRunning {
+            path: path.to_path_buf(),
+        }),
+        Err(e) => Err(io(e.into())),
+    }
+}
+
+/// `broker.sock` + `suffix`, beside it.
+fn sibling(socket: &Path, suffix: &str) -> PathBuf {
     let mut name = socket.file_name().unwrap_or_default().to_os_string();
-    name.push(".lock");
+    name.push(suffix);
     socket.with_file_name(name)
 }
 

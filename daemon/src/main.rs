@@ -1,11 +1,13 @@
 //! brokerd: the per-user daemon that owns Entra refresh tokens and answers token requests.
 
 use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -18,11 +20,48 @@ use brokerd::rpc::TestClockService;
 use brokerd::store::{KeyringStore, MemoryStore, SecretStore, SessionIndex};
 use brokerd::{listener, paths, server};
 
+/// How long a start on demand waits behind another one.
+const START_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
 fn main() {
     let args = Args::parse();
-    if let Err(error) = run(args) {
-        eprintln!("brokerd: {error:#}");
-        std::process::exit(1);
+    // While the process has one thread: taking the socket unsets LISTEN_FDS and LISTEN_PID.
+    let inherited = match listener::take_inherited() {
+        Ok(inherited) => inherited,
+        Err(error) => exit_with(&error.into()),
+    };
+    let socket = broker_proto::socket_path(args.socket.as_deref());
+    let start = if args.on_demand && inherited.is_none() {
+        match on_demand_turn(&socket) {
+            Ok(Some(lock)) => Some(lock),
+            Ok(None) => {
+                // Another start won the race and serves: that is what our caller waits for.
+                println!("ready {}", socket.display());
+                return;
+            }
+            Err(error) => exit_with(&error),
+        }
+    } else {
+        None
+    };
+    if let Err(error) = run(args, socket, inherited, start) {
+        exit_with(&error);
+    }
+}
+
+fn exit_with(error: &anyhow::Error) -> ! {
+    eprintln!("brokerd: {error:#}");
+    std::process::exit(1);
+}
+
+/// A start on demand leaves the caller's session (kubectl's Ctrl-C must not reach it, and it
+/// must outlive the shim), then waits its turn behind any other start.
+fn on_demand_turn(socket: &std::path::Path) -> Result<Option<listener::StartLock>> {
+    // Fails only for a process group leader, which a freshly spawned child is not.
+    let _ = rustix::process::setsid();
+    match listener::start_turn(socket, broker_proto::current_uid(), START_PATIENCE)? {
+        listener::StartTurn::Serving => Ok(None),
+        listener::StartTurn::Ours(lock) => Ok(Some(lock)),
     }
 }
 
@@ -30,6 +69,7 @@ fn main() {
 /// which a reload may change. Returns the handle that changes it.
 fn init_logging(
     config_level: Option<&str>,
+    log_file: Option<std::fs::File>,
 ) -> Option<tracing_subscriber::reload::Handle<EnvFilter, tracing_subscriber::Registry>> {
     let from_env = std::env::var("RUST_LOG").ok().filter(|v| !v.is_empty());
     let filter = from_env
@@ -38,12 +78,19 @@ fn init_logging(
         .and_then(|f| EnvFilter::try_new(f).ok())
         .unwrap_or_else(|| EnvFilter::new("info"));
     let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    let (writer, ansi) = match log_file {
+        Some(file) => (BoxMakeWriter::new(Arc::new(file)), false),
+        None => (
+            BoxMakeWriter::new(std::io::stderr),
+            std::io::stderr().is_terminal(),
+        ),
+    };
     tracing_subscriber::registry()
         .with(filter)
         .with(
             tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::stderr().is_terminal())
+                .with_writer(writer)
+                .with_ansi(ansi)
                 .with_target(false),
         )
         .init();
@@ -52,7 +99,12 @@ fn init_logging(
 }
 
 #[tokio::main]
-async fn run(args: Args) -> Result<()> {
+async fn run(
+    args: Args,
+    socket: PathBuf,
+    inherited: Option<std::os::unix::net::UnixListener>,
+    start: Option<listener::StartLock>,
+) -> Result<()> {
     forbid_core_dumps();
     let config_path = match args.config {
         Some(path) => path,
@@ -60,17 +112,28 @@ async fn run(args: Args) -> Result<()> {
             .context("cannot find a configuration directory; give --config")?,
     };
     let settings = Arc::new(Settings::load(config_path)?);
-    let log_handle = init_logging(settings.get().log_level.as_deref());
-    let socket = broker_proto::socket_path(args.socket.as_deref());
+    if start.is_some() && !settings.get().start_on_demand {
+        anyhow::bail!(
+            "start on demand is turned off (start_on_demand = false in {}); start brokerd \
+             yourself, or install it as a service: brokerctl service install",
+            settings.path().display()
+        );
+    }
+    let state_dir = match args.state_dir {
+        Some(dir) => Some(dir),
+        None => paths::state_dir(),
+    };
+    let log_file = match (&start, &state_dir) {
+        (Some(_), Some(dir)) => Some(paths::open_log(dir)?),
+        (Some(_), None) => anyhow::bail!("cannot find a home directory for brokerd.log"),
+        (None, _) => None,
+    };
+    let log_handle = init_logging(settings.get().log_level.as_deref(), log_file);
 
     let (store, index): (Arc<dyn SecretStore>, Option<SessionIndex>) = match args.store {
         StoreChoice::Keyring => {
-            let state_dir = match args.state_dir {
-                Some(dir) => dir,
-                None => paths::state_dir().context(
-                    "cannot find a home directory for the session index; give --state-dir",
-                )?,
-            };
+            let state_dir = state_dir
+                .context("cannot find a home directory for the session index; give --state-dir")?;
             (
                 Arc::new(KeyringStore::new()),
                 Some(SessionIndex::new(&state_dir)),
@@ -96,10 +159,22 @@ async fn run(args: Args) -> Result<()> {
     let identity = IdentityClient::new(clock.clone())?;
     let broker = Broker::new(store, index, identity, clock, settings.clone());
 
-    let listener = listener::bind(&socket, broker_proto::current_uid())?;
+    let uid = broker_proto::current_uid();
+    let listener = match inherited {
+        Some(socket) => listener::adopt(socket, uid)?,
+        None => listener::bind(&socket, uid)?,
+    };
+    let socket = listener.path.clone();
     tracing::info!(
-        "serving on {} (secret store: {}; configuration: {})",
+        "serving on {}{} (secret store: {}; configuration: {})",
         socket.display(),
+        if listener.inherited {
+            ", passed by the service manager"
+        } else if start.is_some() {
+            ", started on demand"
+        } else {
+            ""
+        },
         broker.store_backend(),
         settings.path().display()
     );
@@ -109,18 +184,47 @@ async fn run(args: Args) -> Result<()> {
     }
     tokio::spawn(scheduler::run(broker.clone()));
 
+    let stop = shutdown_signal()?;
     // The readiness signal for whoever started us: the socket accepts connections from now on.
     let mut stdout = std::io::stdout().lock();
     let _ = writeln!(stdout, "ready {}", socket.display());
     let _ = stdout.flush();
     drop(stdout);
+    // No-op unless a service manager asked (NOTIFY_SOCKET).
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    if start.is_some() {
+        // The client that started us stops reading: let go of its pipes and terminal, then of
+        // the start lock, so that the next waiting start finds us serving.
+        detach_stdio();
+        drop(start);
+    }
 
     let test_clock = test_clock.map(|clock| TestClockService {
         clock,
         broker: broker.clone(),
     });
-    server::serve(listener, broker, test_clock, shutdown_signal()).await?;
+    let shutdown = async {
+        stop.await;
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    };
+    server::serve(listener, broker, test_clock, shutdown).await?;
     Ok(())
+}
+
+/// Points stdin, stdout and stderr at /dev/null.
+fn detach_stdio() {
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        Ok(null) => {
+            let _ = rustix::stdio::dup2_stdin(&null);
+            let _ = rustix::stdio::dup2_stdout(&null);
+            let _ = rustix::stdio::dup2_stderr(&null);
+        }
+        Err(e) => tracing::warn!("cannot open /dev/null: {e}"),
+    }
 }
 
 /// Applies the configuration's `log_level` whenever a reload changes it.
@@ -147,19 +251,18 @@ fn follow_log_level(
     });
 }
 
-async fn shutdown_signal() {
+/// SIGTERM or SIGINT. The handlers are installed here, before brokerd says it is ready, so that
+/// a stop that follows the readiness signal at once is still an orderly one.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!("cannot watch SIGTERM: {e}");
-            return std::future::pending().await;
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
         }
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
+    })
 }
 
 /// brokerd's memory holds refresh tokens: keep it out of core files, and (on Linux) out of

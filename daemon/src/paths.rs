@@ -21,3 +21,23 @@ pub fn state_dir() -> Option<PathBuf> {
             .unwrap_or_else(|| dirs.data_local_dir().to_path_buf()),
     )
 }
+
+/// brokerd.log in `dir`, for a brokerd started on demand, which has no terminal or journal to
+/// log to. Appended to; a log past 4 MiB is moved to brokerd.log.1 first, so there are never
+/// more than two.
+pub fn open_log(dir: &std::path::Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let path = dir.join("brokerd.log");
+    if std::fs::metadata(&path).is_ok_and(|m| m.len() > 4 * 1024 * 1024) {
+        std::fs::rename(&path, dir.join("brokerd.log.1"))?;
+    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+}

@@ -15,6 +15,20 @@ use crate::rpc::{BrokerService, TestClockService, peer_check};
 /// How long in-flight calls (a login waiting for its user, say) may run after shutdown starts.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Adds brokerd's version and protocol revision to every answer, errors included.
+fn stamp_version<B>(mut response: http::Response<B>) -> http::Response<B> {
+    let headers = response.headers_mut();
+    headers.insert(
+        broker_proto::VERSION_HEADER,
+        http::HeaderValue::from_static(env!("CARGO_PKG_VERSION")),
+    );
+    headers.insert(
+        broker_proto::PROTOCOL_HEADER,
+        http::HeaderValue::from(broker_proto::PROTOCOL_VERSION),
+    );
+    response
+}
+
 /// Serves until `shutdown` completes and in-flight calls finish (or the drain time runs out),
 /// then removes the socket file. `test_clock` adds the clock-moving service tests use.
 pub async fn serve(
@@ -35,6 +49,7 @@ pub async fn serve(
         let _ = stopping_tx.send(());
     };
     let server = tonic::transport::Server::builder()
+        .layer(tower::util::MapResponseLayer::new(stamp_version))
         .add_service(BrokerServer::with_interceptor(service, peer_check(uid)))
         .add_optional_service(
             test_clock.map(|clock| TestClockServer::with_interceptor(clock, peer_check(uid))),
@@ -55,7 +70,7 @@ pub async fn serve(
             Ok(())
         }
     };
-    Listener::remove(&path);
+    listener.remove();
     drop(listener);
     result
 }

@@ -18,6 +18,14 @@ use v1::{ErrorDetail, ErrorReason, LoginMode, SessionSpec};
 /// Overrides the socket path for brokerd, brokerctl and broker-shim alike.
 pub const SOCKET_ENV: &str = "TOKEN_BROKER_SOCKET";
 
+/// Every answer of brokerd carries its version in these response headers, so that a client
+/// newer than the daemon can say so plainly when the daemon does not know what it asks.
+pub const VERSION_HEADER: &str = "tokenbroker-version";
+/// The protocol revision: bumped when an RPC or field that clients rely on is added. Older
+/// clients keep working with newer daemons (fields are only ever added).
+pub const PROTOCOL_HEADER: &str = "tokenbroker-protocol";
+pub const PROTOCOL_VERSION: u32 = 2;
+
 /// Name of the per-user directory that holds the socket.
 const SOCKET_DIR: &str = "token-broker";
 const SOCKET_FILE: &str = "broker.sock";
@@ -169,6 +177,24 @@ pub fn error_reason(status: &tonic::Status) -> ErrorReason {
 /// One line for people: brokerd's message (written for them already), or the gRPC code when a
 /// status has no message.
 pub fn error_message(status: &tonic::Status) -> String {
+    if status.code() == tonic::Code::Unimplemented {
+        let header = |name: &str| {
+            status
+                .metadata()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let theirs = match (header(VERSION_HEADER), header(PROTOCOL_HEADER)) {
+            (Some(version), Some(protocol)) => format!("brokerd {version} (protocol {protocol})"),
+            _ => "the running brokerd".to_string(),
+        };
+        return format!(
+            "{theirs} is older than this client ({}, protocol {PROTOCOL_VERSION}) and does not \
+             know what it asked; restart brokerd so that it runs the installed version",
+            env!("CARGO_PKG_VERSION")
+        );
+    }
     if status.message().is_empty() {
         format!("brokerd failed: {:?}", status.code())
     } else {
@@ -177,7 +203,7 @@ pub fn error_message(status: &tonic::Status) -> String {
 }
 
 #[cfg(feature = "client")]
-pub use client::{ConnectError, connect};
+pub use client::{ConnectError, brokerd_program, connect, connect_or_start};
 
 #[cfg(feature = "client")]
 mod client {
@@ -195,6 +221,8 @@ mod client {
         PermissionDenied { path: PathBuf },
         /// The path cannot be used as a socket address.
         BadPath { path: PathBuf },
+        /// Nothing listened, and brokerd could not be started on demand.
+        StartFailed { path: PathBuf, reason: String },
         Other {
             path: PathBuf,
             source: tonic::transport::Error,
@@ -219,6 +247,11 @@ mod client {
                 ConnectError::BadPath { path } => {
                     write!(f, "{} cannot be used as a socket path", path.display())
                 }
+                ConnectError::StartFailed { path, reason } => write!(
+                    f,
+                    "brokerd is not running (no answer on {}) and could not be started: {reason}",
+                    path.display()
+                ),
                 ConnectError::Other { path, source } => {
                     write!(f, "cannot reach brokerd on {}: {source}", path.display())?;
                     if let Some(io) = io_cause(source) {
@@ -243,6 +276,69 @@ mod client {
             Ok(channel) => Ok(BrokerClient::new(channel)),
             Err(source) => Err(classify(path, source)),
         }
+    }
+
+    /// [`connect`], and when nothing answers, brokerd started on demand (once) and connected to.
+    /// Blocks while brokerd starts: it says when it serves, or why it cannot.
+    pub async fn connect_or_start(path: &Path) -> Result<BrokerClient<Channel>, ConnectError> {
+        match connect(path).await {
+            Err(ConnectError::NotRunning { .. }) => {
+                start_daemon(path).map_err(|reason| ConnectError::StartFailed {
+                    path: path.to_path_buf(),
+                    reason,
+                })?;
+                connect(path).await
+            }
+            other => other,
+        }
+    }
+
+    /// Runs `brokerd --on-demand` for `path` and waits for its readiness line. brokerd itself
+    /// queues behind any other start, so that many clients racing here start one daemon; the
+    /// losers answer `ready` as soon as the winner serves.
+    fn start_daemon(path: &Path) -> Result<(), String> {
+        use std::io::{BufRead, Read};
+        use std::process::{Command, Stdio};
+
+        let brokerd = brokerd_program();
+        let mut child = Command::new(&brokerd)
+            .arg("--on-demand")
+            .arg("--socket")
+            .arg(path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot run {}: {e}", brokerd.display()))?;
+        let mut line = String::new();
+        if let Some(stdout) = child.stdout.take() {
+            let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+        }
+        if line.starts_with("ready ") {
+            // brokerd lives on on its own; its stderr now points at /dev/null.
+            return Ok(());
+        }
+        let mut stderr = String::new();
+        if let Some(mut pipe) = child.stderr.take() {
+            let _ = pipe.read_to_string(&mut stderr);
+        }
+        let status = child.wait().map_err(|e| e.to_string())?;
+        let said = stderr
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .map(|l| l.trim_start_matches("brokerd: ").to_string());
+        Err(said.unwrap_or_else(|| format!("{} exited ({status})", brokerd.display())))
+    }
+
+    /// The brokerd installed beside this binary (as packages and `cargo install` put them),
+    /// else `brokerd`, to be found on PATH.
+    pub fn brokerd_program() -> PathBuf {
+        std::env::current_exe()
+            .ok()
+            .map(|me| me.with_file_name("brokerd"))
+            .filter(|sibling| sibling.is_file())
+            .unwrap_or_else(|| PathBuf::from("brokerd"))
     }
 
     fn classify(path: &Path, source: tonic::transport::Error) -> ConnectError {

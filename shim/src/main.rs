@@ -79,13 +79,9 @@ async fn fetch(
     info: ExecInfo,
 ) -> Result<String, String> {
     let socket = broker_proto::socket_path(None);
-    let mut client = match broker_proto::connect(&socket).await {
-        Ok(client) => client,
-        Err(e @ broker_proto::ConnectError::NotRunning { .. }) => {
-            return Err(format!("{e}; start it with: brokerd &"));
-        }
-        Err(e) => return Err(e.to_string()),
-    };
+    let mut client = broker_proto::connect_or_start(&socket)
+        .await
+        .map_err(|e| e.to_string())?;
     match request_token(&mut client, &spec, &credentials).await {
         Ok(answer) => Ok(answer),
         Err(status)

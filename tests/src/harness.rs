@@ -45,27 +45,7 @@ pub fn binaries() -> &'static Binaries {
             .expect("tests run from target/<profile>/deps")
             .to_path_buf();
         let target_dir = profile_dir.parent().expect("target dir").to_path_buf();
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let mut build = Command::new(cargo);
-        // Cargo set these for this test; passed on, they would look like a change to build
-        // scripts that watch them (ring's does) and rebuild half the tree every time.
-        for (name, _) in std::env::vars_os() {
-            let name = name.to_string_lossy();
-            let set_for_this_crate = [
-                "CARGO_MANIFEST_",
-                "CARGO_PKG_",
-                "CARGO_CRATE_",
-                "CARGO_BIN_",
-                "CARGO_PRIMARY_",
-                "CARGO_TARGET_TMPDIR",
-                "CARGO_RUSTC_CURRENT_DIR",
-            ]
-            .iter()
-            .any(|prefix| name.starts_with(prefix));
-            if set_for_this_crate {
-                build.env_remove(name.as_ref());
-            }
-        }
+        let mut build = cargo();
         build
             .args(["build", "--workspace", "--bins", "--quiet", "--target-dir"])
             .arg(&target_dir)
@@ -87,6 +67,46 @@ pub fn binaries() -> &'static Binaries {
             mock_entra: bin("mock-entra"),
         }
     })
+}
+
+/// The cargo running these tests, without the variables cargo set for this test crate:
+/// passed on, they would look like a change to build scripts that watch them (ring's does)
+/// and rebuild half the tree every time.
+pub fn cargo() -> Command {
+    let program = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = Command::new(program);
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        let set_for_this_crate = [
+            "CARGO_MANIFEST_",
+            "CARGO_PKG_",
+            "CARGO_CRATE_",
+            "CARGO_BIN_",
+            "CARGO_PRIMARY_",
+            "CARGO_TARGET_TMPDIR",
+            "CARGO_RUSTC_CURRENT_DIR",
+        ]
+        .iter()
+        .any(|prefix| name.starts_with(prefix));
+        if set_for_this_crate {
+            command.env_remove(name.as_ref());
+        }
+    }
+    command
+}
+
+/// The profile the tests (and so [`binaries`]) are built with: `dev` or `release`.
+pub fn profile() -> &'static str {
+    if binaries()
+        .brokerd
+        .parent()
+        .and_then(Path::file_name)
+        .is_some_and(|n| n == "release")
+    {
+        "release"
+    } else {
+        "dev"
+    }
 }
 
 /// True when system tests must run: a missing piece is then a failure, not a skip.
@@ -138,6 +158,18 @@ pub struct Sandbox {
     socket_env: bool,
 }
 
+impl Drop for Sandbox {
+    /// A brokerd started on demand by a test's shims belongs to no `Daemon`: stop it with the
+    /// sandbox, as logging out would.
+    fn drop(&mut self) {
+        if let Some(pid) = self.serving_pid()
+            && let Some(pid) = rustix::process::Pid::from_raw(pid as i32)
+        {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+    }
+}
+
 impl Default for Sandbox {
     fn default() -> Self {
         Self::new()
@@ -171,6 +203,22 @@ impl Sandbox {
 
     pub fn root(&self) -> &Path {
         self.root.path()
+    }
+
+    /// The pid of whatever brokerd serves the sandbox's socket, asked over the socket itself;
+    /// None when nothing answers.
+    pub fn serving_pid(&self) -> Option<u32> {
+        if std::os::unix::net::UnixStream::connect(&self.socket).is_err() {
+            return None;
+        }
+        block_on(async {
+            let mut client = broker_proto::connect(&self.socket).await.ok()?;
+            let status = client
+                .status(broker_proto::v1::StatusRequest {})
+                .await
+                .ok()?;
+            Some(status.into_inner().pid)
+        })
     }
 
     /// Leaves TOKEN_BROKER_SOCKET unset, so that processes find the socket at its default

@@ -286,11 +286,16 @@ fn one_context_one_file_and_clear_errors() {
 fn secrets_stay_put_when_brokerd_cannot_take_them() {
     let (b, mut daemon) = bench();
     daemon.stop();
+    // brokerd is down and may not be started on demand.
+    let config = b.sandbox.home.join(".config/token-broker/config.toml");
+    std::fs::create_dir_all(config.parent().unwrap()).unwrap();
+    std::fs::write(&config, "start_on_demand = false\n").unwrap();
     let original = read(&b.files[0]);
     let err = failure(
         &b.sandbox.ctl(&["kubeconfig", "convert"]),
         "convert without brokerd",
     );
     assert!(err.contains("brokerd must be running"), "{err}");
+    assert!(err.contains("start on demand is turned off"), "{err}");
     assert_eq!(read(&b.files[0]), original, "nothing was written");
 }

@@ -91,30 +91,6 @@ fn the_socket_flag_overrides_the_environment() {
 }
 
 #[test]
-fn clients_say_plainly_when_the_daemon_is_not_running() {
-    let mock = fast_mock();
-    let sandbox = Sandbox::new();
-    let err = failure(
-        &sandbox.shim(
-            &as_strs(&session_args(&mock)),
-            Some(&exec_info(EXEC_V1, false)),
-        ),
-        "shim",
-    );
-    assert!(
-        err.starts_with("broker-shim: brokerd is not running"),
-        "{err}"
-    );
-    assert!(err.contains("start it with"), "{err}");
-    assert_eq!(err.trim().lines().count(), 1, "{err}");
-    let err = failure(&sandbox.ctl(&["status"]), "brokerctl status");
-    assert!(
-        err.starts_with("brokerctl: brokerd is not running"),
-        "{err}"
-    );
-}
-
-#[test]
 fn status_json_has_the_documented_shape() {
     let mock = fast_mock();
     let sandbox = Sandbox::new();
@@ -314,4 +290,47 @@ fn a_caller_with_another_uid_is_refused() {
     let err = failure(&output, "shim as nobody");
     assert!(err.contains("permission denied"), "{err}");
     assert!(err.contains("serves uid 0 only"), "{err}");
+}
+
+/// A client newer than the daemon asks for something the daemon does not know: the answer
+/// says so plainly, naming both versions, instead of a bare "unimplemented".
+#[test]
+fn a_newer_client_is_told_plainly_that_brokerd_is_older() {
+    let sandbox = Sandbox::new();
+    let _daemon = sandbox.start_daemon(&["--store", "memory"]);
+    let status = broker_tests::harness::block_on(async {
+        let channel =
+            tonic::transport::Endpoint::from_shared(format!("unix:{}", sandbox.socket.display()))
+                .unwrap()
+                .connect()
+                .await
+                .unwrap();
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready().await.unwrap();
+        let codec = tonic_prost::ProstCodec::<
+            broker_proto::v1::StatusRequest,
+            broker_proto::v1::StatusRequest,
+        >::default();
+        grpc.unary(
+            tonic::Request::new(broker_proto::v1::StatusRequest {}),
+            "/tokenbroker.v1.Broker/SomethingFromTheFuture"
+                .parse()
+                .unwrap(),
+            codec,
+        )
+        .await
+        .unwrap_err()
+    });
+    assert_eq!(status.code(), tonic::Code::Unimplemented);
+    let message = broker_proto::error_message(&status);
+    let version = env!("CARGO_PKG_VERSION");
+    let protocol = broker_proto::PROTOCOL_VERSION;
+    assert_eq!(
+        message,
+        format!(
+            "brokerd {version} (protocol {protocol}) is older than this client ({version}, \
+             protocol {protocol}) and does not know what it asked; restart brokerd so that it \
+             runs the installed version"
+        )
+    );
 }

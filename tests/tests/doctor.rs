@@ -164,7 +164,7 @@ fn without_brokerd_the_daemon_check_fails_with_how_to_start_it() {
         "daemon",
         "fail",
         "brokerd is not running",
-        "start brokerd",
+        "brokerctl service install",
     );
     // The other checks still ran, from brokerctl.
     expect(&report, "idp", "pass", "answered", "");
@@ -391,7 +391,13 @@ fn a_missing_trust_store_file_fails() {
     // doctor checks the same environment itself and names the culprit.
     let (code, report) = doctor(&sandbox, &mock);
     assert_eq!(code, 2);
-    expect(&report, "daemon", "fail", "not running", "start brokerd");
+    expect(
+        &report,
+        "daemon",
+        "fail",
+        "not running",
+        "brokerctl service install",
+    );
     expect(
         &report,
         "trust_store",
@@ -440,7 +446,7 @@ fn the_user_service_must_be_installed_and_enabled() {
         "user_service",
         "warn",
         "not installed as a systemd user service",
-        "packaging/README.md",
+        "brokerctl service install",
     );
     install_user_service(&sandbox, false);
     let (_, report) = doctor(&sandbox, &mock);

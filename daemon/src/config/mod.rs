@@ -115,14 +115,29 @@ pub struct Profile {
     pub identity_resource_id: String,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// A tracing filter (`info`, `debug`, `brokerd=debug,warn`); RUST_LOG wins when set.
     pub log_level: Option<String>,
+    /// Whether broker-shim and brokerctl may start brokerd when nothing answers on the socket.
+    /// Read by the brokerd they start (`--on-demand`), which stops at once when it is false.
+    pub start_on_demand: bool,
     pub refresh: RefreshPolicy,
     pub login: LoginPolicy,
     pub profiles: BTreeMap<String, Profile>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            log_level: None,
+            start_on_demand: true,
+            refresh: RefreshPolicy::default(),
+            login: LoginPolicy::default(),
+            profiles: BTreeMap::new(),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]

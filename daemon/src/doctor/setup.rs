@@ -109,8 +109,7 @@ pub fn user_service(env: Env<'_>) -> Check {
         return Check::warn(
             "user_service",
             "brokerd is not installed as a systemd user service, so nothing starts it at login",
-            "install the user service (see packaging/README.md), or start brokerd from your \
-             session's startup",
+            "brokerctl service install",
         );
     }
     let enabled = crate::paths::SYSTEMD_UNITS
@@ -161,7 +160,7 @@ pub fn user_service(env: Env<'_>) -> Check {
         Check::warn(
             "user_service",
             "brokerd is not installed as a LaunchAgent, so nothing starts it at login",
-            "install the LaunchAgent (see packaging/README.md)",
+            "brokerctl service install",
         )
     }
 }

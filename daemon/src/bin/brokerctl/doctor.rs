@@ -89,8 +89,8 @@ async fn daemon(socket: &Path, authority_hosts: &[String]) -> (Check, Option<Vec
                 Check::fail(
                     "daemon",
                     format!("{e}; the checks below ran in brokerctl's environment instead"),
-                    "start brokerd: `brokerd &`, or install the user service (see \
-                     packaging/README.md)",
+                    "install it as a user service (`brokerctl service install`); other \
+                     brokerctl commands and broker-shim also start it on demand",
                 ),
                 None,
             );

@@ -5,6 +5,7 @@ mod doctor;
 mod kubeconfig;
 mod login;
 mod output;
+mod service;
 mod spec;
 mod status;
 
@@ -74,6 +75,11 @@ enum Command {
         #[command(subcommand)]
         command: KubeconfigCommand,
     },
+    /// Run brokerd as a user service (systemd on Linux, launchd on macOS)
+    Service {
+        #[command(subcommand)]
+        command: service::ServiceCommand,
+    },
     /// Print a shell completion script, e.g. `brokerctl completions bash >
     /// ~/.local/share/bash-completion/completions/brokerctl`
     Completions {
@@ -117,6 +123,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             command: KubeconfigCommand::Convert(args),
         } => kubeconfig::run(args, &socket).await,
         Command::Doctor(args) => doctor::run(args, &socket).await,
+        Command::Service { command } => service::run(command, &socket).await,
         Command::Completions { shell } => {
             docs::completions(shell, Cli::command());
             Ok(ExitCode::SUCCESS)
@@ -162,12 +169,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
+/// brokerd, started on demand when nothing answers.
 async fn connect(socket: &std::path::Path) -> Result<BrokerClient<Channel>> {
-    match broker_proto::connect(socket).await {
-        Ok(client) => Ok(client),
-        Err(e @ broker_proto::ConnectError::NotRunning { .. }) => {
-            anyhow::bail!("{e}; start it with: brokerd &")
-        }
-        Err(e) => Err(e.into()),
-    }
+    Ok(broker_proto::connect_or_start(socket).await?)
 }

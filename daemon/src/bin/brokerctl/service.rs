@@ -1,0 +1,302 @@
+//! `brokerctl service install|uninstall|status|logs`: brokerd as a systemd user service (a
+//! socket unit and a service unit) on Linux, a LaunchAgent on macOS. Each step that changes
+//! something is printed as it is done, as the command a person would have typed.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Subcommand;
+
+#[derive(Subcommand, Debug)]
+pub enum ServiceCommand {
+    /// Write the user service for brokerd, enable it and start it (a brokerd already running
+    /// outside it is stopped first, so the service takes over)
+    Install,
+    /// Stop, disable and remove the user service
+    Uninstall,
+    /// What the service manager says of the service
+    Status,
+    /// brokerd's log
+    Logs {
+        /// Keep printing as the log grows
+        #[arg(long, short = 'f')]
+        follow: bool,
+        /// How many of the last lines to show
+        #[arg(long, short = 'n', default_value_t = 100)]
+        lines: u32,
+    },
+}
+
+pub async fn run(command: ServiceCommand, socket: &Path) -> Result<ExitCode> {
+    match command {
+        ServiceCommand::Install => {
+            let brokerd = installed_brokerd()?;
+            stop_unmanaged_brokerd(socket).await?;
+            platform::install(&brokerd)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        ServiceCommand::Uninstall => {
+            platform::uninstall()?;
+            Ok(ExitCode::SUCCESS)
+        }
+        ServiceCommand::Status => platform::status(),
+        ServiceCommand::Logs { follow, lines } => platform::logs(follow, lines),
+    }
+}
+
+/// The absolute path of the brokerd to run: the one beside brokerctl, else the one on PATH.
+fn installed_brokerd() -> Result<PathBuf> {
+    let program = broker_proto::brokerd_program();
+    if program.is_absolute() {
+        return Ok(program);
+    }
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .map(|dir| dir.join(&program))
+        .find(|candidate| candidate.is_file() && candidate.is_absolute())
+        .context("cannot find brokerd beside brokerctl or on PATH; install it first")
+}
+
+/// A brokerd started by hand or on demand holds the socket's lock: the service's brokerd
+/// would find it taken. Stop it, and wait until it has let go.
+async fn stop_unmanaged_brokerd(socket: &Path) -> Result<()> {
+    let Ok(mut client) = broker_proto::connect(socket).await else {
+        return Ok(());
+    };
+    let pid = client
+        .status(broker_proto::v1::StatusRequest {})
+        .await?
+        .into_inner()
+        .pid;
+    let Some(process) = rustix::process::Pid::from_raw(pid as i32) else {
+        return Ok(());
+    };
+    rustix::process::kill_process(process, rustix::process::Signal::TERM)
+        .with_context(|| format!("cannot stop the running brokerd (pid {pid})"))?;
+    // Not our child: nothing to wait on but its disappearance.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while rustix::process::test_kill_process(process).is_ok() {
+        if Instant::now() > deadline {
+            bail!("the running brokerd (pid {pid}) did not stop within 20 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!(
+        "Stopped the brokerd that ran outside the service (pid {pid}); the service takes over."
+    );
+    Ok(())
+}
+
+/// Runs `program args`, printing it first; a failure is one line with what it said.
+fn run_step(program: &str, args: &[&str]) -> Result<()> {
+    let shown = format!("{program} {}", args.join(" "));
+    println!("Running: {shown}");
+    let output = Command::new(program)
+        .args(args)
+        .output()
+        .with_context(|| format!("cannot run {program}"))?;
+    if !output.status.success() {
+        let said = String::from_utf8_lossy(&output.stderr);
+        let said = said
+            .lines()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("")
+            .trim();
+        bail!("`{shown}` failed ({}): {said}", output.status);
+    }
+    Ok(())
+}
+
+/// Runs `program args` with the terminal, for what people read directly (status, logs).
+fn pass_through(program: &str, args: &[&str]) -> Result<ExitCode> {
+    let status = Command::new(program)
+        .args(args)
+        .status()
+        .with_context(|| format!("cannot run {program}"))?;
+    Ok(match status.code() {
+        Some(0) => ExitCode::SUCCESS,
+        Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        None => ExitCode::FAILURE,
+    })
+}
+
+fn write_file(path: &Path, text: &str) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    println!("Wrote {}", path.display());
+    Ok(())
+}
+
+#[cfg(not(target_os = "macos"))]
+mod platform {
+    use super::*;
+
+    const UNITS: [&str; 2] = brokerd::paths::SYSTEMD_UNITS;
+
+    /// `$XDG_CONFIG_HOME/systemd/user`, where a user's own units live.
+    fn unit_dir() -> Result<PathBuf> {
+        let config = std::env::var_os("XDG_CONFIG_HOME")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| directories::BaseDirs::new().map(|b| b.home_dir().join(".config")))
+            .context("cannot find the home directory")?;
+        Ok(config.join("systemd/user"))
+    }
+
+    pub fn install(brokerd: &Path) -> Result<()> {
+        let dir = unit_dir()?;
+        for (name, text) in brokerd::service::systemd_units(brokerd) {
+            write_file(&dir.join(name), &text)?;
+        }
+        let enable = ["--user", "enable", "--now", UNITS[0], UNITS[1]];
+        let steps = run_step("systemctl", &["--user", "daemon-reload"])
+            .and_then(|()| run_step("systemctl", &enable));
+        if let Err(e) = steps {
+            bail!(
+                "{e:#}. The units are in {}; without a systemd user manager (a container, WSL \
+                 without systemd) there is nothing to enable, and broker-shim starts brokerd on \
+                 demand instead",
+                dir.display()
+            );
+        }
+        println!(
+            "brokerd now starts at login and on the first connection to its socket; see \
+             `brokerctl service status`."
+        );
+        Ok(())
+    }
+
+    pub fn uninstall() -> Result<()> {
+        let dir = unit_dir()?;
+        let present: Vec<PathBuf> = UNITS
+            .iter()
+            .map(|unit| dir.join(unit))
+            .filter(|path| path.exists())
+            .collect();
+        if present.is_empty() {
+            println!("No token-broker units in {}: nothing to do.", dir.display());
+            return Ok(());
+        }
+        run_step(
+            "systemctl",
+            &["--user", "disable", "--now", UNITS[0], UNITS[1]],
+        )?;
+        for path in present {
+            std::fs::remove_file(&path)
+                .with_context(|| format!("cannot remove {}", path.display()))?;
+            println!("Removed {}", path.display());
+        }
+        run_step("systemctl", &["--user", "daemon-reload"])?;
+        Ok(())
+    }
+
+    pub fn status() -> Result<ExitCode> {
+        pass_through(
+            "systemctl",
+            &["--user", "status", "--no-pager", UNITS[1], UNITS[0]],
+        )
+    }
+
+    pub fn logs(follow: bool, lines: u32) -> Result<ExitCode> {
+        let lines = lines.to_string();
+        let mut args = vec![
+            "--user",
+            "--unit",
+            UNITS[1],
+            "--lines",
+            &lines,
+            "--no-pager",
+        ];
+        if follow {
+            args.push("--follow");
+        }
+        pass_through("journalctl", &args)
+    }
+}
+
+#[cfg(target_os = "macos")]
+mod platform {
+    use super::*;
+
+    use brokerd::paths::LAUNCHD_LABEL;
+
+    fn home() -> Result<PathBuf> {
+        directories::BaseDirs::new()
+            .map(|b| b.home_dir().to_path_buf())
+            .context("cannot find the home directory")
+    }
+
+    fn plist_path() -> Result<PathBuf> {
+        Ok(home()?
+            .join("Library/LaunchAgents")
+            .join(format!("{LAUNCHD_LABEL}.plist")))
+    }
+
+    fn log_path() -> Result<PathBuf> {
+        Ok(home()?.join("Library/Logs/token-broker/brokerd.log"))
+    }
+
+    fn domain() -> String {
+        format!("gui/{}", broker_proto::current_uid())
+    }
+
+    pub fn install(brokerd: &Path) -> Result<()> {
+        let plist = plist_path()?;
+        let log = log_path()?;
+        if let Some(dir) = log.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let (_, text) = brokerd::service::launchd_agent(brokerd, &log);
+        let target = format!("{}/{LAUNCHD_LABEL}", domain());
+        // An agent loaded before is replaced; that it was not loaded is no error.
+        let _ = Command::new("launchctl")
+            .args(["bootout", &target])
+            .output();
+        write_file(&plist, &text)?;
+        run_step(
+            "launchctl",
+            &["bootstrap", &domain(), &plist.display().to_string()],
+        )?;
+        println!(
+            "brokerd now starts at login and is kept running; its log is {}.",
+            log.display()
+        );
+        Ok(())
+    }
+
+    pub fn uninstall() -> Result<()> {
+        let plist = plist_path()?;
+        if !plist.exists() {
+            println!("No {} : nothing to do.", plist.display());
+            return Ok(());
+        }
+        let target = format!("{}/{LAUNCHD_LABEL}", domain());
+        run_step("launchctl", &["bootout", &target])?;
+        std::fs::remove_file(&plist)?;
+        println!("Removed {}", plist.display());
+        Ok(())
+    }
+
+    pub fn status() -> Result<ExitCode> {
+        pass_through(
+            "launchctl",
+            &["print", &format!("{}/{LAUNCHD_LABEL}", domain())],
+        )
+    }
+
+    pub fn logs(follow: bool, lines: u32) -> Result<ExitCode> {
+        let log = log_path()?.display().to_string();
+        let lines = lines.to_string();
+        let mut args = vec!["-n", &lines];
+        if follow {
+            args.push("-F");
+        }
+        args.push(&log);
+        pass_through("tail", &args)
+    }
+}
