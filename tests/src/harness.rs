@@ -38,12 +38,14 @@ pub fn binaries() -> &'static Binaries {
     static BINARIES: OnceLock<Binaries> = OnceLock::new();
     BINARIES.get_or_init(|| {
         let exe = std::env::current_exe().expect("the test knows its own path");
-        // target/<profile>/deps/<test> → target/<profile>
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("tests run from target/<profile>/deps")
-            .to_path_buf();
+        // Tests run from target/<profile>/deps/<test>, broker-bench from target/<profile>/.
+        let mut profile_dir = exe.parent().expect("an executable has a directory");
+        if profile_dir.file_name().is_some_and(|n| n == "deps") {
+            profile_dir = profile_dir
+                .parent()
+                .expect("deps/ is inside the profile dir");
+        }
+        let profile_dir = profile_dir.to_path_buf();
         let target_dir = profile_dir.parent().expect("target dir").to_path_buf();
         let mut build = cargo();
         build

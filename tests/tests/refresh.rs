@@ -323,7 +323,7 @@ fn a_thousand_idle_sessions_keep_alive_spread_out_and_under_the_cap() {
         steps.iter().all(|n| *n <= 250),
         "one step took too many: {steps:?}"
     );
-    let cap = mock.max_concurrent_refreshes();
+    let cap = mock.max_concurrent_token_requests();
     assert!(cap <= 4, "{cap} token requests at once, over the cap of 4");
     assert!(
         cap >= 2,

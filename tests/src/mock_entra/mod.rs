@@ -230,8 +230,8 @@ impl MockEntra {
         self.state.wait_for(kind, count, timeout)
     }
 
-    /// The most refresh token requests the mock was ever answering at once.
-    pub fn max_concurrent_refreshes(&self) -> u64 {
+    /// The most token requests (refreshes, client credentials, passwords) in flight at once.
+    pub fn max_concurrent_token_requests(&self) -> u64 {
         self.state.max_in_flight()
     }
 

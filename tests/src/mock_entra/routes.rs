@@ -162,7 +162,10 @@ async fn token(Extract(state): Shared, Path(tenant): Path<String>, body: Bytes) 
         _ => "unsupported",
     };
     state.bump(grant);
-    let _in_flight = (grant == "refresh_token").then(|| state.enter());
+    // Grants that brokerd caps (refreshes and the prompt-free logins); the interactive logins'
+    // device-code polls and code redemptions are not.
+    let capped = !matches!(grant, "device_code" | "authorization_code");
+    let _in_flight = capped.then(|| state.enter());
     let (outage, delay) = {
         let inner = state.lock();
         (inner.outage, inner.delay)

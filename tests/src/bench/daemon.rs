@@ -1,0 +1,106 @@
+//! brokerd under load and at rest: throughput, latency with a thousand connections, a burst of
+//! new connections, its memory before and after, and how often it wakes when nothing is due.
+
+use std::time::Duration;
+
+use super::load::{self, Target};
+use super::system::{context_switches, rss};
+use super::{Row, Scale, mib, ms};
+use crate::harness::Daemon;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+pub fn idle_memory(daemon: &Daemon) -> Row {
+    let bytes = rss(daemon.pid()).unwrap_or(0);
+    Row::new(
+        "brokerd RSS, idle after start",
+        mib(bytes),
+        "≤ 10 MB",
+        "-".into(),
+        Some(bytes <= 10_000_000),
+    )
+}
+
+pub fn under_load(daemon: &Daemon, target: &Target, scale: Scale) -> Vec<Row> {
+    let rt = runtime();
+    let mut rows = Vec::new();
+
+    let duration = Duration::from_secs(scale.pick(10, 3));
+    let closed = rt.block_on(load::closed_loop(target, 64, duration));
+    rows.push(Row::new(
+        "brokerd GetToken throughput, 64 closed-loop connections",
+        format!("{:.0}/s", closed.rate()),
+        "≥ 40,000/s",
+        format!(
+            "p50 {}, p99 {}, {} errors",
+            ms(closed.quantile(0.5)),
+            ms(closed.quantile(0.99)),
+            closed.errors
+        ),
+        Some(closed.errors == 0 && closed.rate() >= 40_000.0),
+    ));
+
+    let open = rt.block_on(load::open_loop(target, 1000, 5000.0, duration));
+    rows.push(Row::new(
+        "brokerd p99 latency, 1,000 connections, 5,000/s offered",
+        ms(open.quantile(0.99)),
+        "≤ 1 ms",
+        format!(
+            "p50 {}, max {}, {:.0}/s answered, {} errors",
+            ms(open.quantile(0.5)),
+            ms(open.quantile(1.0)),
+            open.rate(),
+            open.errors
+        ),
+        Some(open.errors == 0 && open.quantile(0.99) <= Duration::from_millis(1)),
+    ));
+
+    let peak = rss(daemon.pid()).unwrap_or(0);
+    let burst = rt.block_on(load::burst(target, 1000));
+    let peak = peak.max(rss(daemon.pid()).unwrap_or(0));
+    rows.push(Row::new(
+        "1,000 connections opened at once, one GetToken each",
+        format!("all answered in {}", ms(burst.elapsed)),
+        "≤ 1 s",
+        format!("{} answered, {} errors", burst.answered, burst.errors),
+        Some(burst.errors == 0 && burst.elapsed <= Duration::from_secs(1)),
+    ));
+    drop(rt);
+
+    let settle = Duration::from_secs(scale.pick(60, 10));
+    std::thread::sleep(settle);
+    let after = rss(daemon.pid()).unwrap_or(0);
+    rows.push(Row::new(
+        "brokerd RSS a minute after the burst",
+        mib(after),
+        "≤ 24 MB",
+        format!("{} at the peak of the load", mib(peak)),
+        Some(after <= 24_000_000 && settle >= Duration::from_secs(60)),
+    ));
+    rows
+}
+
+/// Wake-ups per minute while nothing is due: every thread's context switches, counted over
+/// a quiet window.
+pub fn wakeups(daemon: &Daemon, scale: Scale) -> Row {
+    let window = Duration::from_secs(scale.pick(125, 20));
+    // Let whatever the last action set in motion finish first.
+    std::thread::sleep(Duration::from_secs(2));
+    let before = context_switches(daemon.pid());
+    std::thread::sleep(window);
+    let woke = context_switches(daemon.pid()).saturating_sub(before);
+    let per_minute = woke as f64 * 60.0 / window.as_secs_f64();
+    Row::new(
+        "brokerd wake-ups while idle (all threads)",
+        format!("{per_minute:.1}/min"),
+        "≤ 1/min",
+        format!("{woke} context switches in {} s", window.as_secs()),
+        Some(per_minute <= 1.0 && window >= Duration::from_secs(60)),
+    )
+}
