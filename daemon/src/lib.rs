@@ -8,6 +8,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod doctor;
+pub mod hardening;
 pub mod identity;
 pub mod kubeconfig;
 pub mod listener;

@@ -18,12 +18,15 @@ use brokerd::config::{self, watch::Settings};
 use brokerd::identity::IdentityClient;
 use brokerd::rpc::TestClockService;
 use brokerd::store::{KeyringStore, MemoryStore, SecretStore, SessionIndex};
-use brokerd::{listener, paths, server};
+use brokerd::{hardening, listener, paths, server};
 
 /// How long a start on demand waits behind another one.
 const START_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
 
 fn main() {
+    // Before anything secret is in memory, and before there are other threads.
+    let unprotected = hardening::protect_process();
+    hardening::raise_open_file_limit();
     let args = Args::parse();
     // While the process has one thread: taking the socket unsets LISTEN_FDS and LISTEN_PID.
     let inherited = match listener::take_inherited() {
@@ -44,7 +47,7 @@ fn main() {
     } else {
         None
     };
-    if let Err(error) = run(args, socket, inherited, start) {
+    if let Err(error) = run(args, socket, inherited, start, unprotected) {
         exit_with(&error);
     }
 }
@@ -104,8 +107,8 @@ async fn run(
     socket: PathBuf,
     inherited: Option<std::os::unix::net::UnixListener>,
     start: Option<listener::StartLock>,
+    unprotected: Vec<String>,
 ) -> Result<()> {
-    forbid_core_dumps();
     let config_path = match args.config {
         Some(path) => path,
         None => config::default_path()
@@ -129,6 +132,9 @@ async fn run(
         (None, _) => None,
     };
     let log_handle = init_logging(settings.get().log_level.as_deref(), log_file);
+    for failure in unprotected {
+        tracing::warn!("{failure}");
+    }
 
     let (store, index): (Arc<dyn SecretStore>, Option<SessionIndex>) = match args.store {
         StoreChoice::Keyring => {
@@ -263,15 +269,4 @@ fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
             _ = int.recv() => {}
         }
     })
-}
-
-/// brokerd's memory holds refresh tokens: keep it out of core files, and (on Linux) out of
-/// reach of ptrace by other processes of the same user.
-fn forbid_core_dumps() {
-    #[cfg(target_os = "linux")]
-    if let Err(e) =
-        rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
-    {
-        eprintln!("brokerd: could not disable core dumps: {e}");
-    }
 }

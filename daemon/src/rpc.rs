@@ -83,6 +83,11 @@ impl broker_server::Broker for BrokerService {
         &self,
         request: Request<v1::GetTokenRequest>,
     ) -> Result<Response<v1::GetTokenResponse>, Status> {
+        let caller_pid = request
+            .extensions()
+            .get::<UdsConnectInfo>()
+            .and_then(|info| info.peer_cred)
+            .and_then(|cred| cred.pid());
         let request = request.into_inner();
         let spec = self.session_spec(request.spec)?;
         let supplied = supplied(request.credentials);
@@ -91,6 +96,7 @@ impl broker_server::Broker for BrokerService {
             .get_token(&spec, &supplied)
             .await
             .map_err(|e| to_status(&e))?;
+        audit_token_served(&grant.session_id.to_string(), caller_pid);
         Ok(Response::new(v1::GetTokenResponse {
             access_token: grant.token.expose().to_string(),
             expires_at_unix: unix_seconds(grant.expires_at),
@@ -488,4 +494,38 @@ impl broker_proto::v1::test_clock_server::TestClock for TestClockService {
             now_unix: unix_seconds(now),
         }))
     }
+}
+
+/// The audit trail: one line per token handed out, naming the session and the calling process
+/// (never the token). On the `audit` target, so that a log filter can turn it off on its own.
+fn audit_token_served(session: &str, pid: Option<i32>) {
+    if !tracing::enabled!(target: "audit", tracing::Level::INFO) {
+        return;
+    }
+    let exe = pid
+        .and_then(executable_of)
+        .map_or_else(|| "unknown".to_string(), |e| e.display().to_string());
+    let pid = pid.map_or_else(|| "unknown".to_string(), |p| p.to_string());
+    tracing::info!(target: "audit", session = %session, pid = %pid, exe = %exe, "audit: token served");
+}
+
+/// The executable of process `pid`, if the OS says and it still runs.
+#[cfg(target_os = "linux")]
+fn executable_of(pid: i32) -> Option<PathBuf> {
+    std::fs::read_link(format!("/proc/{pid}/exe")).ok()
+}
+
+#[cfg(target_os = "macos")]
+fn executable_of(pid: i32) -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut buffer = vec![0u8; libc::PROC_PIDPATHINFO_MAXSIZE as usize];
+    // SAFETY: the buffer is as long as the size given; proc_pidpath writes at most that much.
+    let written =
+        unsafe { libc::proc_pidpath(pid, buffer.as_mut_ptr().cast(), buffer.len() as u32) };
+    (written > 0).then(|| PathBuf::from(std::ffi::OsStr::from_bytes(&buffer[..written as usize])))
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "macos")))]
+fn executable_of(_pid: i32) -> Option<PathBuf> {
+    None
 }

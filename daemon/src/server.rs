@@ -7,13 +7,27 @@ use std::time::Duration;
 use broker_proto::v1::broker_server::BrokerServer;
 use broker_proto::v1::test_clock_server::TestClockServer;
 use tokio_stream::wrappers::UnixListenerStream;
+use tonic::service::interceptor::InterceptedService;
 
 use crate::broker::Broker;
+use crate::hardening::Reclaimer;
 use crate::listener::Listener;
 use crate::rpc::{BrokerService, TestClockService, peer_check};
 
 /// How long in-flight calls (a login waiting for its user, say) may run after shutdown starts.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The largest request brokerd reads. The largest honest one, a GetToken carrying a client
+/// secret and file paths, is a few hundred bytes; the cap keeps a hostile client from making
+/// the daemon buffer megabytes per call.
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+
+/// Calls one connection may have running at once (kubectl and the shim make one). More streams
+/// are refused at the HTTP/2 level, so one client cannot hold the whole daemon.
+pub const CALLS_PER_CONNECTION: u32 = 32;
+
+/// The largest header block brokerd reads; gRPC's headers are a few hundred bytes.
+const MAX_HEADER_BYTES: u32 = 16 * 1024;
 
 /// Adds brokerd's version and protocol revision to every answer, errors included.
 fn stamp_version<B>(mut response: http::Response<B>) -> http::Response<B> {
@@ -48,9 +62,20 @@ pub async fn serve(
         tracing::info!("shutting down");
         let _ = stopping_tx.send(());
     };
+    let reclaimer = Reclaimer::start();
+    let broker_server = BrokerServer::new(service).max_decoding_message_size(MAX_REQUEST_BYTES);
     let server = tonic::transport::Server::builder()
+        .max_concurrent_streams(Some(CALLS_PER_CONNECTION))
+        .concurrency_limit_per_connection(CALLS_PER_CONNECTION as usize)
+        .http2_max_header_list_size(Some(MAX_HEADER_BYTES))
+        .layer(tower::util::MapRequestLayer::new(
+            move |request: http::Request<tonic::body::Body>| {
+                reclaimer.poke();
+                request
+            },
+        ))
         .layer(tower::util::MapResponseLayer::new(stamp_version))
-        .add_service(BrokerServer::with_interceptor(service, peer_check(uid)))
+        .add_service(InterceptedService::new(broker_server, peer_check(uid)))
         .add_optional_service(
             test_clock.map(|clock| TestClockServer::with_interceptor(clock, peer_check(uid))),
         )

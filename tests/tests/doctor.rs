@@ -118,6 +118,24 @@ fn a_healthy_setup_passes_every_check() {
         "stored, read back and removed",
         "",
     );
+    // brokerd's memory is out of reach of core files and debuggers, and the kernel agrees.
+    expect(
+        &report,
+        "process_protection",
+        "pass",
+        "no core dumps, no debugger attach",
+        "",
+    );
+    let pid = sandbox.serving_pid().expect("brokerd runs");
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let core = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .expect("a core limit");
+    assert!(
+        core.split_whitespace().skip(4).take(2).all(|v| v == "0"),
+        "{core}"
+    );
     expect(&report, "proxy", "pass", "connects directly", "");
     expect(&report, "trust_store", "pass", "", "");
     expect(
@@ -145,7 +163,7 @@ fn a_healthy_setup_passes_every_check() {
     let text = sandbox.ctl(&["doctor", "--authority-host", &mock.authority_host()]);
     let stdout = String::from_utf8_lossy(&text.stdout);
     assert!(text.status.success(), "{stdout}");
-    assert!(stdout.contains("All 10 checks passed."), "{stdout}");
+    assert!(stdout.contains("All 11 checks passed."), "{stdout}");
     assert!(
         !stdout.contains('\u{1b}'),
         "no colour when not on a terminal"

@@ -228,6 +228,12 @@ fn even_trace_logs_of_a_login_and_refreshes_hold_no_token() {
         &as_strs(&session_args(&mock)),
         Some(&exec_info(EXEC_V1, false)),
     ));
+    // The audit trail names the session and the calling process, never the token.
+    let line = daemon.wait_for_log("audit: token served");
+    assert!(line.contains(&format!("session={session}")), "{line}");
+    let shim = binaries().shim.display().to_string();
+    assert!(line.contains(&format!("exe={shim}")), "{line}");
+    assert!(line.contains("pid="), "{line}");
     let log = daemon.log();
     assert!(log.contains("TRACE"), "trace logging is on");
     assert_eq!(mock.issued_refresh_tokens().len(), 3);

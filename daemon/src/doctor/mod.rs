@@ -97,6 +97,26 @@ pub fn authorities(
 }
 
 /// Everything brokerd's side of doctor checks, in the order people read it.
+/// Whether brokerd's memory is out of reach of core files and debuggers.
+fn process_protection(dumpable: Option<bool>, core_limit: Option<u64>) -> Check {
+    const ID: &str = "process_protection";
+    let fix = "brokerd sets this itself at start; its log says why it could not";
+    match (dumpable, core_limit) {
+        (Some(true), _) => Check::warn(
+            ID,
+            "brokerd can be dumped or traced by other processes of this user",
+            fix,
+        ),
+        (_, Some(limit)) if limit > 0 => Check::warn(
+            ID,
+            format!("brokerd may write core files (limit {limit} bytes)"),
+            fix,
+        ),
+        (Some(false), _) => Check::pass(ID, "brokerd's memory: no core dumps, no debugger attach"),
+        (None, _) => Check::pass(ID, "brokerd's memory: no core dumps"),
+    }
+}
+
 pub async fn daemon_side(
     store: Arc<dyn SecretStore>,
     clock: &dyn Clock,
@@ -104,8 +124,27 @@ pub async fn daemon_side(
     env: Env<'_>,
 ) -> Vec<Check> {
     let mut checks = secret_store::check(store).await;
+    checks.push(process_protection(
+        crate::hardening::dumpable(),
+        crate::hardening::core_limit(),
+    ));
     checks.push(network::proxy(env));
     checks.push(network::trust_store(env));
     checks.extend(network::identity_providers(authorities, clock).await);
     checks
+}
+
+#[cfg(test)]
+mod process_tests {
+    use super::*;
+
+    #[test]
+    fn process_protection_warns_unless_both_hold() {
+        assert_eq!(process_protection(Some(false), Some(0)).level, Level::Pass);
+        assert_eq!(process_protection(None, Some(0)).level, Level::Pass);
+        assert_eq!(process_protection(Some(true), Some(0)).level, Level::Warn);
+        let core = process_protection(Some(false), Some(4096));
+        assert_eq!(core.level, Level::Warn);
+        assert!(core.summary.contains("4096"), "{}", core.summary);
+    }
 }
