@@ -8,10 +8,14 @@
 use std::path::{Path, PathBuf};
 
 pub mod v1 {
-    tonic::include_proto!("tokenbroker.v1");
+    include!(concat!(env!("OUT_DIR"), "/tokenbroker.v1.rs"));
 }
 
+pub mod exec_credential;
 pub mod kubelogin;
+mod on_demand;
+
+pub use on_demand::{ConnectError, brokerd_program, start_daemon};
 
 use v1::{ErrorDetail, ErrorReason, LoginMode, SessionSpec};
 
@@ -151,33 +155,107 @@ fn shell_quote(value: &str) -> String {
     }
 }
 
-/// A gRPC status that carries `detail` (prost-encoded) for programs and its message for people.
-pub fn status_with_detail(code: tonic::Code, detail: ErrorDetail) -> tonic::Status {
-    use prost::Message;
-    let message = detail.message.clone();
-    tonic::Status::with_details(code, message, detail.encode_to_vec().into())
+/// gRPC's code for UNIMPLEMENTED: the daemon does not know the method, so it is older.
+pub const CODE_UNIMPLEMENTED: i32 = 12;
+
+/// What a failed call told its client, whatever the transport: the gRPC code and message, the
+/// prost-encoded [`ErrorDetail`] if brokerd sent one, and brokerd's version headers.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CallFailure {
+    pub code: i32,
+    pub message: String,
+    pub details: Vec<u8>,
+    pub daemon_version: Option<String>,
+    pub daemon_protocol: Option<String>,
 }
 
-/// The machine-readable detail of a status from brokerd, if it carries one.
-pub fn error_detail(status: &tonic::Status) -> Option<ErrorDetail> {
-    use prost::Message;
-    if status.details().is_empty() {
-        return None;
+impl CallFailure {
+    /// The machine-readable detail, if brokerd sent one.
+    pub fn detail(&self) -> Option<ErrorDetail> {
+        use prost::Message;
+        if self.details.is_empty() {
+            return None;
+        }
+        ErrorDetail::decode(self.details.as_slice()).ok()
     }
-    ErrorDetail::decode(status.details()).ok()
+
+    /// The reason brokerd gave; `Unspecified` when it gave none.
+    pub fn reason(&self) -> ErrorReason {
+        self.detail()
+            .and_then(|d| ErrorReason::try_from(d.reason).ok())
+            .unwrap_or(ErrorReason::Unspecified)
+    }
+
+    /// One line for people: brokerd's message (written for them already), a plain word on
+    /// version skew, or the gRPC code when there is no message.
+    pub fn to_message(&self) -> String {
+        if self.code == CODE_UNIMPLEMENTED {
+            let theirs = match (&self.daemon_version, &self.daemon_protocol) {
+                (Some(version), Some(protocol)) => {
+                    format!("brokerd {version} (protocol {protocol})")
+                }
+                _ => "the running brokerd".to_string(),
+            };
+            return format!(
+                "{theirs} is older than this client ({}, protocol {PROTOCOL_VERSION}) and does \
+                 not know what it asked; restart brokerd so that it runs the installed version",
+                env!("CARGO_PKG_VERSION")
+            );
+        }
+        if self.message.is_empty() {
+            format!("brokerd failed: {}", code_name(self.code))
+        } else {
+            self.message.clone()
+        }
+    }
 }
 
-/// The reason a status from brokerd carries; `Unspecified` when it carries none.
-pub fn error_reason(status: &tonic::Status) -> ErrorReason {
-    error_detail(status)
-        .and_then(|d| ErrorReason::try_from(d.reason).ok())
-        .unwrap_or(ErrorReason::Unspecified)
+/// gRPC's name for a status code, as tonic's `Debug` spells it.
+pub fn code_name(code: i32) -> &'static str {
+    const NAMES: [&str; 17] = [
+        "Ok",
+        "Cancelled",
+        "Unknown",
+        "InvalidArgument",
+        "DeadlineExceeded",
+        "NotFound",
+        "AlreadyExists",
+        "PermissionDenied",
+        "ResourceExhausted",
+        "FailedPrecondition",
+        "Aborted",
+        "OutOfRange",
+        "Unimplemented",
+        "Internal",
+        "Unavailable",
+        "DataLoss",
+        "Unauthenticated",
+    ];
+    usize::try_from(code)
+        .ok()
+        .and_then(|i| NAMES.get(i))
+        .copied()
+        .unwrap_or("Unknown")
 }
 
-/// One line for people: brokerd's message (written for them already), or the gRPC code when a
-/// status has no message.
-pub fn error_message(status: &tonic::Status) -> String {
-    if status.code() == tonic::Code::Unimplemented {
+#[cfg(any(feature = "client", feature = "server"))]
+pub use with_tonic::{error_detail, error_message, error_reason, status_with_detail};
+
+/// The same rules, for tonic's `Status`.
+#[cfg(any(feature = "client", feature = "server"))]
+mod with_tonic {
+    use super::v1::{ErrorDetail, ErrorReason};
+    use super::{CallFailure, PROTOCOL_HEADER, VERSION_HEADER};
+
+    /// A gRPC status that carries `detail` (prost-encoded) for programs and its message for
+    /// people.
+    pub fn status_with_detail(code: tonic::Code, detail: ErrorDetail) -> tonic::Status {
+        use prost::Message;
+        let message = detail.message.clone();
+        tonic::Status::with_details(code, message, detail.encode_to_vec().into())
+    }
+
+    fn failure(status: &tonic::Status) -> CallFailure {
         let header = |name: &str| {
             status
                 .metadata()
@@ -185,85 +263,41 @@ pub fn error_message(status: &tonic::Status) -> String {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string)
         };
-        let theirs = match (header(VERSION_HEADER), header(PROTOCOL_HEADER)) {
-            (Some(version), Some(protocol)) => format!("brokerd {version} (protocol {protocol})"),
-            _ => "the running brokerd".to_string(),
-        };
-        return format!(
-            "{theirs} is older than this client ({}, protocol {PROTOCOL_VERSION}) and does not \
-             know what it asked; restart brokerd so that it runs the installed version",
-            env!("CARGO_PKG_VERSION")
-        );
+        CallFailure {
+            code: status.code() as i32,
+            message: status.message().to_string(),
+            details: status.details().to_vec(),
+            daemon_version: header(VERSION_HEADER),
+            daemon_protocol: header(PROTOCOL_HEADER),
+        }
     }
-    if status.message().is_empty() {
-        format!("brokerd failed: {:?}", status.code())
-    } else {
-        status.message().to_string()
+
+    /// The machine-readable detail of a status from brokerd, if it carries one.
+    pub fn error_detail(status: &tonic::Status) -> Option<ErrorDetail> {
+        failure(status).detail()
+    }
+
+    /// The reason a status from brokerd carries; `Unspecified` when it carries none.
+    pub fn error_reason(status: &tonic::Status) -> ErrorReason {
+        failure(status).reason()
+    }
+
+    /// One line for people; see [`CallFailure::to_message`].
+    pub fn error_message(status: &tonic::Status) -> String {
+        failure(status).to_message()
     }
 }
 
 #[cfg(feature = "client")]
-pub use client::{ConnectError, brokerd_program, connect, connect_or_start};
+pub use client::{connect, connect_or_start};
 
 #[cfg(feature = "client")]
 mod client {
-    use std::path::{Path, PathBuf};
+    use std::path::Path;
 
+    use super::ConnectError;
     use super::v1::broker_client::BrokerClient;
     use tonic::transport::{Channel, Endpoint};
-
-    /// Why a client could not reach brokerd.
-    #[derive(Debug)]
-    pub enum ConnectError {
-        /// Nothing listens on the socket: brokerd is not running.
-        NotRunning { path: PathBuf },
-        /// The socket or its directory belongs to someone else.
-        PermissionDenied { path: PathBuf },
-        /// The path cannot be used as a socket address.
-        BadPath { path: PathBuf },
-        /// Nothing listened, and brokerd could not be started on demand.
-        StartFailed { path: PathBuf, reason: String },
-        Other {
-            path: PathBuf,
-            source: tonic::transport::Error,
-        },
-    }
-
-    impl std::fmt::Display for ConnectError {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            match self {
-                ConnectError::NotRunning { path } => {
-                    write!(
-                        f,
-                        "brokerd is not running (no answer on {})",
-                        path.display()
-                    )
-                }
-                ConnectError::PermissionDenied { path } => write!(
-                    f,
-                    "permission denied on {}: it belongs to another user",
-                    path.display()
-                ),
-                ConnectError::BadPath { path } => {
-                    write!(f, "{} cannot be used as a socket path", path.display())
-                }
-                ConnectError::StartFailed { path, reason } => write!(
-                    f,
-                    "brokerd is not running (no answer on {}) and could not be started: {reason}",
-                    path.display()
-                ),
-                ConnectError::Other { path, source } => {
-                    write!(f, "cannot reach brokerd on {}: {source}", path.display())?;
-                    if let Some(io) = io_cause(source) {
-                        write!(f, ": {io}")?;
-                    }
-                    Ok(())
-                }
-            }
-        }
-    }
-
-    impl std::error::Error for ConnectError {}
 
     /// Connects to brokerd's Unix socket.
     pub async fn connect(path: &Path) -> Result<BrokerClient<Channel>, ConnectError> {
@@ -274,7 +308,7 @@ mod client {
         let endpoint = Endpoint::from_shared(format!("unix:{text}")).map_err(|_| bad_path())?;
         match endpoint.connect().await {
             Ok(channel) => Ok(BrokerClient::new(channel)),
-            Err(source) => Err(classify(path, source)),
+            Err(source) => Err(classify(path, &source)),
         }
     }
 
@@ -283,73 +317,20 @@ mod client {
     pub async fn connect_or_start(path: &Path) -> Result<BrokerClient<Channel>, ConnectError> {
         match connect(path).await {
             Err(ConnectError::NotRunning { .. }) => {
-                start_daemon(path).map_err(|reason| ConnectError::StartFailed {
-                    path: path.to_path_buf(),
-                    reason,
-                })?;
+                super::start_daemon(path)?;
                 connect(path).await
             }
             other => other,
         }
     }
 
-    /// Runs `brokerd --on-demand` for `path` and waits for its readiness line. brokerd itself
-    /// queues behind any other start, so that many clients racing here start one daemon; the
-    /// losers answer `ready` as soon as the winner serves.
-    fn start_daemon(path: &Path) -> Result<(), String> {
-        use std::io::{BufRead, Read};
-        use std::process::{Command, Stdio};
-
-        let brokerd = brokerd_program();
-        let mut child = Command::new(&brokerd)
-            .arg("--on-demand")
-            .arg("--socket")
-            .arg(path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("cannot run {}: {e}", brokerd.display()))?;
-        let mut line = String::new();
-        if let Some(stdout) = child.stdout.take() {
-            let _ = std::io::BufReader::new(stdout).read_line(&mut line);
-        }
-        if line.starts_with("ready ") {
-            // brokerd lives on on its own; its stderr now points at /dev/null.
-            return Ok(());
-        }
-        let mut stderr = String::new();
-        if let Some(mut pipe) = child.stderr.take() {
-            let _ = pipe.read_to_string(&mut stderr);
-        }
-        let status = child.wait().map_err(|e| e.to_string())?;
-        let said = stderr
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .map(|l| l.trim_start_matches("brokerd: ").to_string());
-        Err(said.unwrap_or_else(|| format!("{} exited ({status})", brokerd.display())))
-    }
-
-    /// The brokerd installed beside this binary (as packages and `cargo install` put them),
-    /// else `brokerd`, to be found on PATH.
-    pub fn brokerd_program() -> PathBuf {
-        std::env::current_exe()
-            .ok()
-            .map(|me| me.with_file_name("brokerd"))
-            .filter(|sibling| sibling.is_file())
-            .unwrap_or_else(|| PathBuf::from("brokerd"))
-    }
-
-    fn classify(path: &Path, source: tonic::transport::Error) -> ConnectError {
-        use std::io::ErrorKind;
-        let path = path.to_path_buf();
-        match io_cause(&source).map(|e| e.kind()) {
-            Some(ErrorKind::NotFound | ErrorKind::ConnectionRefused) => {
-                ConnectError::NotRunning { path }
-            }
-            Some(ErrorKind::PermissionDenied) => ConnectError::PermissionDenied { path },
-            _ => ConnectError::Other { path, source },
+    fn classify(path: &Path, source: &tonic::transport::Error) -> ConnectError {
+        match io_cause(source) {
+            Some(io) => ConnectError::from_io(path, io),
+            None => ConnectError::Other {
+                path: path.to_path_buf(),
+                reason: source.to_string(),
+            },
         }
     }
 
@@ -411,6 +392,7 @@ mod tests {
         );
     }
 
+    #[cfg(feature = "client")]
     #[test]
     fn error_detail_round_trips_through_a_status() {
         let detail = ErrorDetail {

@@ -3,32 +3,22 @@
 
 use std::process::Stdio;
 
-use broker_proto::v1::{
-    Credentials, LoginEvent, LoginRequest, SessionSpec, broker_client::BrokerClient,
-    login_event::Event,
-};
-use tonic::transport::Channel;
+use broker_proto::v1::{GetTokenRequest, LoginEvent, LoginRequest, login_event::Event};
 
-pub async fn run(
-    client: &mut BrokerClient<Channel>,
-    spec: &SessionSpec,
-    credentials: &Credentials,
-) -> Result<(), String> {
-    let mut stream = client
-        .login(LoginRequest {
-            spec: Some(spec.clone()),
-            credentials: Some(credentials.clone()),
-            remember_password: false,
-        })
-        .await
-        .map_err(|s| broker_proto::error_message(&s))?
-        .into_inner();
+use broker_shim::grpc::{self, Channel};
+
+/// Runs the login brokerd asks for, for the session `request` names, until it ends.
+pub fn run(channel: &mut Channel, request: &GetTokenRequest) -> Result<(), String> {
+    let login = LoginRequest {
+        spec: request.spec.clone(),
+        credentials: request.credentials.clone(),
+        remember_password: false,
+    };
+    let mut call = channel
+        .start::<_, LoginEvent>(grpc::LOGIN, &login)
+        .map_err(|e| e.to_message())?;
     loop {
-        match stream
-            .message()
-            .await
-            .map_err(|s| broker_proto::error_message(&s))?
-        {
+        match call.next_message().map_err(|e| e.to_message())? {
             Some(LoginEvent {
                 event: Some(Event::DeviceCode(code)),
             }) => {
@@ -50,6 +40,8 @@ pub async fn run(
                 if !done.account.is_empty() {
                     eprintln!("Signed in as {}.", done.account);
                 }
+                // Reads the end of the call, so that the connection is ready for the next.
+                while call.next_message().map_err(|e| e.to_message())?.is_some() {}
                 return Ok(());
             }
             Some(LoginEvent {

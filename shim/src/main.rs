@@ -1,22 +1,20 @@
 //! broker-shim: kubectl's exec credential plugin. One RPC to brokerd, one ExecCredential out.
 //!
-//! Everything here runs on every kubectl invocation, so it stays small: no CLI framework, a
-//! current-thread runtime, no logging framework. It never holds a refresh token.
+//! Everything here runs on every kubectl invocation, so it stays small: no CLI framework, no
+//! async runtime, no HTTP/2 library, no logging framework. It never holds a refresh token.
 
 mod args;
-mod exec_credential;
 mod login;
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
-use broker_proto::v1::{
-    Credentials, ErrorReason, GetTokenRequest, SessionSpec, broker_client::BrokerClient,
-};
-use tonic::transport::Channel;
+use broker_proto::exec_credential;
+use broker_proto::v1::{Credentials, ErrorReason, GetTokenRequest, GetTokenResponse, SessionSpec};
+
+use broker_shim::grpc::{self, CallError};
 
 use args::Command;
-use exec_credential::ExecInfo;
 
 fn main() -> ExitCode {
     let mut argv = Vec::new();
@@ -66,54 +64,27 @@ fn get_token(spec: SessionSpec, credentials: Credentials) -> Result<String, Stri
         std::env::var("KUBERNETES_EXEC_INFO").ok().as_deref(),
         std::io::stdin().is_terminal(),
     )?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start: {e}"))?;
-    runtime.block_on(fetch(spec, credentials, info))
-}
-
-async fn fetch(
-    spec: SessionSpec,
-    credentials: Credentials,
-    info: ExecInfo,
-) -> Result<String, String> {
     let socket = broker_proto::socket_path(None);
-    let mut client = broker_proto::connect_or_start(&socket)
-        .await
-        .map_err(|e| e.to_string())?;
-    match request_token(&mut client, &spec, &credentials).await {
-        Ok(answer) => Ok(answer),
-        Err(status)
-            if broker_proto::error_reason(&status) == ErrorReason::LoginRequired
-                && info.interactive =>
+    let mut channel = grpc::connect_or_start(&socket).map_err(|e| e.to_string())?;
+    let request = GetTokenRequest {
+        spec: Some(spec),
+        credentials: Some(credentials),
+    };
+    let answer: GetTokenResponse = match channel.unary(grpc::GET_TOKEN, &request) {
+        Ok(answer) => answer,
+        Err(CallError::Failed(failure))
+            if failure.reason() == ErrorReason::LoginRequired && info.interactive =>
         {
-            login::run(&mut client, &spec, &credentials).await?;
-            request_token(&mut client, &spec, &credentials)
-                .await
-                .map_err(|status| broker_proto::error_message(&status))
+            login::run(&mut channel, &request)?;
+            channel
+                .unary(grpc::GET_TOKEN, &request)
+                .map_err(|e| e.to_message())?
         }
-        Err(status) => Err(broker_proto::error_message(&status)),
-    }
-    .map(|answer| {
-        exec_credential::exec_credential(
-            info.api_version,
-            &answer.access_token,
-            answer.expires_at_unix,
-        )
-    })
-}
-
-async fn request_token(
-    client: &mut BrokerClient<Channel>,
-    spec: &SessionSpec,
-    credentials: &Credentials,
-) -> Result<broker_proto::v1::GetTokenResponse, tonic::Status> {
-    client
-        .get_token(GetTokenRequest {
-            spec: Some(spec.clone()),
-            credentials: Some(credentials.clone()),
-        })
-        .await
-        .map(tonic::Response::into_inner)
+        Err(error) => return Err(error.to_message()),
+    };
+    Ok(exec_credential::exec_credential(
+        info.api_version,
+        &answer.access_token,
+        answer.expires_at_unix,
+    ))
 }

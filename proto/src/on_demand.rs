@@ -1,0 +1,135 @@
+//! Reaching brokerd when it is not running yet: what went wrong connecting, and starting it on
+//! demand. Shared by the tonic client (brokerctl) and broker-shim's own, so that both start the
+//! daemon the same way and say the same thing when they cannot.
+
+use std::path::{Path, PathBuf};
+
+/// Why a client could not reach brokerd.
+#[derive(Debug)]
+pub enum ConnectError {
+    /// Nothing listens on the socket: brokerd is not running.
+    NotRunning {
+        path: PathBuf,
+    },
+    /// The socket or its directory belongs to someone else.
+    PermissionDenied {
+        path: PathBuf,
+    },
+    /// The path cannot be used as a socket address.
+    BadPath {
+        path: PathBuf,
+    },
+    /// Nothing listened, and brokerd could not be started on demand.
+    StartFailed {
+        path: PathBuf,
+        reason: String,
+    },
+    Other {
+        path: PathBuf,
+        reason: String,
+    },
+}
+
+impl ConnectError {
+    /// Classifies a failed `connect()` on the socket at `path`.
+    pub fn from_io(path: &Path, error: &std::io::Error) -> Self {
+        use std::io::ErrorKind;
+        let path = path.to_path_buf();
+        match error.kind() {
+            ErrorKind::NotFound | ErrorKind::ConnectionRefused => ConnectError::NotRunning { path },
+            ErrorKind::PermissionDenied => ConnectError::PermissionDenied { path },
+            ErrorKind::InvalidInput => ConnectError::BadPath { path },
+            _ => ConnectError::Other {
+                path,
+                reason: error.to_string(),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConnectError::NotRunning { path } => {
+                write!(
+                    f,
+                    "brokerd is not running (no answer on {})",
+                    path.display()
+                )
+            }
+            ConnectError::PermissionDenied { path } => write!(
+                f,
+                "permission denied on {}: it belongs to another user",
+                path.display()
+            ),
+            ConnectError::BadPath { path } => {
+                write!(f, "{} cannot be used as a socket path", path.display())
+            }
+            ConnectError::StartFailed { path, reason } => write!(
+                f,
+                "brokerd is not running (no answer on {}) and could not be started: {reason}",
+                path.display()
+            ),
+            ConnectError::Other { path, reason } => {
+                write!(f, "cannot reach brokerd on {}: {reason}", path.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConnectError {}
+
+/// Runs `brokerd --on-demand` for `path` and waits for its readiness line. brokerd itself
+/// queues behind any other start, so that many clients racing here start one daemon; the
+/// losers answer `ready` as soon as the winner serves.
+pub fn start_daemon(path: &Path) -> Result<(), ConnectError> {
+    start(path).map_err(|reason| ConnectError::StartFailed {
+        path: path.to_path_buf(),
+        reason,
+    })
+}
+
+fn start(path: &Path) -> Result<(), String> {
+    use std::io::{BufRead, Read};
+    use std::process::{Command, Stdio};
+
+    let brokerd = brokerd_program();
+    let mut child = Command::new(&brokerd)
+        .arg("--on-demand")
+        .arg("--socket")
+        .arg(path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run {}: {e}", brokerd.display()))?;
+    let mut line = String::new();
+    if let Some(stdout) = child.stdout.take() {
+        let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+    }
+    if line.starts_with("ready ") {
+        // brokerd lives on on its own; its stderr now points at /dev/null.
+        return Ok(());
+    }
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        let _ = pipe.read_to_string(&mut stderr);
+    }
+    let status = child.wait().map_err(|e| e.to_string())?;
+    let said = stderr
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .map(|l| l.trim_start_matches("brokerd: ").to_string());
+    Err(said.unwrap_or_else(|| format!("{} exited ({status})", brokerd.display())))
+}
+
+/// The brokerd installed beside this binary (as packages and `cargo install` put them),
+/// else `brokerd`, to be found on PATH.
+pub fn brokerd_program() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .map(|me| me.with_file_name("brokerd"))
+        .filter(|sibling| sibling.is_file())
+        .unwrap_or_else(|| PathBuf::from("brokerd"))
+}
