@@ -47,15 +47,36 @@ pub fn binaries() -> &'static Binaries {
         }
         let profile_dir = profile_dir.to_path_buf();
         let target_dir = profile_dir.parent().expect("target dir").to_path_buf();
-        let mut build = cargo();
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        // A release build is built as it ships (broker-bench measures it); the tests' own
+        // profile otherwise.
+        let mut build = if profile_dir.file_name().is_some_and(|n| n == "release") {
+            let mut script = Command::new(root.join("packaging/build-release"));
+            for (name, value) in cargo().get_envs() {
+                if value.is_none() {
+                    script.env_remove(name);
+                }
+            }
+            if let Some(cargo) = std::env::var_os("CARGO") {
+                // The script's `cargo` is the one running this build.
+                let dir = Path::new(&cargo).parent().map(Path::to_path_buf);
+                if let (Some(dir), Some(path)) = (dir, std::env::var_os("PATH")) {
+                    let mut dirs = vec![dir];
+                    dirs.extend(std::env::split_paths(&path));
+                    script.env("PATH", std::env::join_paths(dirs).expect("PATH"));
+                }
+            }
+            script
+        } else {
+            let mut build = cargo();
+            build.args(["build", "--workspace", "--bins"]);
+            build
+        };
         build
-            .args(["build", "--workspace", "--bins", "--quiet", "--target-dir"])
+            .args(["--quiet", "--target-dir"])
             .arg(&target_dir)
-            .current_dir(env!("CARGO_MANIFEST_DIR"));
-        if profile_dir.file_name().is_some_and(|n| n == "release") {
-            build.arg("--release");
-        }
-        let status = build.status().expect("cargo runs");
+            .current_dir(&root);
+        let status = build.status().expect("the build runs");
         assert!(status.success(), "building the binaries failed");
         let bin = |name: &str| {
             let path = profile_dir.join(name);
