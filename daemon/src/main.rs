@@ -213,7 +213,11 @@ async fn run(
         stop.await;
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     };
-    server::serve(listener, broker, test_clock, shutdown).await?;
+    // On a worker thread, not this one: #[tokio::main]'s own future runs outside the worker
+    // pool, and accepting there would cost every new connection a hop between threads.
+    tokio::spawn(server::serve(listener, broker, test_clock, shutdown))
+        .await
+        .context("the server task failed")??;
     Ok(())
 }
 
