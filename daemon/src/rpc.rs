@@ -210,8 +210,14 @@ impl broker_server::Broker for BrokerService {
         let authorities =
             doctor::authorities(&request.into_inner().authority_hosts, sessions, &env)
                 .map_err(|e| invalid(&e.to_string()))?;
-        let checks =
+        let mut checks =
             doctor::daemon_side(self.broker.store(), self.broker.clock(), &authorities, &env).await;
+        // After the secret store's checks: both are about where secrets live.
+        let at = checks
+            .iter()
+            .rposition(|c| c.id == "secret_store" || c.id == "keyring")
+            .map_or(0, |i| i + 1);
+        checks.insert(at, doctor::this_process_protection());
         Ok(Response::new(v1::DiagnoseResponse {
             checks: checks.into_iter().map(wire_check).collect(),
         }))
@@ -496,17 +502,59 @@ impl broker_proto::v1::test_clock_server::TestClock for TestClockService {
     }
 }
 
-/// The audit trail: one line per token handed out, naming the session and the calling process
-/// (never the token). On the `audit` target, so that a log filter can turn it off on its own.
+/// The audit trail: one line per token handed out, naming the session, the calling process
+/// and its parent (the caller is usually broker-shim, whose parent is the kubectl that wanted
+/// the token); never the token. On the `audit` target, so that a log filter can turn it off on
+/// its own.
 fn audit_token_served(session: &str, pid: Option<i32>) {
     if !tracing::enabled!(target: "audit", tracing::Level::INFO) {
         return;
     }
-    let exe = pid
-        .and_then(executable_of)
-        .map_or_else(|| "unknown".to_string(), |e| e.display().to_string());
-    let pid = pid.map_or_else(|| "unknown".to_string(), |p| p.to_string());
-    tracing::info!(target: "audit", session = %session, pid = %pid, exe = %exe, "audit: token served");
+    let describe = |pid: Option<i32>| {
+        let exe = pid
+            .and_then(executable_of)
+            .map_or_else(|| "unknown".to_string(), |e| e.display().to_string());
+        (
+            pid.map_or_else(|| "unknown".to_string(), |p| p.to_string()),
+            exe,
+        )
+    };
+    let (parent_pid, parent_exe) = describe(pid.and_then(parent_of));
+    let (pid, exe) = describe(pid);
+    tracing::info!(
+        target: "audit",
+        session = %session,
+        pid = %pid,
+        exe = %exe,
+        parent_pid = %parent_pid,
+        parent_exe = %parent_exe,
+        "audit: token served"
+    );
+}
+
+/// The parent of process `pid`, if the OS says and it still runs.
+#[cfg(target_os = "linux")]
+fn parent_of(pid: i32) -> Option<i32> {
+    // The command name (field 2) is in parentheses and may hold anything, spaces included: the
+    // fields after the last ')' are plain. The parent is the second of them.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[cfg(target_os = "macos")]
+fn parent_of(pid: i32) -> Option<i32> {
+    // SAFETY: proc_bsdinfo is plain data; proc_pidinfo writes at most its size into it.
+    let mut info: libc::proc_bsdinfo = unsafe { std::mem::zeroed() };
+    let size = std::mem::size_of::<libc::proc_bsdinfo>() as i32;
+    let written =
+        unsafe { libc::proc_pidinfo(pid, libc::PROC_PIDTBSDINFO, 0, (&raw mut info).cast(), size) };
+    (written == size).then(|| info.pbi_ppid as i32)
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "macos")))]
+fn parent_of(_pid: i32) -> Option<i32> {
+    None
 }
 
 /// The executable of process `pid`, if the OS says and it still runs.

@@ -66,7 +66,6 @@ pub async fn serve(
     let broker_server = BrokerServer::new(service).max_decoding_message_size(MAX_REQUEST_BYTES);
     let server = tonic::transport::Server::builder()
         .max_concurrent_streams(Some(CALLS_PER_CONNECTION))
-        .concurrency_limit_per_connection(CALLS_PER_CONNECTION as usize)
         .http2_max_header_list_size(Some(MAX_HEADER_BYTES))
         .layer(tower::util::MapRequestLayer::new(
             move |request: http::Request<tonic::body::Body>| {

@@ -234,6 +234,9 @@ fn even_trace_logs_of_a_login_and_refreshes_hold_no_token() {
     let shim = binaries().shim.display().to_string();
     assert!(line.contains(&format!("exe={shim}")), "{line}");
     assert!(line.contains("pid="), "{line}");
+    // The shim's parent is this test.
+    let me = std::env::current_exe().unwrap().display().to_string();
+    assert!(line.contains(&format!("parent_exe={me}")), "{line}");
     let log = daemon.log();
     assert!(log.contains("TRACE"), "trace logging is on");
     assert_eq!(mock.issued_refresh_tokens().len(), 3);

@@ -97,7 +97,12 @@ pub fn authorities(
 }
 
 /// Everything brokerd's side of doctor checks, in the order people read it.
-/// Whether brokerd's memory is out of reach of core files and debuggers.
+/// Whether this process's memory is out of reach of core files and debuggers: brokerd's, when
+/// it answers `Diagnose` (there is no such check when brokerd is not running).
+pub fn this_process_protection() -> Check {
+    process_protection(crate::hardening::dumpable(), crate::hardening::core_limit())
+}
+
 fn process_protection(dumpable: Option<bool>, core_limit: Option<u64>) -> Check {
     const ID: &str = "process_protection";
     let fix = "brokerd sets this itself at start; its log says why it could not";
@@ -124,10 +129,6 @@ pub async fn daemon_side(
     env: Env<'_>,
 ) -> Vec<Check> {
     let mut checks = secret_store::check(store).await;
-    checks.push(process_protection(
-        crate::hardening::dumpable(),
-        crate::hardening::core_limit(),
-    ));
     checks.push(network::proxy(env));
     checks.push(network::trust_store(env));
     checks.extend(network::identity_providers(authorities, clock).await);
