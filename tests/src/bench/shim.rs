@@ -214,7 +214,7 @@ pub fn kubectl(sandbox: &Sandbox, mock: &MockEntra, scale: Scale) -> Row {
             command: run("static"),
         },
     ];
-    let rounds = scale.pick(60, 15);
+    let rounds = scale.pick(200, 15);
     let samples = compare(&candidates, 3, rounds);
     let ratio = samples[0].median().as_secs_f64() / samples[1].median().as_secs_f64();
     Row::new(
