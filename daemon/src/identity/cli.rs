@@ -162,7 +162,7 @@ pub(super) async fn acquire(
             });
             (
                 answer.access_token,
-                expires_at.map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs(s)),
+                expires_at.and_then(|s| SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(s))),
             )
         }
         Tool::AzureDeveloperCli => {
@@ -176,8 +176,9 @@ pub(super) async fn acquire(
         }
     };
     Ok(TokenSet {
-        access: AccessToken::new(
+        access: AccessToken::expiring_at(
             token.into(),
+            now,
             expires_at.unwrap_or(now + super::ASSUMED_LIFETIME),
         ),
         refresh: None,

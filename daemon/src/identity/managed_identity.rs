@@ -123,7 +123,7 @@ pub(super) async fn acquire(
         .map(Duration::from_secs)
         .unwrap_or(super::ASSUMED_LIFETIME);
     Ok(TokenSet {
-        access: AccessToken::new(answer.access_token.into(), now() + lifetime),
+        access: AccessToken::expiring_in(answer.access_token.into(), now(), lifetime),
         refresh: None,
         refresh_in: None,
         account: None,

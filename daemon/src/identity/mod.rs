@@ -377,20 +377,55 @@ impl IdentityClient {
     }
 
     fn token_set(&self, answer: EntraTokenResponse) -> TokenSet {
-        let now = self.clock.now();
-        let lifetime = answer.expires_in().unwrap_or(ASSUMED_LIFETIME);
-        let extra = answer.extra_fields();
-        TokenSet {
-            access: AccessToken::new(
-                answer.access_token().secret().clone().into(),
-                now + lifetime,
-            ),
-            refresh: answer
-                .refresh_token()
-                .map(|rt| RefreshToken::new(rt.secret().clone().into())),
-            refresh_in: extra.refresh_in.map(Duration::from_secs),
-            account: extra.id_token.as_ref().and_then(IdToken::account),
+        token_set(&answer, self.clock.now())
+    }
+}
+
+/// What a successful token answer means, read at `now`.
+fn token_set(answer: &EntraTokenResponse, now: std::time::SystemTime) -> TokenSet {
+    let lifetime = answer.expires_in().unwrap_or(ASSUMED_LIFETIME);
+    let extra = answer.extra_fields();
+    TokenSet {
+        access: AccessToken::expiring_in(
+            answer.access_token().secret().clone().into(),
+            now,
+            lifetime,
+        ),
+        refresh: answer
+            .refresh_token()
+            .map(|rt| RefreshToken::new(rt.secret().clone().into())),
+        refresh_in: extra
+            .refresh_in
+            .map(|seconds| Duration::from_secs(seconds).min(token::MAX_LIFETIME)),
+        account: extra.id_token.as_ref().and_then(IdToken::account),
+    }
+}
+
+/// Entry points for `cargo fuzz` (fuzz/): the parsers of what the identity provider sends, run
+/// the way brokerd runs them. Built only under `--cfg fuzzing`.
+#[cfg(fuzzing)]
+pub mod fuzzing {
+    use super::*;
+
+    /// A token endpoint's success answer, parsed and read as brokerd reads it.
+    pub fn token_answer(body: &[u8]) {
+        if let Ok(answer) = serde_json::from_slice::<EntraTokenResponse>(body) {
+            let set = token_set(&answer, std::time::SystemTime::now());
+            let _ = set.access.remaining(std::time::SystemTime::now());
         }
+    }
+
+    /// A token endpoint's error answer, classified and summarised as brokerd does.
+    pub fn error_answer(body: &[u8]) {
+        if let Ok(error) = serde_json::from_slice::<EntraErrorBody>(body) {
+            let _ = error.classify();
+            let _ = error.summary();
+        }
+    }
+
+    /// An ID token's claims, read for the account name.
+    pub fn id_token(text: &str) {
+        let _ = IdToken::from_text(text).account();
     }
 }
 
@@ -433,5 +468,17 @@ mod tests {
         .unwrap();
         assert_eq!(answer.expires_in(), Some(Duration::from_secs(5302)));
         assert_eq!(answer.refresh_token().unwrap().secret(), "rt");
+    }
+
+    #[test]
+    fn absurd_lifetimes_are_cut_down_instead_of_overflowing() {
+        let answer: EntraTokenResponse = serde_json::from_str(
+            r#"{"access_token":"at","token_type":"Bearer","expires_in":18446744073709551615,"refresh_in":"18446744073709551615"}"#,
+        )
+        .unwrap();
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let set = token_set(&answer, now);
+        assert_eq!(set.access.expires_at, now + token::MAX_LIFETIME);
+        assert_eq!(set.refresh_in, Some(token::MAX_LIFETIME));
     }
 }

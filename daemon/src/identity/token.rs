@@ -15,9 +15,25 @@ pub struct AccessToken {
     pub expires_at: SystemTime,
 }
 
+/// The longest an access token is believed to live. Entra's live 60 to 90 minutes (up to 28
+/// hours under continuous access evaluation); a longer claim, from a broken or hostile answer,
+/// is cut down to this, so that it can neither overflow time arithmetic (a panic in the
+/// scheduler) nor park a token, or a refresh, years away.
+pub const MAX_LIFETIME: Duration = Duration::from_secs(48 * 3600);
+
 impl AccessToken {
     pub fn new(secret: SecretString, expires_at: SystemTime) -> Self {
         AccessToken { secret, expires_at }
+    }
+
+    /// A token the IdP says lives `lifetime` from `now` (at most [`MAX_LIFETIME`]).
+    pub fn expiring_in(secret: SecretString, now: SystemTime, lifetime: Duration) -> Self {
+        Self::new(secret, now + lifetime.min(MAX_LIFETIME))
+    }
+
+    /// A token that a tool says expires at `at` (at most [`MAX_LIFETIME`] from `now`).
+    pub fn expiring_at(secret: SecretString, now: SystemTime, at: SystemTime) -> Self {
+        Self::new(secret, at.min(now + MAX_LIFETIME))
     }
 
     pub fn expose(&self) -> &str {
@@ -97,6 +113,11 @@ struct AccountClaims {
 }
 
 impl IdToken {
+    #[cfg(fuzzing)]
+    pub fn from_text(text: &str) -> Self {
+        IdToken(text.to_string())
+    }
+
     /// The account name the ID token was issued to, for display. The token arrived straight
     /// from the token endpoint over TLS, so its signature is not checked: nothing is decided
     /// on this value.
