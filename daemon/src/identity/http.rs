@@ -15,6 +15,7 @@ use oauth2::{HttpRequest, HttpResponse};
 pub const MAX_ANSWER_BYTES: usize = 256 * 1024;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(20);
 
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
@@ -51,6 +52,9 @@ impl IdpHttp {
             .connect_timeout(CONNECT_TIMEOUT)
             // A token endpoint never redirects; following one could send a grant elsewhere.
             .redirect(reqwest::redirect::Policy::none())
+            // Reuse matters within a burst of refreshes, not across the half hour between
+            // them; an idle connection kept 90 s (the default) costs wake-ups to evict.
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .user_agent(concat!("token-broker/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| HttpError::Setup(setup_failure(&e)))?;
