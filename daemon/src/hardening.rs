@@ -9,22 +9,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
 use tokio::sync::Notify;
 
 /// What [`protect_process`] could not do, one line each.
 pub fn protect_process() -> Vec<String> {
     let mut failures = Vec::new();
     // A core file would hold every token in memory, written wherever core_pattern says.
-    let no_core = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
+    let no_core = Rlimit {
+        current: Some(0),
+        maximum: Some(0),
     };
-    // SAFETY: setrlimit reads the struct it is given and has no other preconditions.
-    if unsafe { libc::setrlimit(libc::RLIMIT_CORE, &no_core) } != 0 {
-        failures.push(format!(
-            "cannot turn core dumps off: {}",
-            std::io::Error::last_os_error()
-        ));
+    if let Err(e) = setrlimit(Resource::Core, no_core) {
+        failures.push(format!("cannot turn core dumps off: {e}"));
     }
     if let Err(e) = refuse_debuggers() {
         failures.push(format!("cannot refuse debuggers: {e}"));
@@ -73,38 +70,32 @@ pub fn dumpable() -> Option<bool> {
     }
 }
 
-/// The core file size limit in bytes (0: no core dumps).
-pub fn core_limit() -> Option<u64> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes the struct it is given.
-    (unsafe { libc::getrlimit(libc::RLIMIT_CORE, &mut limit) } == 0).then_some(limit.rlim_cur)
+/// The core file size limit in bytes (0: no core dumps; `u64::MAX`: unlimited).
+pub fn core_limit() -> u64 {
+    getrlimit(Resource::Core).current.unwrap_or(u64::MAX)
 }
 
 /// Raises the open-file limit to what the hard limit allows: every client connection is a
 /// descriptor, and the usual soft limit of 1024 is less than a busy CI machine's parallel
 /// kubectl runs.
 pub fn raise_open_file_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit and setrlimit read or write the struct they are given.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
-        {
-            // macOS refuses more than OPEN_MAX for the soft limit, whatever the hard limit.
-            let wanted = if cfg!(target_os = "macos") {
-                limit.rlim_max.min(10_240)
-            } else {
-                limit.rlim_max
-            };
-            limit.rlim_cur = wanted;
-            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        }
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current == limit.maximum {
+        return;
     }
+    // macOS refuses more than OPEN_MAX for the soft limit, whatever the hard limit.
+    let wanted = if cfg!(target_os = "macos") {
+        Some(limit.maximum.map_or(10_240, |max| max.min(10_240)))
+    } else {
+        limit.maximum
+    };
+    let _ = setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: wanted,
+            maximum: limit.maximum,
+        },
+    );
 }
 
 /// How long brokerd must have been quiet before it hands free memory back.

@@ -103,7 +103,7 @@ pub fn this_process_protection() -> Check {
     process_protection(crate::hardening::dumpable(), crate::hardening::core_limit())
 }
 
-fn process_protection(dumpable: Option<bool>, core_limit: Option<u64>) -> Check {
+fn process_protection(dumpable: Option<bool>, core_limit: u64) -> Check {
     const ID: &str = "process_protection";
     let fix = "brokerd sets this itself at start; its log says why it could not";
     match (dumpable, core_limit) {
@@ -112,7 +112,7 @@ fn process_protection(dumpable: Option<bool>, core_limit: Option<u64>) -> Check 
             "brokerd can be dumped or traced by other processes of this user",
             fix,
         ),
-        (_, Some(limit)) if limit > 0 => Check::warn(
+        (_, limit) if limit > 0 => Check::warn(
             ID,
             format!("brokerd may write core files (limit {limit} bytes)"),
             fix,
@@ -141,10 +141,10 @@ mod process_tests {
 
     #[test]
     fn process_protection_warns_unless_both_hold() {
-        assert_eq!(process_protection(Some(false), Some(0)).level, Level::Pass);
-        assert_eq!(process_protection(None, Some(0)).level, Level::Pass);
-        assert_eq!(process_protection(Some(true), Some(0)).level, Level::Warn);
-        let core = process_protection(Some(false), Some(4096));
+        assert_eq!(process_protection(Some(false), 0).level, Level::Pass);
+        assert_eq!(process_protection(None, 0).level, Level::Pass);
+        assert_eq!(process_protection(Some(true), 0).level, Level::Warn);
+        let core = process_protection(Some(false), 4096);
         assert_eq!(core.level, Level::Warn);
         assert!(core.summary.contains("4096"), "{}", core.summary);
     }
