@@ -33,10 +33,7 @@ pub fn protect_process() -> Vec<String> {
 /// CAP_SYS_PTRACE) from attaching with ptrace or reading /proc/<pid>/mem.
 #[cfg(target_os = "linux")]
 fn refuse_debuggers() -> std::io::Result<()> {
-    // SAFETY: PR_SET_DUMPABLE takes one integer argument; the rest are ignored.
-    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)?;
     Ok(())
 }
 
@@ -60,9 +57,9 @@ fn refuse_debuggers() -> std::io::Result<()> {
 pub fn dumpable() -> Option<bool> {
     #[cfg(target_os = "linux")]
     {
-        // SAFETY: PR_GET_DUMPABLE takes no arguments and returns the flag.
-        let flag = unsafe { libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0) };
-        (flag >= 0).then_some(flag != 0)
+        rustix::process::dumpable_behavior()
+            .ok()
+            .map(|b| b != rustix::process::DumpableBehavior::NotDumpable)
     }
     #[cfg(not(target_os = "linux"))]
     {

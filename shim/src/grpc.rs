@@ -42,6 +42,14 @@ impl CallError {
     }
 }
 
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.to_message())
+    }
+}
+
+impl std::error::Error for CallError {}
+
 impl From<h2::WireError> for CallError {
     fn from(error: h2::WireError) -> Self {
         CallError::Broken(error.to_string())
