@@ -701,7 +701,7 @@ users:
     fn only_the_context_asked_for() {
         let two = AZ_AKS.replace(
             "- name: static\n  user:\n    token: not-ours\n",
-            "- name: static\n  user:\n    exec:\n      apiVersion: client.authentication.k8s.io/v1beta1\n      command: /usr/local/bin/kubelogin\n      args: [get-token, --login, devicecode, --server-id, s, --tenant-id, t]\n",
+            "- name: static\n  user:\n    exec:\n      apiVersion: client.authentication.k8s.io/v1beta1\n      command: /usr/local/bin/kubelogin\n      args: [get-token, --login, devicecode, --server-id, s, --tenant-id, t.example]\n",
         );
         let out = convert(
             &two,
@@ -739,7 +739,7 @@ users:
     exec:
       apiVersion: client.authentication.k8s.io/v1beta1
       command: C:\tools\kubelogin.exe
-      args: ["get-token", "--login=spn", "--server-id", "s", "--tenant-id", "t", "--client-id", "app", "--client-secret", "s3cr3t-in-args"]
+      args: ["get-token", "--login=spn", "--server-id", "s", "--tenant-id", "t.example", "--client-id", "app", "--client-secret", "s3cr3t-in-args"]
       env:
       - name: AZURE_CLIENT_CERTIFICATE_PASSWORD
         value: pfx-pass

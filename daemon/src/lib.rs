@@ -1,6 +1,7 @@
 //! brokerd: the token-broker daemon, as a library that its two binaries share.
 //!
-//! Data flows one way: [`rpc`] → [`broker`] → [`identity`] and [`store`]. See
+//! Data flows one way: [`rpc`] → [`broker`] → [`identity`] and [`store`]; [`spec`] (what names
+//! a session) and [`config`] lie below the broker, which reads them. See
 //! `docs/ARCHITECTURE.md` for the map and the invariants each part keeps.
 
 pub mod broker;
@@ -16,4 +17,5 @@ pub mod paths;
 pub mod rpc;
 pub mod server;
 pub mod service;
+pub mod spec;
 pub mod store;

@@ -1,9 +1,12 @@
 //! The Unix socket brokerd listens on, and the checks that make it private.
 //!
 //! The socket lives in a directory that must be a real directory (not a symlink), owned by the
-//! daemon's user and closed to everyone else (no group or other permissions); brokerd creates it
-//! 0700 when missing and refuses to use it otherwise. The socket itself is 0600. A lock file next
-//! to it makes sure one daemon serves a path; a socket left by a dead daemon is replaced.
+//! daemon's user and closed to everyone else (no group or other permissions), below directories
+//! no other user can change; brokerd creates it 0700 when missing and refuses to use it
+//! otherwise. These are the rules its clients check before they connect
+//! ([`broker_proto::socket`]), so a path brokerd serves is one they accept. The socket itself
+//! is 0600. A lock file next to it makes sure one daemon serves a path; a socket left by a dead
+//! daemon is replaced.
 //!
 //! The socket is either bound here or inherited from a service manager (systemd's socket
 //! activation, `LISTEN_FDS`); an inherited one passes the same checks, and its file belongs to
@@ -15,6 +18,8 @@ use std::io::ErrorKind;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+pub use broker_proto::socket::DirProblem;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ListenError {
     #[error("the socket path {0} has no parent directory")]
@@ -24,18 +29,8 @@ pub enum ListenError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("the socket directory {path} is a symbolic link; refusing to use it")]
-    DirIsSymlink { path: PathBuf },
-    #[error("{path} is not a directory")]
-    NotADir { path: PathBuf },
-    #[error(
-        "the socket directory {path} belongs to uid {owner}, not to uid {uid}; refusing to use it"
-    )]
-    DirOwner { path: PathBuf, owner: u32, uid: u32 },
-    #[error(
-        "the socket directory {path} has mode {mode:04o}; it must be private (run: chmod 700 {path})"
-    )]
-    DirMode { path: PathBuf, mode: u32 },
+    #[error(transparent)]
+    Dir(#[from] DirProblem),
     #[error("another brokerd already serves {path}")]
     AlreadyRunning { path: PathBuf },
     #[error("{path} exists and is not a socket; refusing to replace it")]
@@ -314,32 +309,11 @@ fn private_dir(dir: &Path, uid: u32) -> Result<(), ListenError> {
     check_private_dir(dir, uid)
 }
 
-/// Checks that `dir` is a real directory, owned by `uid` and closed to everyone else. Also
-/// what `brokerctl doctor` asks of the socket directory.
+/// Checks that `dir` is a real directory, owned by `uid`, closed to everyone else, below
+/// directories no other user can change: what clients check too. Also what `brokerctl doctor`
+/// asks of the socket directory.
 pub fn check_private_dir(dir: &Path, uid: u32) -> Result<(), ListenError> {
-    let meta = fs::symlink_metadata(dir).map_err(|source| ListenError::CreateDir {
-        path: dir.to_path_buf(),
-        source,
-    })?;
-    let path = dir.to_path_buf();
-    if meta.file_type().is_symlink() {
-        return Err(ListenError::DirIsSymlink { path });
-    }
-    if !meta.is_dir() {
-        return Err(ListenError::NotADir { path });
-    }
-    if meta.uid() != uid {
-        return Err(ListenError::DirOwner {
-            path,
-            owner: meta.uid(),
-            uid,
-        });
-    }
-    let mode = meta.mode() & 0o7777;
-    if mode & 0o077 != 0 {
-        return Err(ListenError::DirMode { path, mode });
-    }
-    Ok(())
+    Ok(broker_proto::socket::check_dir(dir, uid)?)
 }
 
 #[cfg(test)]
@@ -375,7 +349,7 @@ mod tests {
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
         let err = bind(&dir.join("broker.sock"), uid()).err().unwrap();
         assert!(
-            matches!(err, ListenError::DirMode { mode: 0o755, .. }),
+            matches!(err, ListenError::Dir(DirProblem::Mode { mode: 0o755, .. })),
             "{err}"
         );
         assert!(err.to_string().contains("chmod 700"), "{err}");
@@ -387,7 +361,10 @@ mod tests {
         let err = bind(&tmp.path().join("broker.sock"), uid() + 1)
             .err()
             .unwrap();
-        assert!(matches!(err, ListenError::DirOwner { .. }), "{err}");
+        assert!(
+            matches!(err, ListenError::Dir(DirProblem::Owner { .. })),
+            "{err}"
+        );
     }
 
     #[test]
@@ -398,7 +375,25 @@ mod tests {
         let link = tmp.path().join("link");
         std::os::unix::fs::symlink(&real, &link).unwrap();
         let err = bind(&link.join("broker.sock"), uid()).err().unwrap();
-        assert!(matches!(err, ListenError::DirIsSymlink { .. }), "{err}");
+        assert!(
+            matches!(err, ListenError::Dir(DirProblem::Symlink { .. })),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn refuses_a_directory_below_one_another_user_can_change() {
+        let tmp = private_tempdir();
+        let open = tmp.path().join("open");
+        fs::create_dir(&open).unwrap();
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
+        let err = bind(&open.join("token-broker/broker.sock"), uid())
+            .err()
+            .unwrap();
+        assert!(
+            matches!(err, ListenError::Dir(DirProblem::OpenAncestor { .. })),
+            "{err}"
+        );
     }
 
     #[test]

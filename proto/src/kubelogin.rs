@@ -20,10 +20,12 @@ const VALUE_FLAGS: &[(&str, Option<char>)] = &[
     ("password", None),
     ("identity-resource-id", None),
     ("federated-token-file", None),
+    ("timeout", None),
+    ("socket", None),
 ];
 
-/// kubelogin flags that mean nothing here: brokerd keeps the tokens and does its own timing.
-const IGNORED_VALUE_FLAGS: &[&str] = &["token-cache-dir", "cache-dir", "timeout"];
+/// kubelogin flags that mean nothing here: brokerd keeps the tokens.
+const IGNORED_VALUE_FLAGS: &[&str] = &["token-cache-dir", "cache-dir"];
 const IGNORED_SWITCHES: &[&str] = &["disable-instance-discovery"];
 const SWITCHES: &[&str] = &["disable-environment-override", "use-azurerm-env-vars"];
 
@@ -36,6 +38,10 @@ pub struct GetTokenOptions {
     pub login: Option<String>,
     pub use_azurerm_env_vars: bool,
     pub disable_environment_override: bool,
+    /// kubelogin's `--timeout`: how long the whole `get-token` may take, login included.
+    pub timeout: Option<std::time::Duration>,
+    /// broker-shim's own `--socket`: brokerd's socket, over `TOKEN_BROKER_SOCKET`.
+    pub socket: Option<String>,
 }
 
 impl GetTokenOptions {
@@ -82,6 +88,12 @@ impl GetTokenOptions {
                 "password" => creds.password = value,
                 "identity-resource-id" => spec.identity_resource_id = value,
                 "federated-token-file" => creds.federated_token_file = value,
+                "timeout" => {
+                    options.timeout = Some(parse_go_duration(&value).ok_or_else(|| {
+                        format!("--timeout {value:?} is not a duration (such as 60s, 5m or 1m30s)")
+                    })?)
+                }
+                "socket" => options.socket = Some(value),
                 _ => {}
             }
         }
@@ -116,6 +128,10 @@ impl GetTokenOptions {
             &self.credentials.federated_token_file,
         );
         flag("profile", &spec.profile);
+        if let Some(timeout) = self.timeout {
+            flag("timeout", &format!("{}s", timeout.as_secs().max(1)));
+        }
+        flag("socket", self.socket.as_deref().unwrap_or(""));
         if self.use_azurerm_env_vars {
             args.push("--use-azurerm-env-vars".into());
         }
@@ -237,6 +253,10 @@ impl GetTokenOptions {
                 return Err("--tenant-id is required (or --profile)".into());
             }
         }
+        if !spec.tenant_id.is_empty() {
+            check_tenant(spec.tenant_id.trim())
+                .map_err(|why| format!("--tenant-id {:?} is not valid: {why}", spec.tenant_id))?;
+        }
         for path in [
             &mut credentials.client_certificate_path,
             &mut credentials.federated_token_file,
@@ -252,6 +272,74 @@ impl GetTokenOptions {
         }
         Ok((spec, credentials))
     }
+}
+
+/// A Go `time.Duration` as pflag parses it: numbers (decimals allowed) each with a unit (`ns`,
+/// `us`, `µs`, `ms`, `s`, `m`, `h`), such as `60s`, `1m30s` or `1.5h`. `None` for anything
+/// else, and for a duration of zero or one too large to mean anything.
+pub fn parse_go_duration(text: &str) -> Option<std::time::Duration> {
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return None;
+    }
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let number_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let number: f64 = rest[..number_end].parse().ok()?;
+        rest = &rest[number_end..];
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let seconds = match &rest[..unit_end] {
+            "ns" => 1e-9,
+            "us" | "µs" | "μs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return None,
+        };
+        rest = &rest[unit_end..];
+        total += number * seconds;
+    }
+    // A week is longer than any login; beyond it a value is a mistake.
+    (total > 0.0 && total <= 7.0 * 86_400.0).then(|| std::time::Duration::from_secs_f64(total))
+}
+
+/// Whether `tenant` can name an Entra tenant: a GUID, a domain name (`contoso.onmicrosoft.com`),
+/// or one of the multi-tenant names (`common`, `organizations`, `consumers`). Anything else is
+/// refused before a request is made, with the reason.
+pub fn check_tenant(tenant: &str) -> Result<(), &'static str> {
+    if matches!(tenant, "common" | "organizations" | "consumers") || is_guid(tenant) {
+        return Ok(());
+    }
+    let labels: Vec<&str> = tenant.split('.').collect();
+    let label_ok = |label: &&str| {
+        !label.is_empty()
+            && label.len() <= 63
+            && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+    };
+    if tenant.len() <= 253 && labels.len() >= 2 && labels.iter().all(label_ok) {
+        return Ok(());
+    }
+    Err(
+        "a tenant is a GUID, a domain name (contoso.onmicrosoft.com), or common, organizations or consumers",
+    )
+}
+
+fn is_guid(value: &str) -> bool {
+    value.len() == 36
+        && value.chars().enumerate().all(|(i, c)| {
+            if matches!(i, 8 | 13 | 18 | 23) {
+                c == '-'
+            } else {
+                c.is_ascii_hexdigit()
+            }
+        })
 }
 
 /// `--name value`, `--name=value`, `-x value`, `-x=value` and `-xvalue`, as pflag allows.
@@ -368,6 +456,43 @@ mod tests {
         let mut o = options("c", "devicecode");
         o.apply_environment(&env(&[("AZURE_AUTHORITY_HOST", "https://env/")]));
         assert_eq!(o.spec.authority_host, "https://env/");
+    }
+
+    #[test]
+    fn go_durations_parse_as_pflag_reads_them() {
+        use std::time::Duration;
+        assert_eq!(parse_go_duration("60s"), Some(Duration::from_secs(60)));
+        assert_eq!(parse_go_duration("1m30s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_go_duration("1.5h"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_go_duration("250ms"), Some(Duration::from_millis(250)));
+        for bad in ["", "60", "5 minutes", "0s", "-1s", "1y", "1000h"] {
+            assert_eq!(parse_go_duration(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn tenants_are_guids_domains_or_the_multi_tenant_names() {
+        for good in [
+            "00000000-0000-0000-0000-000000000001",
+            "contoso.onmicrosoft.com",
+            "contoso.example",
+            "organizations",
+            "common",
+            "consumers",
+        ] {
+            assert_eq!(check_tenant(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "contoso",
+            "a/b",
+            "x..y",
+            "-a.b",
+            "my tenant.com",
+            "t",
+            "a.b/../c",
+        ] {
+            assert!(check_tenant(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -14,8 +14,10 @@ pub mod v1 {
 pub mod exec_credential;
 pub mod kubelogin;
 mod on_demand;
+pub mod socket;
+pub mod text;
 
-pub use on_demand::{ConnectError, brokerd_program, start_daemon};
+pub use on_demand::{ConnectError, brokerd_program, check_before_connect, start_daemon};
 
 use v1::{ErrorDetail, ErrorReason, LoginMode, SessionSpec};
 
@@ -83,37 +85,39 @@ pub fn reason_name(reason: ErrorReason) -> &'static str {
     full.strip_prefix("ERROR_REASON_").unwrap_or(full)
 }
 
-/// Login modes and kubelogin's names for them.
-const LOGIN_MODES: [(LoginMode, &str); 8] = [
-    (LoginMode::DeviceCode, "devicecode"),
-    (LoginMode::Interactive, "interactive"),
-    (LoginMode::ServicePrincipal, "spn"),
-    (LoginMode::Ropc, "ropc"),
-    (LoginMode::ManagedIdentity, "msi"),
-    (LoginMode::AzureCli, "azurecli"),
-    (LoginMode::AzureDeveloperCli, "azd"),
-    (LoginMode::WorkloadIdentity, "workloadidentity"),
-];
+/// kubelogin's spelling of a login mode: the one table of login mode names. `None` for
+/// UNSPECIFIED, which names no mode (brokerd then takes the profile's, else kubelogin's
+/// default, devicecode).
+pub fn login_mode_name(mode: LoginMode) -> Option<&'static str> {
+    Some(match mode {
+        LoginMode::Unspecified => return None,
+        LoginMode::DeviceCode => "devicecode",
+        LoginMode::Interactive => "interactive",
+        LoginMode::ServicePrincipal => "spn",
+        LoginMode::Ropc => "ropc",
+        LoginMode::ManagedIdentity => "msi",
+        LoginMode::AzureCli => "azurecli",
+        LoginMode::AzureDeveloperCli => "azd",
+        LoginMode::WorkloadIdentity => "workloadidentity",
+    })
+}
 
-/// kubelogin's spelling of a login mode.
-pub fn login_mode_name(mode: LoginMode) -> &'static str {
-    LOGIN_MODES
-        .iter()
-        .find(|(m, _)| *m == mode)
-        .map_or("devicecode", |(_, name)| name)
+/// Every login mode the protocol knows, in the order of their numbers.
+pub fn login_modes() -> impl Iterator<Item = LoginMode> {
+    (1..).map_while(|n| LoginMode::try_from(n).ok())
 }
 
 /// Parses kubelogin's `--login` values.
 pub fn parse_login_mode(name: &str) -> Option<LoginMode> {
-    LOGIN_MODES
-        .iter()
-        .find(|(_, n)| *n == name)
-        .map(|(mode, _)| *mode)
+    login_modes().find(|mode| login_mode_name(*mode) == Some(name))
 }
 
 /// kubelogin's login mode names, for messages.
 pub fn login_mode_names() -> String {
-    LOGIN_MODES.map(|(_, name)| name).join(", ")
+    login_modes()
+        .filter_map(login_mode_name)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The `brokerctl login` command that signs in the session `spec` names, for messages that tell
@@ -139,7 +143,10 @@ pub fn login_command(spec: &SessionSpec) -> String {
     } else {
         flag("authority-host", &spec.authority_host);
     }
-    flag("login", login_mode_name(spec.login_mode()));
+    flag(
+        "login",
+        login_mode_name(spec.login_mode()).unwrap_or_default(),
+    );
     cmd
 }
 
@@ -293,20 +300,42 @@ pub use client::{connect, connect_or_start};
 
 #[cfg(feature = "client")]
 mod client {
-    use std::path::Path;
+    use std::path::{Path, PathBuf};
+    use std::time::Duration;
 
     use super::ConnectError;
     use super::v1::broker_client::BrokerClient;
-    use tonic::transport::{Channel, Endpoint};
+    use tonic::transport::{Channel, Endpoint, Uri};
 
-    /// Connects to brokerd's Unix socket.
+    /// How long connecting may take: brokerd accepts at once when it runs.
+    const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+    /// The longest any one call may wait for brokerd's answer to begin (a refresh that waits
+    /// for the IdP is the slowest honest one). Streams (a login, a watch) then run as long as
+    /// they need, kept alive by pings that a stuck daemon would not answer.
+    const CALL_TIMEOUT: Duration = Duration::from_secs(120);
+    const KEEPALIVE: Duration = Duration::from_secs(30);
+
+    /// Connects to brokerd's socket, after checking its place ([`super::check_before_connect`])
+    /// and, once connected, that the listening process is the user's (before tonic sends a
+    /// byte; again on every reconnection).
     pub async fn connect(path: &Path) -> Result<BrokerClient<Channel>, ConnectError> {
-        let bad_path = || ConnectError::BadPath {
-            path: path.to_path_buf(),
-        };
-        let text = path.to_str().ok_or_else(bad_path)?;
-        let endpoint = Endpoint::from_shared(format!("unix:{text}")).map_err(|_| bad_path())?;
-        match endpoint.connect().await {
+        super::check_before_connect(path)?;
+        let endpoint = Endpoint::from_static("http://localhost")
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(CALL_TIMEOUT)
+            .http2_keep_alive_interval(KEEPALIVE)
+            .keep_alive_timeout(CONNECT_TIMEOUT)
+            .keep_alive_while_idle(false);
+        let socket: PathBuf = path.to_path_buf();
+        let connector = tower::service_fn(move |_: Uri| {
+            let socket = socket.clone();
+            async move {
+                let stream = tokio::net::UnixStream::connect(&socket).await?;
+                super::socket::check_peer(&stream, &socket, super::current_uid())?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+            }
+        });
+        match endpoint.connect_with_connector(connector).await {
             Ok(channel) => Ok(BrokerClient::new(channel)),
             Err(source) => Err(classify(path, &source)),
         }
@@ -327,6 +356,10 @@ mod client {
     fn classify(path: &Path, source: &tonic::transport::Error) -> ConnectError {
         match io_cause(source) {
             Some(io) => ConnectError::from_io(path, io),
+            None if is_timeout(source) => ConnectError::TimedOut {
+                path: path.to_path_buf(),
+                waited: CONNECT_TIMEOUT,
+            },
             None => ConnectError::Other {
                 path: path.to_path_buf(),
                 reason: source.to_string(),
@@ -334,15 +367,18 @@ mod client {
         }
     }
 
+    fn causes<'a>(
+        error: &'a (dyn std::error::Error + 'static),
+    ) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+        std::iter::successors(error.source(), |e| e.source())
+    }
+
     fn io_cause<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a std::io::Error> {
-        let mut cause = error.source();
-        while let Some(err) = cause {
-            if let Some(io) = err.downcast_ref::<std::io::Error>() {
-                return Some(io);
-            }
-            cause = err.source();
-        }
-        None
+        causes(error).find_map(|e| e.downcast_ref::<std::io::Error>())
+    }
+
+    fn is_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
+        causes(error).any(|e| e.to_string().contains("timed out"))
     }
 }
 
@@ -412,11 +448,33 @@ mod tests {
 
     #[test]
     fn login_modes_use_kubelogin_names() {
-        for (mode, name) in LOGIN_MODES {
-            assert_eq!(parse_login_mode(login_mode_name(mode)), Some(mode));
-            assert_eq!(login_mode_name(mode), name);
+        let names: Vec<&str> = login_modes().filter_map(login_mode_name).collect();
+        assert_eq!(
+            names,
+            [
+                "devicecode",
+                "interactive",
+                "spn",
+                "ropc",
+                "msi",
+                "azurecli",
+                "azd",
+                "workloadidentity"
+            ]
+        );
+        for mode in login_modes() {
+            assert_eq!(parse_login_mode(login_mode_name(mode).unwrap()), Some(mode));
         }
         assert_eq!(parse_login_mode("azurepipelines"), None);
-        assert_eq!(login_mode_name(LoginMode::Unspecified), "devicecode");
+        assert_eq!(login_mode_name(LoginMode::Unspecified), None);
+    }
+
+    #[test]
+    fn a_profile_login_command_names_no_mode_it_was_not_given() {
+        let spec = SessionSpec {
+            profile: "prod".into(),
+            ..SessionSpec::default()
+        };
+        assert_eq!(login_command(&spec), "brokerctl login --profile prod");
     }
 }

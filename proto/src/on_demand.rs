@@ -1,6 +1,7 @@
-//! Reaching brokerd when it is not running yet: what went wrong connecting, and starting it on
-//! demand. Shared by the tonic client (brokerctl) and broker-shim's own, so that both start the
-//! daemon the same way and say the same thing when they cannot.
+//! Reaching brokerd: the checks before connecting and after ([`crate::socket`]), what went
+//! wrong connecting, and starting brokerd on demand when it is not running yet. Shared by the
+//! tonic client (brokerctl) and broker-shim's own, so that both check whom they talk to, start
+//! the daemon the same way and say the same thing when they cannot.
 
 use std::path::{Path, PathBuf};
 
@@ -19,6 +20,17 @@ pub enum ConnectError {
     BadPath {
         path: PathBuf,
     },
+    /// The socket's place, or the process listening there, is not the user's own: nothing is
+    /// sent.
+    Untrusted {
+        path: PathBuf,
+        reason: String,
+    },
+    /// brokerd accepted the connection but did not answer in time.
+    TimedOut {
+        path: PathBuf,
+        waited: std::time::Duration,
+    },
     /// Nothing listened, and brokerd could not be started on demand.
     StartFailed {
         path: PathBuf,
@@ -31,10 +43,19 @@ pub enum ConnectError {
 }
 
 impl ConnectError {
-    /// Classifies a failed `connect()` on the socket at `path`.
+    /// Classifies a failed `connect()` on the socket at `path`, or a failed peer check.
     pub fn from_io(path: &Path, error: &std::io::Error) -> Self {
         use std::io::ErrorKind;
         let path = path.to_path_buf();
+        if let Some(foreign) = error
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<crate::socket::ForeignPeer>())
+        {
+            return ConnectError::Untrusted {
+                path,
+                reason: foreign.to_string(),
+            };
+        }
         match error.kind() {
             ErrorKind::NotFound | ErrorKind::ConnectionRefused => ConnectError::NotRunning { path },
             ErrorKind::PermissionDenied => ConnectError::PermissionDenied { path },
@@ -65,6 +86,16 @@ impl std::fmt::Display for ConnectError {
             ConnectError::BadPath { path } => {
                 write!(f, "{} cannot be used as a socket path", path.display())
             }
+            ConnectError::Untrusted { path, reason } => {
+                write!(f, "refusing to talk to {}: {reason}", path.display())
+            }
+            ConnectError::TimedOut { path, waited } => write!(
+                f,
+                "brokerd on {} accepted the connection but did not answer within {} s; it may \
+                 be stuck (see its log, or restart it)",
+                path.display(),
+                waited.as_secs()
+            ),
             ConnectError::StartFailed { path, reason } => write!(
                 f,
                 "brokerd is not running (no answer on {}) and could not be started: {reason}",
@@ -78,6 +109,28 @@ impl std::fmt::Display for ConnectError {
 }
 
 impl std::error::Error for ConnectError {}
+
+/// What a client checks before it connects to `path`: the socket's directory and every one
+/// above it, and the socket file ([`crate::socket`]). A missing directory or socket means
+/// brokerd is not running.
+pub fn check_before_connect(path: &Path) -> Result<(), ConnectError> {
+    use crate::socket::{DirProblem, check_dir, check_socket_file, socket_dir};
+    let uid = crate::current_uid();
+    let untrusted = |problem: DirProblem| match problem {
+        DirProblem::Missing { .. } => ConnectError::NotRunning {
+            path: path.to_path_buf(),
+        },
+        problem => ConnectError::Untrusted {
+            path: path.to_path_buf(),
+            reason: problem.to_string(),
+        },
+    };
+    let dir = socket_dir(path).ok_or_else(|| ConnectError::BadPath {
+        path: path.to_path_buf(),
+    })?;
+    check_dir(dir, uid).map_err(untrusted)?;
+    check_socket_file(path, uid).map_err(untrusted)
+}
 
 /// Runs `brokerd --on-demand` for `path` and waits for its readiness line. brokerd itself
 /// queues behind any other start, so that many clients racing here start one daemon; the

@@ -13,13 +13,17 @@ usage: broker-shim get-token --server-id ID [--tenant-id ID] [--client-id ID]
                              [--username U [--password P]] [--identity-resource-id ID]
                              [--federated-token-file FILE]
                              [--disable-environment-override] [--use-azurerm-env-vars]
+                             [--timeout DURATION] [--socket PATH]
        broker-shim get-token --profile NAME [any of the flags above, to override it]
 
-kubectl's exec credential plugin for token-broker. It asks brokerd (over its Unix socket,
-$TOKEN_BROKER_SOCKET or $XDG_RUNTIME_DIR/token-broker/broker.sock) for an access token and
-prints an ExecCredential. kubelogin's get-token flags and environment variables are accepted
-(the variables override the flags unless --disable-environment-override); --token-cache-dir,
---cache-dir, --timeout and --disable-instance-discovery are accepted and have no effect.";
+kubectl's exec credential plugin for token-broker. It asks brokerd (over its Unix socket:
+--socket, else $TOKEN_BROKER_SOCKET, else $XDG_RUNTIME_DIR/token-broker/broker.sock) for an
+access token and prints an ExecCredential. kubelogin's get-token flags and environment
+variables are accepted (the variables override the flags unless
+--disable-environment-override). --timeout (60s, 5m, 1m30s) bounds the whole run, a login at
+the terminal included; without it, 10 minutes when a login may prompt and 90 seconds
+otherwise. --token-cache-dir, --cache-dir and --disable-instance-discovery are accepted and
+have no effect.";
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Command {
@@ -92,20 +96,21 @@ mod tests {
     #[test]
     fn reads_every_flag_spelling_pflag_allows() {
         let (s, _) = request(
-            "get-token -l interactive --server-id=srv -t=ten -eAzureChinaCloud --cache-dir /x --timeout=5m --disable-instance-discovery",
+            "get-token -l interactive --server-id=srv -t=ten.example -eAzureChinaCloud --cache-dir /x --timeout=5m --disable-instance-discovery",
         );
         assert_eq!(s.login_mode(), LoginMode::Interactive);
         assert_eq!(s.server_id, "srv");
-        assert_eq!(s.tenant_id, "ten");
+        assert_eq!(s.tenant_id, "ten.example");
         assert_eq!(s.environment, "AzureChinaCloud");
-        let (s, _) = request("get-token --login=devicecode --server-id s -t tenant -linteractive");
+        let (s, _) =
+            request("get-token --login=devicecode --server-id s -t tenant.example -linteractive");
         assert_eq!(s.login_mode(), LoginMode::Interactive);
     }
 
     #[test]
     fn reads_the_non_interactive_modes_flags() {
         let (s, c) = request(
-            "get-token --login spn --server-id s -t t --client-id app --client-secret shh \
+            "get-token --login spn --server-id s -t t.example --client-id app --client-secret shh \
              --client-certificate rel/cert.pem --client-certificate-password pw",
         );
         assert_eq!(s.login_mode(), LoginMode::ServicePrincipal);
@@ -113,13 +118,14 @@ mod tests {
         assert!(c.client_certificate_path.starts_with('/'), "made absolute");
         assert!(c.client_certificate_path.ends_with("rel/cert.pem"));
         assert_eq!(c.client_certificate_password, "pw");
-        let (s, c) = request("get-token --login ropc --server-id s -t t --username u --password p");
+        let (s, c) =
+            request("get-token --login ropc --server-id s -t t.example --username u --password p");
         assert_eq!((s.username.as_str(), c.password.as_str()), ("u", "p"));
         let (s, _) = request("get-token --login msi --server-id s --identity-resource-id /subs/x");
         assert_eq!(s.identity_resource_id, "/subs/x");
         assert!(s.tenant_id.is_empty(), "msi needs no tenant");
         let (_, c) = request(
-            "get-token --login workloadidentity --server-id s -t t --federated-token-file /t",
+            "get-token --login workloadidentity --server-id s -t t.example --federated-token-file /t",
         );
         assert_eq!(c.federated_token_file, "/t");
         assert!(matches!(
@@ -138,8 +144,8 @@ mod tests {
             "the profile decides"
         );
         assert_eq!(s.environment, "", "the profile decides");
-        let (s, _) = request("get-token --profile=prod --tenant-id other -l interactive");
-        assert_eq!(s.tenant_id, "other");
+        let (s, _) = request("get-token --profile=prod --tenant-id other.example -l interactive");
+        assert_eq!(s.tenant_id, "other.example");
         assert_eq!(s.login_mode(), LoginMode::Interactive);
     }
 
@@ -155,6 +161,14 @@ mod tests {
             (
                 "get-token --server-id s --tenant-id t --pop-enabled",
                 "unknown or unsupported flag --pop-enabled",
+            ),
+            (
+                "get-token --server-id s --tenant-id my/tenant",
+                "--tenant-id \"my/tenant\" is not valid: a tenant is a GUID",
+            ),
+            (
+                "get-token --server-id s --tenant-id t.example --timeout forever",
+                "--timeout \"forever\" is not a duration",
             ),
             ("get-token --server-id", "--server-id needs a value"),
             ("get-token -x", "unknown flag -x"),

@@ -4,15 +4,15 @@
 //! One call at a time on one connection, which is all the shim makes: a GetToken, and when a
 //! login is needed, a Login stream followed by another GetToken.
 
-use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
+use std::time::Instant;
 
 use base64::Engine as _;
 use broker_proto::{CallFailure, ConnectError, PROTOCOL_HEADER, VERSION_HEADER};
 use prost::Message;
 
-use crate::h2::{self, Event, INITIAL_PEER_WINDOW};
+use crate::h2::{self, Event, INITIAL_PEER_WINDOW, MAX_HEADER_BLOCK, Transport};
 use crate::hpack;
 
 /// The largest answer accepted: brokerd's are a few kilobytes.
@@ -62,30 +62,43 @@ pub struct Channel<T = UnixStream> {
     decoder: hpack::Decoder,
 }
 
-/// Connects to brokerd's socket; when nothing listens, starts brokerd on demand (once).
-pub fn connect_or_start(path: &Path) -> Result<Channel, ConnectError> {
-    match connect(path) {
+/// Connects to brokerd's socket; when nothing listens, starts brokerd on demand (once). Every
+/// wait ends by `deadline`.
+pub fn connect_or_start(path: &Path, deadline: Instant) -> Result<Channel, ConnectError> {
+    match connect(path, deadline) {
         Err(ConnectError::NotRunning { .. }) => {
             broker_proto::start_daemon(path)?;
-            connect(path)
+            connect(path, deadline)
         }
         other => other,
     }
 }
 
-fn connect(path: &Path) -> Result<Channel, ConnectError> {
-    UnixStream::connect(path)
-        .map(Channel::new)
-        .map_err(|e| ConnectError::from_io(path, &e))
+/// Connects after checking whom it reaches ([`broker_proto::socket`]): the socket's place
+/// before connecting, the listening process's uid after, and nothing sent before both pass.
+fn connect(path: &Path, deadline: Instant) -> Result<Channel, ConnectError> {
+    broker_proto::check_before_connect(path)?;
+    let stream = UnixStream::connect(path).map_err(|e| ConnectError::from_io(path, &e))?;
+    broker_proto::socket::check_peer(&stream, path, broker_proto::current_uid())
+        .map_err(|e| ConnectError::from_io(path, &e))?;
+    let mut channel = Channel::new(stream);
+    channel.connection.set_deadline(Some(deadline));
+    Ok(channel)
 }
 
-impl<T: Read + Write> Channel<T> {
+impl<T: Transport> Channel<T> {
     pub fn new(io: T) -> Self {
         Channel {
             connection: h2::Connection::new(io),
-            // SETTINGS_HEADER_TABLE_SIZE's default, which this client never changes.
-            decoder: hpack::Decoder::new(4096),
+            // SETTINGS_HEADER_TABLE_SIZE's default, which this client never changes, and the
+            // header list size it advertises.
+            decoder: hpack::Decoder::new(4096, MAX_HEADER_BLOCK),
         }
+    }
+
+    /// Ends every wait of this channel at `deadline`.
+    pub fn set_deadline(&mut self, deadline: Instant) {
+        self.connection.set_deadline(Some(deadline));
     }
 
     /// A unary call: one request, one answer.
@@ -124,10 +137,7 @@ impl<T: Read + Write> Channel<T> {
         request
             .encode(&mut body)
             .map_err(|e| CallError::Broken(e.to_string()))?;
-        let stream = self
-            .connection
-            .send_request(&request_headers(method), &body)
-            .map_err(|e| CallError::Broken(e.to_string()))?;
+        let stream = self.connection.send(&request_headers(method), &body)?;
         Ok(Call {
             channel: self,
             stream,
@@ -153,7 +163,7 @@ pub struct Call<'c, T, A> {
     _answer: std::marker::PhantomData<A>,
 }
 
-impl<T: Read + Write, A: Message + Default> Call<'_, T, A> {
+impl<T: Transport, A: Message + Default> Call<'_, T, A> {
     /// The next message of the answer; `None` once brokerd ends the call with status OK.
     pub fn next_message(&mut self) -> Result<Option<A>, CallError> {
         loop {

@@ -8,17 +8,25 @@
 //! advertises are larger than anything brokerd sends. Requests go out in one write.
 //!
 //! Everything read is bounded: a frame larger than the default maximum frame size, a header
-//! block over [`MAX_HEADER_BLOCK`] or a malformed frame ends the connection with an error.
+//! block over [`MAX_HEADER_BLOCK`] or a malformed frame ends the connection with an error. And
+//! every wait is: brokerd must send its SETTINGS (the first thing an HTTP/2 server says)
+//! within [`GREETING`] of the connection, and the whole conversation ends at the caller's
+//! deadline, however many frames (an endless stream of PINGs, say) keep arriving before it.
 
 use std::io::{self, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
 
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const FRAME_HEADER: usize = 9;
 /// SETTINGS_MAX_FRAME_SIZE's default, which this client never raises: larger frames are errors.
 pub const MAX_FRAME: usize = 16_384;
-/// The largest header block accepted, all CONTINUATION frames included.
-const MAX_HEADER_BLOCK: usize = 64 * 1024;
+/// The largest header block accepted, all CONTINUATION frames included; also the decoded
+/// header list size this client advertises (SETTINGS_MAX_HEADER_LIST_SIZE).
+pub const MAX_HEADER_BLOCK: usize = 64 * 1024;
+/// How long brokerd has to say its first frame after accepting: a live daemon answers at once,
+/// so a socket that accepts and stays silent is not brokerd (or it is stuck).
+pub const GREETING: Duration = Duration::from_secs(5);
 /// The receive window advertised for each stream and for the connection: the largest there is,
 /// so that brokerd never waits for a WINDOW_UPDATE from a client that never sends one.
 const WINDOW: u32 = (1 << 31) - 1;
@@ -78,6 +86,10 @@ pub enum WireError {
     Closed,
     /// brokerd sent something HTTP/2 does not allow, or more than this client accepts.
     Protocol(&'static str),
+    /// brokerd accepted the connection but sent nothing within [`GREETING`].
+    Silent,
+    /// The caller's deadline passed; the call had run this long.
+    Deadline(Duration),
 }
 
 impl std::fmt::Display for WireError {
@@ -86,6 +98,17 @@ impl std::fmt::Display for WireError {
             WireError::Io(e) => write!(f, "{e}"),
             WireError::Closed => write!(f, "brokerd closed the connection"),
             WireError::Protocol(what) => write!(f, "brokerd broke the HTTP/2 protocol: {what}"),
+            WireError::Silent => write!(
+                f,
+                "brokerd accepted the connection but did not speak HTTP/2 within {} s; it is \
+                 stuck, or what listens there is not brokerd",
+                GREETING.as_secs()
+            ),
+            WireError::Deadline(waited) => write!(
+                f,
+                "brokerd did not finish answering within {} s (the --timeout)",
+                waited.as_secs()
+            ),
         }
     }
 }
@@ -109,23 +132,124 @@ impl From<io::Error> for WireError {
     }
 }
 
+/// What a connection runs over: a Unix socket, or a script in tests. Each read and write is
+/// bounded by a timeout set just before it.
+pub trait Transport: Read + Write {
+    fn set_timeout(&self, timeout: Duration) -> io::Result<()>;
+}
+
+impl Transport for UnixStream {
+    fn set_timeout(&self, timeout: Duration) -> io::Result<()> {
+        self.set_read_timeout(Some(timeout))?;
+        self.set_write_timeout(Some(timeout))
+    }
+}
+
+/// A transport whose every read and write ends by `deadline`: the time left is set as the
+/// socket's timeout before each one, so a peer that trickles a byte at a time still cannot
+/// stretch a wait past it.
+struct Timed<T> {
+    io: T,
+    deadline: Option<Instant>,
+}
+
+impl<T: Transport> Timed<T> {
+    fn arm(&self) -> io::Result<()> {
+        let Some(deadline) = self.deadline else {
+            return Ok(());
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        self.io.set_timeout(left)
+    }
+}
+
+/// A socket timeout reads as WouldBlock on Unix; either way, the wait is over.
+fn timed_out(error: io::Error) -> io::Error {
+    if error.kind() == io::ErrorKind::WouldBlock {
+        io::ErrorKind::TimedOut.into()
+    } else {
+        error
+    }
+}
+
+impl<T: Transport> Read for Timed<T> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.arm()?;
+        self.io.read(buf).map_err(timed_out)
+    }
+}
+
+impl<T: Transport> Write for Timed<T> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.arm()?;
+        self.io.write(buf).map_err(timed_out)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.io.flush()
+    }
+}
+
 /// A client connection: `T` is a `UnixStream`, or a byte buffer in tests.
 pub struct Connection<T = UnixStream> {
     /// Buffered for reading, so that a frame header and its payload cost one read between
     /// them; writes go to the stream underneath (`get_mut`), whole.
-    io: BufReader<T>,
+    io: BufReader<Timed<T>>,
     out: Vec<u8>,
     started: bool,
     next_stream: u32,
+    opened: Instant,
+    /// Until brokerd's first frame: the end of its [`GREETING`] time.
+    greeting: Option<Instant>,
+    /// The caller's deadline for everything.
+    deadline: Option<Instant>,
 }
 
-impl<T: Read + Write> Connection<T> {
+impl<T: Transport> Connection<T> {
     pub fn new(io: T) -> Self {
-        Connection {
-            io: BufReader::with_capacity(16 * 1024, io),
+        let opened = Instant::now();
+        let mut connection = Connection {
+            io: BufReader::with_capacity(16 * 1024, Timed { io, deadline: None }),
             out: Vec::with_capacity(1024),
             started: false,
             next_stream: 1,
+            opened,
+            greeting: Some(opened + GREETING),
+            deadline: None,
+        };
+        connection.arm();
+        connection
+    }
+
+    /// Ends every wait of this connection at `deadline` (at the latest).
+    pub fn set_deadline(&mut self, deadline: Option<Instant>) {
+        self.deadline = deadline;
+        self.arm();
+    }
+
+    /// The earlier of the caller's deadline and, until brokerd has spoken, its greeting time.
+    fn arm(&mut self) {
+        let deadline = match (self.deadline, self.greeting) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.io.get_mut().deadline = deadline;
+    }
+
+    /// Which wait ran out, for an I/O error that says one did.
+    fn wire_error(&self, error: io::Error) -> WireError {
+        if error.kind() != io::ErrorKind::TimedOut {
+            return WireError::from(error);
+        }
+        let greeting_over = self.greeting.is_some_and(|g| Instant::now() >= g);
+        let deadline_over = self.deadline.is_some_and(|d| Instant::now() >= d);
+        if greeting_over && !deadline_over {
+            WireError::Silent
+        } else {
+            WireError::Deadline(self.opened.elapsed())
         }
     }
 
@@ -188,6 +312,12 @@ impl<T: Read + Write> Connection<T> {
         let sent = self.io.get_mut().write_all(&self.out);
         self.out.clear();
         sent.map(|()| stream)
+    }
+
+    /// [`Connection::send_request`], with a failure said as the connection's error.
+    pub fn send(&mut self, header_block: &[u8], body: &[u8]) -> Result<u32, WireError> {
+        self.send_request(header_block, body)
+            .map_err(|e| self.wire_error(e))
     }
 
     /// The next event for the caller, answering SETTINGS and PING on the way.
@@ -277,7 +407,9 @@ impl<T: Read + Write> Connection<T> {
 
     fn read_frame(&mut self) -> Result<(u8, u8, u32, Vec<u8>), WireError> {
         let mut header = [0u8; FRAME_HEADER];
-        self.io.read_exact(&mut header)?;
+        self.io
+            .read_exact(&mut header)
+            .map_err(|e| self.wire_error(e))?;
         let length =
             usize::from(header[0]) << 16 | usize::from(header[1]) << 8 | usize::from(header[2]);
         if length > MAX_FRAME {
@@ -285,14 +417,20 @@ impl<T: Read + Write> Connection<T> {
         }
         let stream = u32::from_be_bytes([header[5], header[6], header[7], header[8]]) & 0x7fff_ffff;
         let mut payload = vec![0u8; length];
-        self.io.read_exact(&mut payload)?;
+        self.io
+            .read_exact(&mut payload)
+            .map_err(|e| self.wire_error(e))?;
+        if self.greeting.take().is_some() {
+            // brokerd has spoken: from here on only the caller's deadline holds.
+            self.arm();
+        }
         Ok((header[3], header[4], stream, payload))
     }
 
-    fn flush(&mut self) -> io::Result<()> {
+    fn flush(&mut self) -> Result<(), WireError> {
         let sent = self.io.get_mut().write_all(&self.out);
         self.out.clear();
-        sent
+        sent.map_err(|e| self.wire_error(e))
     }
 }
 
@@ -343,6 +481,12 @@ pub mod tests {
         }
     }
 
+    impl Transport for Scripted {
+        fn set_timeout(&self, _timeout: Duration) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
     impl Write for Scripted {
         fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
             self.written.extend_from_slice(buf);
@@ -372,7 +516,7 @@ pub mod tests {
     fn a_request_is_the_preface_settings_headers_and_data_in_one_write() {
         let mut conn = scripted(Vec::new());
         assert_eq!(conn.send_request(b"hdrs", b"body").unwrap(), 1);
-        let written = &conn.io.get_ref().written;
+        let written = &conn.io.get_ref().io.written;
         assert!(written.starts_with(PREFACE));
         let rest = &written[PREFACE.len()..];
         // SETTINGS with three entries, then the connection WINDOW_UPDATE.
@@ -385,9 +529,9 @@ pub mod tests {
         assert_eq!(&rest[13..22], &[0, 0, 4, DATA, END_STREAM, 0, 0, 0, 1]);
         assert_eq!(&rest[22..], b"body");
         // The next call on the same connection: stream 3, no second preface.
-        conn.io.get_mut().written.clear();
+        conn.io.get_mut().io.written.clear();
         assert_eq!(conn.send_request(b"h", b"").unwrap(), 3);
-        assert_eq!(conn.io.get_ref().written[3], HEADERS);
+        assert_eq!(conn.io.get_ref().io.written[3], HEADERS);
     }
 
     #[test]
@@ -416,7 +560,7 @@ pub mod tests {
             }
         );
         let answers = frames(&[(SETTINGS, ACK, 0, &[]), (PING, ACK, 0, b"12345678")]);
-        assert_eq!(conn.io.get_ref().written, answers);
+        assert_eq!(conn.io.get_ref().io.written, answers);
     }
 
     #[test]
@@ -460,7 +604,7 @@ pub mod tests {
         let mut conn = scripted(Vec::new());
         conn.started = true;
         conn.send_request(&block, b"").unwrap();
-        let written = &conn.io.get_ref().written;
+        let written = &conn.io.get_ref().io.written;
         assert_eq!(&written[3..5], &[HEADERS, 0]);
         let next = FRAME_HEADER + MAX_FRAME;
         assert_eq!(
@@ -474,6 +618,6 @@ pub mod tests {
         let mut conn = scripted(Vec::new());
         let body = vec![0u8; INITIAL_PEER_WINDOW + 1];
         assert!(conn.send_request(b"h", &body).is_err());
-        assert!(conn.io.get_ref().written.is_empty());
+        assert!(conn.io.get_ref().io.written.is_empty());
     }
 }

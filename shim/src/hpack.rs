@@ -7,7 +7,10 @@
 //! table, and the canonical Huffman code, which is fully described by its code lengths.
 //!
 //! Every input is bounded: integers past 2^28, indexes outside the tables, table size updates
-//! above what was advertised and malformed Huffman data are errors, never panics.
+//! above what was advertised, malformed Huffman data and a decoded header list larger than
+//! SETTINGS_MAX_HEADER_LIST_SIZE are errors, never panics. The last matters because a small
+//! block can name the same table entry thousands of times: 64 KiB of one-byte references to
+//! a 4 KiB entry would decode to a quarter of a gigabyte.
 
 use std::collections::VecDeque;
 
@@ -20,6 +23,7 @@ pub enum HpackError {
     TableSizeTooLarge,
     TableSizeUpdateMisplaced,
     BadHuffman,
+    ListTooLarge,
 }
 
 impl std::fmt::Display for HpackError {
@@ -31,6 +35,7 @@ impl std::fmt::Display for HpackError {
             HpackError::TableSizeTooLarge => "a table size update exceeds the advertised limit",
             HpackError::TableSizeUpdateMisplaced => "a table size update follows a header",
             HpackError::BadHuffman => "a Huffman-coded string is malformed",
+            HpackError::ListTooLarge => "the decoded header list is larger than advertised",
         })
     }
 }
@@ -44,16 +49,21 @@ pub struct Decoder {
     max_size: usize,
     /// SETTINGS_HEADER_TABLE_SIZE as this side advertised it: the peer may not go above.
     limit: usize,
+    /// SETTINGS_MAX_HEADER_LIST_SIZE as this side advertised it: the most one block may
+    /// decode to, counted as RFC 9113 §6.5.2 counts it (name, value and 32 octets a field).
+    max_list: usize,
 }
 
 impl Decoder {
-    /// A decoder for a peer told that the table may hold `limit` octets.
-    pub fn new(limit: usize) -> Self {
+    /// A decoder for a peer told that the table may hold `limit` octets and that a header
+    /// list may be `max_list` octets.
+    pub fn new(limit: usize, max_list: usize) -> Self {
         Decoder {
             dynamic: VecDeque::new(),
             size: 0,
             max_size: limit,
             limit,
+            max_list,
         }
     }
 
@@ -65,15 +75,27 @@ impl Decoder {
     ) -> Result<(), HpackError> {
         let mut input = Input { bytes: block };
         let mut fields_seen = false;
+        let mut list = 0usize;
+        let max_list = self.max_list;
+        let mut count = |name: &[u8], value: &[u8]| {
+            list += entry_size(name, value);
+            if list > max_list {
+                Err(HpackError::ListTooLarge)
+            } else {
+                Ok(())
+            }
+        };
         while let Some(&first) = input.bytes.first() {
             if first & 0x80 != 0 {
                 // Indexed field (§6.1).
                 let index = input.integer(7)?;
                 let (name, value) = self.entry(index)?;
+                count(name, value)?;
                 field(name, value);
             } else if first & 0x40 != 0 {
                 // Literal with incremental indexing (§6.2.1).
                 let (name, value) = self.literal(&mut input, 6)?;
+                count(&name, &value)?;
                 field(&name, &value);
                 self.insert(name, value);
             } else if first & 0x20 != 0 {
@@ -91,6 +113,7 @@ impl Decoder {
             } else {
                 // Literal without indexing (§6.2.2) or never indexed (§6.2.3).
                 let (name, value) = self.literal(&mut input, 4)?;
+                count(&name, &value)?;
                 field(&name, &value);
             }
             fields_seen = true;
@@ -434,7 +457,7 @@ mod tests {
     #[test]
     fn rfc_7541_examples_decode() {
         // C.4.1: a request with Huffman-coded values.
-        let mut decoder = Decoder::new(4096);
+        let mut decoder = Decoder::new(4096, 64 * 1024);
         let fields = decode_all(
             &mut decoder,
             &hex("8286 8441 8cf1 e3c2 e5f2 3a6b a0ab 90f4 ff"),
@@ -459,7 +482,7 @@ mod tests {
 
     #[test]
     fn the_dynamic_table_evicts_and_obeys_size_updates() {
-        let mut decoder = Decoder::new(100);
+        let mut decoder = Decoder::new(100, 64 * 1024);
         // Literal with indexing, new name "a"/"b" (34 octets), three times: the first is evicted.
         let add = |n: &str| {
             let mut b = vec![0x40, 1];
@@ -491,6 +514,26 @@ mod tests {
     }
 
     #[test]
+    fn a_small_block_may_not_decode_to_a_huge_list() {
+        // One 4 KiB entry in the table, then 64 Ki references to it: 256 MiB decoded.
+        let mut decoder = Decoder::new(4096, 64 * 1024);
+        let mut add = vec![0x40, 0x01, b'n', 0x7f];
+        let value_len = 4000usize - 127;
+        add.push(0x80 | (value_len % 128) as u8);
+        add.push((value_len / 128) as u8);
+        add.extend(std::iter::repeat_n(b'v', 4000));
+        decode_all(&mut decoder, &add).unwrap();
+        let bomb = vec![0x80 | 62; 64 * 1024];
+        let mut decoded = 0usize;
+        let result = decoder.decode(&bomb, |name, value| decoded += name.len() + value.len());
+        assert_eq!(result, Err(HpackError::ListTooLarge));
+        assert!(
+            decoded <= 64 * 1024,
+            "stopped at the limit, not after {decoded}"
+        );
+    }
+
+    #[test]
     fn hostile_blocks_are_errors() {
         let cases: &[(&[u8], HpackError)] = &[
             (&[0x80], HpackError::BadIndex),
@@ -512,7 +555,7 @@ mod tests {
             (&[0xbf, 0x80, 0x80, 0x80, 0x01], HpackError::BadIndex),
         ];
         for (block, expected) in cases {
-            let mut decoder = Decoder::new(4096);
+            let mut decoder = Decoder::new(4096, 64 * 1024);
             assert_eq!(
                 decode_all(&mut decoder, block).as_ref().err(),
                 Some(expected),

@@ -1,8 +1,11 @@
 //! Signing in from inside kubectl, when brokerd says a login is needed and kubectl says the
 //! user is at a terminal. Everything goes to stderr: stdout belongs to the ExecCredential.
+//! What the identity provider wrote (the instructions, the code) is printed without its
+//! control characters, and only an `https://` (or loopback `http://`) URL is ever opened.
 
 use std::process::Stdio;
 
+use broker_proto::text::{is_openable_url, printable};
 use broker_proto::v1::{GetTokenRequest, LoginEvent, LoginRequest, login_event::Event};
 
 use broker_shim::grpc::{self, Channel};
@@ -22,23 +25,31 @@ pub fn run(channel: &mut Channel, request: &GetTokenRequest) -> Result<(), Strin
             Some(LoginEvent {
                 event: Some(Event::DeviceCode(code)),
             }) => {
-                eprintln!("{}", code.message);
-                eprintln!("\n    code: {}\n", code.user_code);
+                eprintln!("{}", printable(&code.message));
+                eprintln!("\n    code: {}\n", printable(&code.user_code));
             }
             Some(LoginEvent {
                 event: Some(Event::OpenUrl(open)),
             }) => {
-                eprintln!(
-                    "Sign in with your browser. If it does not open, visit:\n\n    {}\n",
-                    open.url
-                );
-                open_browser(&open.url);
+                if is_openable_url(&open.url) {
+                    eprintln!(
+                        "Sign in with your browser. If it does not open, visit:\n\n    {}\n",
+                        open.url
+                    );
+                    open_browser(&open.url);
+                } else {
+                    eprintln!(
+                        "brokerd asked to open a URL that is not https:// (not opened):\n\n    \
+                         {}\n",
+                        printable(&open.url)
+                    );
+                }
             }
             Some(LoginEvent {
                 event: Some(Event::LoggedIn(done)),
             }) => {
                 if !done.account.is_empty() {
-                    eprintln!("Signed in as {}.", done.account);
+                    eprintln!("Signed in as {}.", printable(&done.account));
                 }
                 // Reads the end of the call, so that the connection is ready for the next.
                 while call.next_message().map_err(|e| e.to_message())?.is_some() {}
@@ -46,7 +57,7 @@ pub fn run(channel: &mut Channel, request: &GetTokenRequest) -> Result<(), Strin
             }
             Some(LoginEvent {
                 event: Some(Event::Failed(failure)),
-            }) => return Err(failure.message),
+            }) => return Err(printable(&failure.message).into_owned()),
             Some(LoginEvent { event: None }) => {}
             None => return Err("brokerd ended the login without a result".into()),
         }

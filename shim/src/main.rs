@@ -8,6 +8,7 @@ mod login;
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use broker_proto::exec_credential;
 use broker_proto::v1::{Credentials, ErrorReason, GetTokenRequest, GetTokenResponse, SessionSpec};
@@ -35,10 +36,11 @@ fn main() -> ExitCode {
         }
         Ok(Command::GetToken(mut options)) => {
             options.apply_environment(&|name| std::env::var(name).ok());
-            match options
-                .finish()
-                .and_then(|(spec, credentials)| get_token(spec, credentials))
-            {
+            let timeout = options.timeout;
+            let socket = options.socket.clone().map(std::path::PathBuf::from);
+            match options.finish().and_then(|(spec, credentials)| {
+                get_token(spec, credentials, timeout, socket.as_deref())
+            }) {
                 Ok(credential) => {
                     let mut stdout = std::io::stdout().lock();
                     match writeln!(stdout, "{credential}").and_then(|()| stdout.flush()) {
@@ -53,19 +55,38 @@ fn main() -> ExitCode {
     }
 }
 
+/// One line on stderr, whatever the message holds: brokerd's messages may quote the IdP.
 fn fail(message: &str) -> ExitCode {
-    eprintln!("broker-shim: {message}");
+    eprintln!("broker-shim: {}", broker_proto::text::printable(message));
     ExitCode::FAILURE
 }
 
+/// How long a `get-token` may take without `--timeout`: when a login may run at the terminal,
+/// long enough for a person to finish it (brokerd's own login timeout, 5 minutes by default,
+/// ends it first); otherwise long enough for brokerd to start and refresh through a slow IdP
+/// (its requests time out after 30 s). kubectl sets no limit of its own on a plugin.
+const INTERACTIVE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+const TIMEOUT: Duration = Duration::from_secs(90);
+
 /// Asks brokerd for a token and returns the ExecCredential to print.
-fn get_token(spec: SessionSpec, credentials: Credentials) -> Result<String, String> {
+fn get_token(
+    spec: SessionSpec,
+    credentials: Credentials,
+    timeout: Option<Duration>,
+    socket: Option<&std::path::Path>,
+) -> Result<String, String> {
     let info = exec_credential::exec_info(
         std::env::var("KUBERNETES_EXEC_INFO").ok().as_deref(),
         std::io::stdin().is_terminal(),
     )?;
-    let socket = broker_proto::socket_path(None);
-    let mut channel = grpc::connect_or_start(&socket).map_err(|e| e.to_string())?;
+    let timeout = timeout.unwrap_or(if info.interactive {
+        INTERACTIVE_TIMEOUT
+    } else {
+        TIMEOUT
+    });
+    let deadline = Instant::now() + timeout;
+    let socket = broker_proto::socket_path(socket);
+    let mut channel = grpc::connect_or_start(&socket, deadline).map_err(|e| e.to_string())?;
     let request = GetTokenRequest {
         spec: Some(spec),
         credentials: Some(credentials),

@@ -137,13 +137,27 @@ fn bad_input_gets_one_line_and_exit_1() {
     let info = exec_info(EXEC_V1, false);
     let host = mock.authority_host();
     let cases: Vec<(Vec<&str>, &str)> = vec![
-        (vec!["--tenant-id", "t"], "--server-id is required"),
+        (vec!["--tenant-id", "t.example"], "--server-id is required"),
         (
-            vec!["--server-id", "s", "--tenant-id", "t", "--login", "magic"],
+            vec![
+                "--server-id",
+                "s",
+                "--tenant-id",
+                "t.example",
+                "--login",
+                "magic",
+            ],
             "is not supported",
         ),
         (
-            vec!["--server-id", "s", "--tenant-id", "t", "--login", "spn"],
+            vec![
+                "--server-id",
+                "s",
+                "--tenant-id",
+                "t.example",
+                "--login",
+                "spn",
+            ],
             "--client-id is required with --login spn",
         ),
         (
@@ -151,7 +165,7 @@ fn bad_input_gets_one_line_and_exit_1() {
                 "--server-id",
                 "s",
                 "--tenant-id",
-                "t",
+                "t.example",
                 "--login",
                 "spn",
                 "--client-id",
@@ -160,11 +174,11 @@ fn bad_input_gets_one_line_and_exit_1() {
             "no client secret or certificate for service principal app",
         ),
         (
-            vec!["--server-id", "s", "--tenant-id", "t", "--bogus"],
+            vec!["--server-id", "s", "--tenant-id", "t.example", "--bogus"],
             "unknown or unsupported flag --bogus",
         ),
         (
-            vec!["--server-id", "s", "--tenant-id", "t", "-e", "Mars"],
+            vec!["--server-id", "s", "--tenant-id", "t.example", "-e", "Mars"],
             "unknown environment \"Mars\"",
         ),
         (
@@ -172,7 +186,7 @@ fn bad_input_gets_one_line_and_exit_1() {
                 "--server-id",
                 "s",
                 "--tenant-id",
-                "t",
+                "t.example",
                 "--authority-host",
                 "http://login.example/",
             ],
@@ -188,6 +202,10 @@ fn bad_input_gets_one_line_and_exit_1() {
                 &host,
             ],
             "--tenant-id \"a/b\" is not valid",
+        ),
+        (
+            vec!["--server-id", "s", "--tenant-id", "mytenant"],
+            "--tenant-id \"mytenant\" is not valid: a tenant is a GUID, a domain name",
         ),
     ];
     for (args, expected) in cases {
@@ -249,7 +267,7 @@ fn an_unreachable_keyring_is_a_clear_error_naming_the_backend() {
 }
 
 /// A process of another user reaches the socket (the directory and socket were opened up by
-/// mistake) and is refused by the peer-uid check all the same.
+/// mistake): its shim refuses a socket that is not its user's before sending anything.
 #[test]
 fn a_caller_with_another_uid_is_refused() {
     if !require("root (to run a client as `nobody`)", is_root())
@@ -287,9 +305,11 @@ fn a_caller_with_another_uid_is_refused() {
         .stderr(Stdio::piped())
         .output()
         .unwrap();
+    // The shim sees that the socket is another user's before it sends anything (brokerd's
+    // own refusal of such a caller is in hostile.rs).
     let err = failure(&output, "shim as nobody");
-    assert!(err.contains("permission denied"), "{err}");
-    assert!(err.contains("serves uid 0 only"), "{err}");
+    assert!(err.contains("refusing to talk to"), "{err}");
+    assert!(err.contains("belongs to uid 0, not to uid 65534"), "{err}");
 }
 
 /// A client newer than the daemon asks for something the daemon does not know: the answer

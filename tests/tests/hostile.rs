@@ -169,36 +169,157 @@ fn malformed_and_oversized_idp_answers_fail_one_refresh_and_lose_nothing() {
 #[test]
 fn a_caller_of_another_uid_is_refused_and_others_are_served() {
     if !require(
-        "running as root with setpriv (to connect as another uid)",
-        broker_tests::harness::is_root() && on_path("setpriv"),
+        "running as root with setpriv and curl (to connect as another uid)",
+        broker_tests::harness::is_root() && on_path("setpriv") && on_path("curl"),
     ) {
         return;
     }
     let mock = fast_mock();
     let (sandbox, daemon, session) = logged_in(&mock);
-    // uid 65534 with just enough capability to reach the 0700 socket directory: the peer
-    // check, not the directory's mode, is what refuses it here.
+    // uid 65534 with just enough capability to reach the 0700 socket directory.
+    let as_nobody = |program: &std::path::Path| {
+        let mut command = sandbox.command(std::path::Path::new("setpriv"));
+        command
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--inh-caps=+dac_read_search,+dac_override",
+                "--ambient-caps=+dac_read_search,+dac_override",
+            ])
+            .arg(program);
+        command
+    };
+    // broker-shim itself will not talk to a daemon of another user (impostor.rs)...
     let shim = sandbox.root().join("shim-for-nobody");
     std::fs::copy(&broker_tests::harness::binaries().shim, &shim).unwrap();
-    let mut command = sandbox.command(std::path::Path::new("setpriv"));
+    let mut command = as_nobody(&shim);
     command
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=+dac_read_search,+dac_override",
-            "--ambient-caps=+dac_read_search,+dac_override",
-        ])
-        .arg(&shim)
         .arg("get-token")
         .args(session_args(&mock))
         .env("KUBERNETES_EXEC_INFO", exec_info(EXEC_V1, false));
-    let output = command.output().expect("setpriv runs");
-    let message = failure(&output, "a shim running as uid 65534");
+    let message = failure(
+        &command.output().expect("setpriv runs"),
+        "the shim as 65534",
+    );
+    assert!(message.contains("belongs to uid 0"), "{message}");
+    // ...so a client that does not check, speaking gRPC over HTTP/2 on the socket, stands in
+    // for a hostile one: the peer check, not the directory's mode, is what refuses it here.
+    let mut curl = as_nobody(std::path::Path::new("curl"));
+    curl.args([
+        "--silent",
+        "--show-error",
+        "--http2-prior-knowledge",
+        "--unix-socket",
+    ])
+    .arg(&sandbox.socket)
+    .args([
+        "-X",
+        "POST",
+        "-H",
+        "content-type: application/grpc",
+        "-H",
+        "te: trailers",
+        "--data-binary",
+        "",
+        "http://localhost/tokenbroker.v1.Broker/Status",
+    ]);
+    let output = curl.output().expect("curl runs");
     assert!(
-        message.contains("this brokerd serves uid 0 only, and the caller is uid 65534"),
-        "{message}"
+        !String::from_utf8_lossy(&output.stdout).contains(&session),
+        "no session reached uid 65534"
     );
     daemon.wait_for_log("refused a call from uid 65534");
     still_serves(&sandbox, &mock, &session);
+}
+
+/// Control characters, escapes and bidi overrides, as a terminal would obey them.
+fn assert_plain(text: &str, what: &str) {
+    let bad: Vec<char> = text
+        .chars()
+        .filter(|c| {
+            (c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+                || ('\u{202a}'..='\u{202e}').contains(c)
+        })
+        .collect();
+    assert!(bad.is_empty(), "{what} holds {bad:?}: {text:?}");
+}
+
+/// Approves the one pending device code, whatever the (hostile) text around it said.
+fn approve_pending(mock: &MockEntra) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(code) = mock.state().pending_user_codes().first() {
+            assert!(mock.approve(code));
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "no device code came");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn an_identity_providers_escape_sequences_never_reach_a_terminal_or_the_log() {
+    let mock = MockEntra::start(broker_tests::mock_entra::MockConfig {
+        device_code_interval: 1,
+        hostile_text: true,
+        ..Default::default()
+    });
+    let sandbox = Sandbox::new();
+    let daemon = sandbox.start_daemon(&["--store", "memory"]);
+
+    // brokerctl login, as a person at a terminal would read it.
+    let mut login = sandbox.command(&broker_tests::harness::binaries().brokerctl);
+    login
+        .arg("login")
+        .args(session_args(&mock))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = login.spawn().unwrap();
+    approve_pending(&mock);
+    let output = child.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "{said}");
+    assert!(said.contains("To sign in, use a web browser"), "{said}");
+    assert_plain(&said, "brokerctl login's instructions");
+    assert_plain(&String::from_utf8_lossy(&output.stdout), "brokerctl login");
+
+    // The shim signing in from inside kubectl.
+    success(&sandbox.ctl(&["logout", "--all"]), "logout");
+    let mut shim = sandbox.command(&broker_tests::harness::binaries().shim);
+    shim.arg("get-token")
+        .args(session_args(&mock))
+        .env("KUBERNETES_EXEC_INFO", exec_info(EXEC_V1, true))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = shim.spawn().unwrap();
+    approve_pending(&mock);
+    let output = child.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "{said}");
+    assert!(said.contains("To sign in, use a web browser"), "{said}");
+    assert_plain(&said, "the shim's login instructions");
+
+    // A refusal whose error_description is hostile.
+    let session = credential(&output)["status"]["token"].is_string();
+    assert!(session);
+    mock.revoke_refresh_tokens();
+    let refused = failure(
+        &sandbox.ctl(&[
+            "refresh",
+            "--server-id",
+            AKS_SERVER_ID,
+            "--tenant-id",
+            TENANT_ID,
+            "--authority-host",
+            &mock.authority_host(),
+        ]),
+        "a refused refresh",
+    );
+    assert!(refused.contains("AADSTS50173"), "{refused}");
+    assert_plain(&refused, "brokerctl's error line");
+    let status = success(&sandbox.ctl(&["status"]), "status");
+    assert!(status.contains("revoked"), "{status}");
+    assert_plain(&status, "brokerctl status");
+    assert_plain(&daemon.log(), "brokerd's log");
 }

@@ -3,7 +3,7 @@
 use crate::identity::{ErrorClass, IdentityError};
 use crate::store::StoreError;
 
-use super::spec::{SessionSpec, SpecError};
+use crate::spec::{SessionSpec, SpecError};
 
 /// Why a call failed, as clients branch on it. The RPC layer maps these to wire reasons.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use tokio::sync::broadcast;
 
-use super::spec::SessionId;
+use crate::spec::SessionId;
 
 /// Events kept for a watcher that has not read them yet.
 const BACKLOG: usize = 256;

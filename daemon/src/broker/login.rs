@@ -11,9 +11,9 @@ use tokio::sync::watch;
 use super::Broker;
 use super::error::BrokerError;
 use super::refresh::Persist;
-use super::spec::{LoginMode, SessionId, SessionSpec};
 use crate::identity::LoginPrompt;
 use crate::identity::credential::Supplied;
+use crate::spec::{LoginMode, SessionId, SessionSpec};
 
 /// How much longer than its own timeout a login may take before it is cut off: the identity
 /// flows time out by themselves, this only guards against a stalled network.

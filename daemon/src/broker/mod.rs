@@ -18,7 +18,6 @@ mod persist;
 mod refresh;
 pub mod scheduler;
 mod session;
-pub mod spec;
 #[cfg(test)]
 mod tests;
 
@@ -26,12 +25,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
 
+pub use crate::spec::{LoginMode, SessionId, SessionSpec, SpecInput};
 pub use error::{BrokerError, Reason};
 pub use events::{EventKind, SessionEvent};
 pub use login::LoggedIn;
 use session::Meta;
 pub use session::{Session, SessionState, SessionStatus};
-pub use spec::{LoginMode, SessionId, SessionSpec, SpecInput};
 
 use crate::clock::Clock;
 use crate::config::RefreshPolicy;

@@ -9,8 +9,8 @@ use std::time::Duration;
 use super::Broker;
 use super::error::BrokerError;
 use super::session::{Meta, Session};
-use super::spec::{LoginMode, SessionId, SessionSpec, SpecInput};
 use crate::clock;
+use crate::spec::{LoginMode, SessionId, SessionSpec, SpecInput};
 use crate::store::{IndexedSession, SessionIndex, StoreError};
 
 /// Refreshes happen all day; their index updates (the last refresh time, for keepalives after a

@@ -10,13 +10,13 @@ use secrecy::SecretString;
 use super::error::BrokerError;
 use super::persist::SecretKind;
 use super::session::{Backoff, Credentials, Grantor, Session, backoff_delay};
-use super::spec::LoginMode;
 use super::{Broker, EventKind, Reason, draw_jitter};
 use crate::identity::IdentityError;
 use crate::identity::cli::Tool;
 use crate::identity::credential::{CertificateSource, Supplied, same_secret};
 use crate::identity::managed_identity::ManagedIdentityId;
 use crate::identity::token::{AccessToken, RefreshToken, TokenSet};
+use crate::spec::LoginMode;
 
 /// Why a refresh was asked for; it decides what may stop it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -18,7 +18,7 @@ use crate::identity::cli::Tool;
 use crate::identity::credential::CertificateSource;
 use crate::identity::token::{AccessToken, RefreshToken};
 
-use super::spec::{SessionId, SessionSpec};
+use crate::spec::{SessionId, SessionSpec};
 
 /// No proactive refresh comes sooner than this after the last one, however short the token.
 const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(60);

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::broker::spec::{LoginMode, SessionSpec, SpecInput};
+use crate::spec::{LoginMode, SessionSpec, SpecInput};
 
 /// Overrides the configuration file's path.
 pub const CONFIG_ENV: &str = "TOKEN_BROKER_CONFIG";
@@ -361,7 +361,7 @@ mod tests {
     fn explicit_flags_override_a_profile() {
         let profile = Profile {
             server_id: "s".into(),
-            tenant_id: "t".into(),
+            tenant_id: "t.example".into(),
             client_id: String::new(),
             environment: String::new(),
             authority_host: "https://login.microsoftonline.com/".into(),
@@ -370,12 +370,12 @@ mod tests {
             identity_resource_id: String::new(),
         };
         let given = SpecInput {
-            tenant_id: "other".into(),
+            tenant_id: "other.example".into(),
             login_mode: Some(LoginMode::DeviceCode),
             ..SpecInput::default()
         };
         let spec = profile.spec(Some(&given)).unwrap();
-        assert_eq!(spec.tenant_id, "other");
+        assert_eq!(spec.tenant_id, "other.example");
         assert_eq!(spec.server_id, "s");
         assert_eq!(spec.login_mode, LoginMode::DeviceCode);
         // A caller's environment replaces the profile's authority host.

@@ -5,7 +5,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use super::{Check, Env};
-use crate::listener::{ListenError, check_private_dir};
+use crate::listener::{DirProblem, ListenError, check_private_dir};
 
 /// The socket's directory must be ours and closed to others, as brokerd demands when it starts;
 /// this catches a directory changed since, or one that will stop the next start.
@@ -28,14 +28,24 @@ pub fn socket_dir(socket: &Path, uid: u32) -> Check {
     }
     if let Err(e) = check_private_dir(dir, uid) {
         let fix = match &e {
-            ListenError::DirMode { path, .. } => format!("chmod 700 {}", path.display()),
-            ListenError::DirIsSymlink { path } | ListenError::NotADir { path } => format!(
-                "remove {} and restart brokerd, which creates it as a private directory",
-                path.display()
-            ),
-            ListenError::DirOwner { path, .. } => format!(
+            ListenError::Dir(DirProblem::Mode { path, .. }) => {
+                format!("chmod 700 {}", path.display())
+            }
+            ListenError::Dir(DirProblem::Symlink { path } | DirProblem::NotADirectory { path }) => {
+                format!(
+                    "remove {} and restart brokerd, which creates it as a private directory",
+                    path.display()
+                )
+            }
+            ListenError::Dir(DirProblem::Owner { path, .. }) => format!(
                 "someone else made {}: have it removed (its owner or root) and restart brokerd, \
                  or use a socket under your own XDG_RUNTIME_DIR",
+                path.display()
+            ),
+            ListenError::Dir(DirProblem::OpenAncestor { path, .. }) => format!(
+                "another user can change {}: use a socket under your own XDG_RUNTIME_DIR, or \
+                 set TOKEN_BROKER_SOCKET to a path below directories only you (or root) can \
+                 write",
                 path.display()
             ),
             _ => "check the directory's permissions".to_string(),

@@ -128,7 +128,8 @@ pub(super) async fn acquire(
             .lines()
             .map(str::trim)
             .find(|l| !l.is_empty())
-            .unwrap_or("no message")
+            .unwrap_or("no message");
+        let first = broker_proto::text::printable(first)
             .chars()
             .take(300)
             .collect::<String>();

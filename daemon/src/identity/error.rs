@@ -6,6 +6,7 @@
 
 use std::fmt;
 
+use broker_proto::text::printable;
 use serde::{Deserialize, Serialize};
 
 /// Entra's error body (`/oauth2/v2.0/token`, `/devicecode`). Unknown fields are ignored.
@@ -97,6 +98,7 @@ impl EntraErrorBody {
     /// expired due to inactivity. ...`, without the trace and correlation ids that follow it.
     pub fn summary(&self) -> String {
         let description = self.error_description.as_deref().unwrap_or("").trim();
+        // The IdP's words reach logs, status and terminals: no control character of theirs.
         let first = description
             .split(['\r', '\n'])
             .next()
@@ -106,9 +108,9 @@ impl EntraErrorBody {
             .unwrap_or("")
             .trim();
         if first.is_empty() {
-            self.error.clone()
+            printable(&self.error).into_owned()
         } else {
-            first.to_string()
+            printable(first).into_owned()
         }
     }
 }
@@ -116,10 +118,11 @@ impl EntraErrorBody {
 impl fmt::Display for EntraErrorBody {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let summary = self.summary();
-        if summary == self.error {
-            write!(f, "{}", self.error)
+        let error = printable(&self.error);
+        if summary == error {
+            write!(f, "{error}")
         } else {
-            write!(f, "{}: {summary}", self.error)
+            write!(f, "{error}: {summary}")
         }
     }
 }
@@ -207,6 +210,15 @@ mod tests {
         for (json, class) in cases {
             assert_eq!(body(json).classify(), class, "{json}");
         }
+    }
+
+    #[test]
+    fn the_idps_words_lose_their_control_characters() {
+        let e = body(
+            r#"{"error":"invalid_grant\u001b[2J","error_description":"AADSTS50173: revoked\u001b]0;pwned\u0007 now\u202e"}"#,
+        );
+        let shown = e.to_string();
+        assert_eq!(shown, "invalid_grant[2J: AADSTS50173: revoked]0;pwned now");
     }
 
     #[test]

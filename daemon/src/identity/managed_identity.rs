@@ -132,7 +132,10 @@ pub(super) async fn acquire(
 
 fn refusal(status: u16, body: &[u8]) -> IdentityError {
     let detail = serde_json::from_slice::<ImdsError>(body)
-        .map(|e| format!("{}: {}", e.error, e.error_description))
+        .map(|e| {
+            broker_proto::text::printable(&format!("{}: {}", e.error, e.error_description))
+                .into_owned()
+        })
         .unwrap_or_else(|_| format!("HTTP {status}"));
     if status == 400 {
         // Unknown identity, missing resource: retrying cannot help.

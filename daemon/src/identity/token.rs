@@ -136,7 +136,7 @@ impl IdToken {
         .into_iter()
         .flatten()
         .map(|name| name.trim().to_string())
-        .find(|name| !name.is_empty() && !name.chars().any(char::is_control))
+        .find(|name| !name.is_empty() && !name.chars().any(broker_proto::text::is_unsafe_char))
     }
 }
 

@@ -51,6 +51,9 @@ pub struct MockConfig {
     pub auto_approve: bool,
     /// Tenants that answer `invalid_tenant` (AADSTS90002).
     pub unknown_tenants: Vec<String>,
+    /// A hostile IdP: its device code instructions, user codes and error descriptions carry
+    /// terminal escape sequences (a window title, a screen clear) and bidi overrides.
+    pub hostile_text: bool,
     pub user: MockUser,
 }
 
@@ -63,6 +66,7 @@ impl Default for MockConfig {
             device_code_interval: 5,
             auto_approve: false,
             unknown_tenants: Vec::new(),
+            hostile_text: false,
             user: MockUser {
                 upn: "alice@contoso.example".into(),
                 name: "Alice Example".into(),

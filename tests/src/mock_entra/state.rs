@@ -18,6 +18,10 @@ use crate::jwt::{AccessClaims, SigningKey};
 /// How long authorization codes live ("about 10 minutes").
 const CODE_LIFETIME: u64 = 600;
 
+/// What a hostile IdP slips into the text it sends: a window title, a screen clear, a fake
+/// hyperlink, and a right-to-left override.
+pub const HOSTILE_TEXT: &str = "\u{1b}]0;pwned\u{7}\u{1b}[2J\u{1b}]8;;https://evil.example\u{1b}\\click\u{1b}]8;;\u{1b}\\\u{202e}";
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DeviceStatus {
     Pending,
@@ -372,13 +376,18 @@ impl State {
             },
         );
         let verification_uri = format!("{}/devicelogin", self.base_url);
+        let hostile = if inner.config.hostile_text {
+            HOSTILE_TEXT
+        } else {
+            ""
+        };
         Ok(json!({
             "device_code": device_code,
-            "user_code": user_code,
+            "user_code": format!("{user_code}{hostile}"),
             "verification_uri": verification_uri,
             "expires_in": lifetime,
             "interval": inner.config.device_code_interval,
-            "message": format!("To sign in, use a web browser to open the page {verification_uri} and enter the code {user_code} to authenticate."),
+            "message": format!("To sign in, use a web browser to open the page {verification_uri} and enter the code {user_code} to authenticate.{hostile}"),
         }))
     }
 
@@ -620,11 +629,18 @@ impl State {
             )));
         };
         if grant.revoked {
+            let hostile = if inner.config.hostile_text {
+                HOSTILE_TEXT
+            } else {
+                ""
+            };
             return Err(refuse(entra_error(
                 StatusCode::BAD_REQUEST,
                 "invalid_grant",
                 50173,
-                "The provided grant has expired due to it being revoked, a fresh auth token is needed. The user might have changed or reset their password.",
+                &format!(
+                    "The provided grant has expired due to it being revoked, a fresh auth token is needed.{hostile} The user might have changed or reset their password."
+                ),
                 None,
             )));
         }

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use broker_proto::text::{is_openable_url, printable};
 use broker_proto::v1::{self, broker_client::BrokerClient, login_event::Event};
 use brokerd::config::{Config, save_profile};
 use clap::Args;
@@ -187,7 +188,7 @@ pub async fn run(
                         json!({
                             "event": "logged_in",
                             "session_id": done.session_id,
-                            "account": (!done.account.is_empty()).then_some(&done.account),
+                            "account": (!done.account.is_empty()).then(|| printable(&done.account)),
                             "expires_at": expires,
                         })
                     ),
@@ -196,7 +197,7 @@ pub async fn run(
                         if done.account.is_empty() {
                             String::new()
                         } else {
-                            format!(" as {}", done.account)
+                            format!(" as {}", printable(&done.account))
                         },
                         done.session_id
                     ),
@@ -214,31 +215,46 @@ pub async fn run(
     }
 }
 
+/// What the identity provider wrote is shown without control characters, in JSON too (a
+/// script may print it).
 fn show_device_code(code: &v1::DeviceCode, format: Format) {
+    let message = printable(&code.message);
+    let user_code = printable(&code.user_code);
+    let verification_uri = printable(&code.verification_uri);
     match format {
         Format::Json => println!(
             "{}",
             json!({
                 "event": "device_code",
-                "verification_uri": code.verification_uri,
-                "user_code": code.user_code,
-                "message": code.message,
+                "verification_uri": verification_uri,
+                "user_code": user_code,
+                "message": message,
                 "expires_at": timestamp(code.expires_at_unix),
             })
         ),
         Format::Text => {
             let paint = Paint::stderr();
-            eprintln!("{}", code.message);
-            eprintln!(
-                "\n    Code: {}\n",
-                paint.apply(Paint::STRONG, &code.user_code)
-            );
+            eprintln!("{message}");
+            eprintln!("\n    Code: {}\n", paint.apply(Paint::STRONG, &user_code));
         }
     }
     let _ = std::io::stdout().flush();
 }
 
+/// Shows (and unless told not to, opens) the sign-in URL brokerd sent. Only an `https://` or
+/// loopback `http://` URL is opened: anything else is shown, plainly, and left alone.
 fn open_url(url: &str, no_browser: bool, format: Format) {
+    if !is_openable_url(url) {
+        let shown = printable(url);
+        if format == Format::Json {
+            println!(
+                "{}",
+                json!({ "event": "open_url", "url": shown, "opened": false })
+            );
+        }
+        eprintln!("brokerd sent a sign-in URL that is not https:// (not opened): {shown}");
+        return;
+    }
     if format == Format::Json {
         println!("{}", json!({ "event": "open_url", "url": url }));
         let _ = std::io::stdout().flush();
@@ -294,6 +310,7 @@ impl Waiting {
 }
 
 fn failed(reason: &str, message: &str, format: Format) -> ExitCode {
+    let message = printable(message);
     match format {
         Format::Json => {
             println!(
@@ -302,6 +319,6 @@ fn failed(reason: &str, message: &str, format: Format) -> ExitCode {
             );
             ExitCode::FAILURE
         }
-        Format::Text => crate::output::fail(message),
+        Format::Text => crate::output::fail(&message),
     }
 }

@@ -50,9 +50,10 @@ impl Paint {
     }
 }
 
-/// Prints one error line and returns the failure exit code.
+/// Prints one error line and returns the failure exit code. The message may quote an identity
+/// provider (through brokerd): no control character of it reaches the terminal.
 pub fn fail(message: &str) -> ExitCode {
-    eprintln!("brokerctl: {message}");
+    eprintln!("brokerctl: {}", broker_proto::text::printable(message));
     ExitCode::FAILURE
 }
 

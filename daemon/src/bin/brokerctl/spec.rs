@@ -126,6 +126,7 @@ impl SpecArgs {
             login: self.login.clone(),
             use_azurerm_env_vars: self.use_azurerm_env_vars,
             disable_environment_override: self.disable_environment_override,
+            ..GetTokenOptions::default()
         };
         options.apply_environment(&|name| std::env::var(name).ok());
         options.finish().map_err(|e| anyhow!(e))

@@ -148,7 +148,8 @@ fn state_name(state: i32) -> &'static str {
 }
 
 fn login_mode(spec: &v1::SessionSpec) -> &'static str {
-    broker_proto::login_mode_name(spec.login_mode())
+    // A session always has a mode; brokerd resolved it.
+    broker_proto::login_mode_name(spec.login_mode()).unwrap_or("-")
 }
 
 /// One session, as `status --output json` and `status --watch --output json` show it.

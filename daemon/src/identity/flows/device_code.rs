@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use broker_proto::text::printable;
 use serde::{Deserialize, Serialize};
 
 use super::super::{IdentityClient, IdentityError, LoginPrompt, Target};
@@ -31,11 +32,16 @@ pub(in crate::identity) async fn run(
         .await
         .map_err(|e| IdentityError::from_request(e, IdentityError::rejected))?;
 
-    let verification_uri = details.verification_uri().to_string();
-    let user_code = details.user_code().secret().clone();
-    let message = details.extra_fields().message.clone().unwrap_or_else(|| {
-        format!("To sign in, use a web browser to open the page {verification_uri} and enter the code {user_code} to authenticate.")
-    });
+    // All three are shown to the user as the IdP wrote them, less any control character.
+    let verification_uri = printable(details.verification_uri().as_str()).into_owned();
+    let user_code = printable(details.user_code().secret()).into_owned();
+    let message = match &details.extra_fields().message {
+        Some(message) => printable(message).into_owned(),
+        None => format!(
+            "To sign in, use a web browser to open the page {verification_uri} and enter the \
+             code {user_code} to authenticate."
+        ),
+    };
     let wait = details.expires_in().min(timeout);
     prompt(LoginPrompt::DeviceCode {
         verification_uri,

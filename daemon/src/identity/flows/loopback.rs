@@ -132,9 +132,13 @@ fn answer<B>(request: &Request<B>, waiter: &Waiter) -> Response<Full<Bytes>> {
     }
     let redirect = match (param("code"), param("error")) {
         (Some(code), _) if !code.is_empty() => Redirect::Code(code),
+        // The browser brings the IdP's words: printable ones only go further.
         (_, Some(error)) => Redirect::Denied {
-            error,
-            description: param("error_description").unwrap_or_default(),
+            error: broker_proto::text::printable(&error).into_owned(),
+            description: broker_proto::text::printable(
+                &param("error_description").unwrap_or_default(),
+            )
+            .into_owned(),
         },
         _ => {
             return page(

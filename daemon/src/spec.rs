@@ -33,28 +33,48 @@ pub enum LoginMode {
     WorkloadIdentity,
 }
 
-const MODES: [(LoginMode, &str); 8] = [
-    (LoginMode::DeviceCode, "devicecode"),
-    (LoginMode::Interactive, "interactive"),
-    (LoginMode::ServicePrincipal, "spn"),
-    (LoginMode::Ropc, "ropc"),
-    (LoginMode::ManagedIdentity, "msi"),
-    (LoginMode::AzureCli, "azurecli"),
-    (LoginMode::AzureDeveloperCli, "azd"),
-    (LoginMode::WorkloadIdentity, "workloadidentity"),
-];
+impl From<LoginMode> for broker_proto::v1::LoginMode {
+    fn from(mode: LoginMode) -> Self {
+        use broker_proto::v1::LoginMode as Wire;
+        match mode {
+            LoginMode::DeviceCode => Wire::DeviceCode,
+            LoginMode::Interactive => Wire::Interactive,
+            LoginMode::ServicePrincipal => Wire::ServicePrincipal,
+            LoginMode::Ropc => Wire::Ropc,
+            LoginMode::ManagedIdentity => Wire::ManagedIdentity,
+            LoginMode::AzureCli => Wire::AzureCli,
+            LoginMode::AzureDeveloperCli => Wire::AzureDeveloperCli,
+            LoginMode::WorkloadIdentity => Wire::WorkloadIdentity,
+        }
+    }
+}
 
 impl LoginMode {
-    /// kubelogin's name for the mode.
-    pub fn name(self) -> &'static str {
-        MODES
-            .iter()
-            .find(|(m, _)| *m == self)
-            .map_or("devicecode", |(_, n)| n)
+    /// The mode a wire value names; `None` for UNSPECIFIED, which names none.
+    pub fn from_wire(mode: broker_proto::v1::LoginMode) -> Option<Self> {
+        use broker_proto::v1::LoginMode as Wire;
+        Some(match mode {
+            Wire::Unspecified => return None,
+            Wire::DeviceCode => LoginMode::DeviceCode,
+            Wire::Interactive => LoginMode::Interactive,
+            Wire::ServicePrincipal => LoginMode::ServicePrincipal,
+            Wire::Ropc => LoginMode::Ropc,
+            Wire::ManagedIdentity => LoginMode::ManagedIdentity,
+            Wire::AzureCli => LoginMode::AzureCli,
+            Wire::AzureDeveloperCli => LoginMode::AzureDeveloperCli,
+            Wire::WorkloadIdentity => LoginMode::WorkloadIdentity,
+        })
     }
 
+    /// kubelogin's name for the mode, from the protocol's one table of names.
+    pub fn name(self) -> &'static str {
+        // Every mode here is a named wire mode: the conversion never gives UNSPECIFIED.
+        broker_proto::login_mode_name(self.into()).unwrap_or("unspecified")
+    }
+
+    /// The mode kubelogin's `--login` value names.
     pub fn from_name(name: &str) -> Option<Self> {
-        MODES.iter().find(|(_, n)| *n == name).map(|(m, _)| *m)
+        broker_proto::parse_login_mode(name).and_then(Self::from_wire)
     }
 
     /// A user signs in and the session keeps a refresh token; the other modes re-acquire
@@ -163,14 +183,13 @@ impl SessionSpec {
                 flag: "--tenant-id",
             });
         }
-        if !tenant_id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-._".contains(c))
+        if !tenant_id.is_empty()
+            && let Err(why) = broker_proto::kubelogin::check_tenant(tenant_id)
         {
             return Err(SpecError::Invalid {
                 flag: "--tenant-id",
                 value: tenant_id.into(),
-                why: "a tenant is a GUID or a domain name",
+                why,
             });
         }
         if mode == Ropc && matches!(tenant_id, "common" | "consumers") {
