@@ -55,13 +55,24 @@ pub fn unix_seconds(time: SystemTime) -> i64 {
     }
 }
 
-/// The inverse of [`unix_seconds`].
+/// The inverse of [`unix_seconds`], for any number: one past what the platform's clock can
+/// hold (a hostile or corrupt file may say anything) saturates at the end of year 9999, or at
+/// the epoch.
 pub fn from_unix_seconds(seconds: i64) -> SystemTime {
-    if seconds >= 0 {
-        UNIX_EPOCH + Duration::from_secs(seconds.unsigned_abs())
+    const END_OF_9999: u64 = 253_402_300_799;
+    let magnitude = Duration::from_secs(seconds.unsigned_abs());
+    let time = if seconds >= 0 {
+        UNIX_EPOCH.checked_add(magnitude)
     } else {
-        UNIX_EPOCH - Duration::from_secs(seconds.unsigned_abs())
-    }
+        UNIX_EPOCH.checked_sub(magnitude)
+    };
+    time.unwrap_or_else(|| {
+        if seconds >= 0 {
+            UNIX_EPOCH + Duration::from_secs(END_OF_9999)
+        } else {
+            UNIX_EPOCH
+        }
+    })
 }
 
 #[cfg(test)]
@@ -110,5 +121,13 @@ mod tests {
         for s in [0, 1, 1_700_000_000, -5] {
             assert_eq!(unix_seconds(from_unix_seconds(s)), s);
         }
+    }
+
+    #[test]
+    fn any_number_of_seconds_is_a_time() {
+        for s in [i64::MAX, i64::MIN, i64::MAX - 1] {
+            let _ = unix_seconds(from_unix_seconds(s));
+        }
+        assert!(from_unix_seconds(i64::MAX) > from_unix_seconds(4_000_000_000));
     }
 }

@@ -11,6 +11,7 @@ pub mod config;
 pub mod doctor;
 pub mod hardening;
 pub mod identity;
+pub mod incoming;
 pub mod kubeconfig;
 pub mod listener;
 pub mod paths;

@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use broker_proto::v1::broker_server::BrokerServer;
 use broker_proto::v1::test_clock_server::TestClockServer;
-use tokio_stream::wrappers::UnixListenerStream;
 use tonic::service::interceptor::InterceptedService;
 
 use crate::broker::Broker;
 use crate::hardening::Reclaimer;
+use crate::incoming::{self, Incoming};
 use crate::listener::Listener;
 use crate::rpc::{BrokerService, TestClockService, peer_check};
 
@@ -67,6 +67,9 @@ pub async fn serve(
     let server = tonic::transport::Server::builder()
         .max_concurrent_streams(Some(CALLS_PER_CONNECTION))
         .http2_max_header_list_size(Some(MAX_HEADER_BYTES))
+        // A client that no longer answers pings is gone; one that does keeps its connection.
+        .http2_keepalive_interval(Some(incoming::KEEPALIVE))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .layer(tower::util::MapRequestLayer::new(
             move |request: http::Request<tonic::body::Body>| {
                 reclaimer.poke();
@@ -78,7 +81,7 @@ pub async fn serve(
         .add_optional_service(
             test_clock.map(|clock| TestClockServer::with_interceptor(clock, peer_check(uid))),
         )
-        .serve_with_incoming_shutdown(UnixListenerStream::new(socket), signal);
+        .serve_with_incoming_shutdown(Incoming::new(socket, incoming::Limits::serving()), signal);
 
     let drain_deadline = async move {
         if stopping_rx.await.is_ok() {

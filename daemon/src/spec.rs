@@ -124,6 +124,29 @@ pub struct SpecInput {
     pub identity_resource_id: String,
 }
 
+impl SpecInput {
+    /// A session spec as clients send it: the profile it names (empty for none) and the
+    /// fields given over it. `Err` carries the number of a login mode this brokerd does not
+    /// know.
+    pub fn from_wire(spec: broker_proto::v1::SessionSpec) -> Result<(String, SpecInput), i32> {
+        let login_mode = match broker_proto::v1::LoginMode::try_from(spec.login_mode) {
+            Ok(mode) => LoginMode::from_wire(mode),
+            Err(_) => return Err(spec.login_mode),
+        };
+        let input = SpecInput {
+            environment: spec.environment,
+            authority_host: spec.authority_host,
+            tenant_id: spec.tenant_id,
+            client_id: spec.client_id,
+            server_id: spec.server_id,
+            login_mode,
+            username: spec.username,
+            identity_resource_id: spec.identity_resource_id,
+        };
+        Ok((spec.profile, input))
+    }
+}
+
 /// A session's parameters as given, plus the authority they resolve to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SessionSpec {

@@ -70,15 +70,25 @@ struct Status<'a> {
     token: &'a str,
 }
 
+/// The last second RFC 3339 can write (the end of year 9999).
+const LAST_RFC3339_SECOND: u64 = 253_402_300_799;
+
+/// `unix` (seconds) as RFC 3339 in UTC, clamped to what the format can say: a time before
+/// 1970 is the epoch, one after year 9999 is its last second. Never panics, whatever the
+/// number (humantime's formatter fails past 9999).
+pub fn rfc3339(unix: i64) -> String {
+    let seconds = u64::try_from(unix).unwrap_or(0).min(LAST_RFC3339_SECOND);
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds);
+    humantime::format_rfc3339_seconds(time).to_string()
+}
+
 /// The ExecCredential JSON for `token`, expiring at `expires_at_unix` (RFC 3339, UTC).
 pub fn exec_credential(api_version: &str, token: &str, expires_at_unix: i64) -> String {
-    let seconds = u64::try_from(expires_at_unix).unwrap_or(0);
-    let expiry = std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds);
     let credential = ExecCredential {
         api_version,
         kind: "ExecCredential",
         status: Status {
-            expiration_timestamp: humantime::format_rfc3339_seconds(expiry).to_string(),
+            expiration_timestamp: rfc3339(expires_at_unix),
             token,
         },
     };
@@ -89,6 +99,15 @@ pub fn exec_credential(api_version: &str, token: &str, expires_at_unix: i64) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn any_expiry_formats_without_panicking() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(-5), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(rfc3339(i64::MAX), "9999-12-31T23:59:59Z");
+        assert!(exec_credential(V1, "t", i64::MAX).contains("9999-12-31T23:59:59Z"));
+    }
 
     #[test]
     fn reads_what_kubectl_sends() {

@@ -151,7 +151,7 @@ pub fn login_command(spec: &SessionSpec) -> String {
 }
 
 /// Quotes a value for a POSIX shell when it holds anything but plain word characters.
-fn shell_quote(value: &str) -> String {
+pub fn shell_quote(value: &str) -> String {
     let plain = value
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || "-_./:=@".contains(c));

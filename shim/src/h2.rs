@@ -210,6 +210,11 @@ pub struct Connection<T = UnixStream> {
 
 impl<T: Transport> Connection<T> {
     pub fn new(io: T) -> Self {
+        Self::with_greeting(io, GREETING)
+    }
+
+    /// A connection whose peer must speak within `greeting`.
+    pub fn with_greeting(io: T, greeting: Duration) -> Self {
         let opened = Instant::now();
         let mut connection = Connection {
             io: BufReader::with_capacity(16 * 1024, Timed { io, deadline: None }),
@@ -217,7 +222,7 @@ impl<T: Transport> Connection<T> {
             started: false,
             next_stream: 1,
             opened,
-            greeting: Some(opened + GREETING),
+            greeting: Some(opened + greeting),
             deadline: None,
         };
         connection.arm();
@@ -611,6 +616,40 @@ pub mod tests {
             &written[next..next + 5],
             &[0, 0, 10, CONTINUATION, END_HEADERS]
         );
+    }
+
+    #[test]
+    fn a_peer_that_accepts_and_never_speaks_is_given_up_on() {
+        let (client, _server) = UnixStream::pair().unwrap();
+        let mut conn = Connection::with_greeting(client, Duration::from_millis(100));
+        conn.set_deadline(Some(Instant::now() + Duration::from_secs(30)));
+        conn.send_request(b"h", b"").unwrap();
+        let started = Instant::now();
+        let error = conn.next_event().unwrap_err();
+        assert!(matches!(error, WireError::Silent), "{error}");
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+
+    #[test]
+    fn an_endless_stream_of_pings_ends_at_the_deadline() {
+        let (client, mut server) = UnixStream::pair().unwrap();
+        let pinger = std::thread::spawn(move || {
+            let ping = frames(&[(PING, 0, 0, b"12345678")]);
+            // Until the client hangs up; its acknowledgements are left unread.
+            let _ = server.set_nonblocking(false);
+            while server.write_all(&ping).is_ok() {
+                let mut sink = [0u8; 4096];
+                let _ = server.set_read_timeout(Some(Duration::from_millis(1)));
+                let _ = server.read(&mut sink);
+            }
+        });
+        let mut conn = Connection::new(client);
+        conn.set_deadline(Some(Instant::now() + Duration::from_millis(300)));
+        conn.send_request(b"h", b"").unwrap();
+        let error = conn.next_event().unwrap_err();
+        assert!(matches!(error, WireError::Deadline(_)), "{error}");
+        drop(conn);
+        pinger.join().unwrap();
     }
 
     #[test]

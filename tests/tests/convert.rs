@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use base64::Engine;
 use broker_tests::apiserver::FakeApiServer;
 use broker_tests::harness::{
-    Sandbox, as_strs, binaries, device_login, failure, fast_mock, on_path, require, success,
+    Sandbox, SecretService, as_strs, binaries, device_login, failure, fast_mock, on_path, require,
+    success,
 };
 use broker_tests::mock_entra::{AKS_SERVER_ID, App, MockEntra, TENANT_ID};
 
@@ -37,10 +38,21 @@ struct Bench {
     api: FakeApiServer,
     sandbox: Sandbox,
     files: Vec<PathBuf>,
+    /// The real keyring, when brokerd keeps secrets there.
+    _keyring: Option<SecretService>,
 }
 
-/// Two kubeconfig files in $KUBECONFIG, a mock that knows their apps, and brokerd.
+/// Two kubeconfig files in $KUBECONFIG, a mock that knows their apps, and brokerd on memory.
 fn bench() -> (Bench, broker_tests::harness::Daemon) {
+    bench_with(false)
+}
+
+/// The same, brokerd keeping secrets in a real Secret Service (gnome-keyring).
+fn bench_with_keyring() -> (Bench, broker_tests::harness::Daemon) {
+    bench_with(true)
+}
+
+fn bench_with(keyring: bool) -> (Bench, broker_tests::harness::Daemon) {
     let mock = fast_mock();
     mock.register_app(
         SPN,
@@ -63,13 +75,19 @@ fn bench() -> (Bench, broker_tests::harness::Daemon) {
     sandbox.set_env("KUBECONFIG", list);
     // The converted users name the public cloud; this sends them to the mock instead.
     sandbox.set_env("AZURE_AUTHORITY_HOST", mock.authority_host());
-    let daemon = sandbox.start_daemon(&["--store", "memory"]);
+    let (keyring, daemon) = if keyring {
+        let keyring = SecretService::start(&mut sandbox);
+        (Some(keyring), sandbox.start_daemon(&[]))
+    } else {
+        (None, sandbox.start_daemon(&["--store", "memory"]))
+    };
     (
         Bench {
             mock,
             api,
             sandbox,
             files,
+            _keyring: keyring,
         },
         daemon,
     )
@@ -89,10 +107,15 @@ fn read(path: &Path) -> String {
 
 #[test]
 fn converts_every_shape_then_kubectl_runs_through_the_result() {
-    if !require("kubectl", on_path("kubectl")) {
+    if !require("kubectl", on_path("kubectl"))
+        || !require(
+            "dbus, gnome-keyring and libsecret-tools",
+            SecretService::available(),
+        )
+    {
         return;
     }
-    let (b, daemon) = bench();
+    let (b, daemon) = bench_with_keyring();
     let originals: Vec<String> = b.files.iter().map(|f| read(f)).collect();
 
     // A dry run shows the plan and the diff, with the secret masked, and writes nothing.
@@ -123,7 +146,11 @@ fn converts_every_shape_then_kubectl_runs_through_the_result() {
 
     let out = success(&b.sandbox.ctl(&["kubeconfig", "convert"]), "convert");
     assert!(
-        out.contains("Moved the secrets of user ci-deployer into the keyring"),
+        out.contains("Moved the secrets of user ci-deployer into the keyring (Secret Service)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("its secrets replaced by the names of their keyring entries"),
         "{out}"
     );
     let converted: Vec<String> = b.files.iter().map(|f| read(f)).collect();
@@ -220,22 +247,74 @@ fn converts_every_shape_then_kubectl_runs_through_the_result() {
         "{subjects:?}"
     );
 
-    for file in b.sandbox.files_containing(SECRET) {
-        assert!(
-            file.to_string_lossy().contains(".token-broker-backup-"),
-            "the secret is in {}",
-            file.display()
-        );
-    }
+    // The secret is in the keyring, and in no file at all: not the kubeconfig, not its
+    // backup, not brokerd's log.
+    assert_eq!(b.sandbox.files_containing(SECRET), Vec::<PathBuf>::new());
+    assert_eq!(
+        b.sandbox.files_containing(OLD_REFRESH_TOKEN),
+        Vec::<PathBuf>::new()
+    );
     assert!(!daemon.log().contains(SECRET));
 
-    // Undo puts the originals back.
+    // Undo puts the originals back, the secret read back from the keyring; the legacy
+    // provider's cached tokens, which kubectl 1.26 and later cannot use, stay dropped.
     let out = success(&b.sandbox.ctl(&["kubeconfig", "convert", "--undo"]), "undo");
     assert!(out.contains("Restored"), "{out}");
-    for (file, original) in b.files.iter().zip(&originals) {
-        assert_eq!(&read(file), original);
-    }
+    assert_eq!(read(&b.files[0]), originals[0]);
+    assert_eq!(
+        read(&b.files[1]),
+        originals[1]
+            .replace(
+                "old-access-token-in-the-kubeconfig",
+                "\"token-broker: dropped\""
+            )
+            .replace(OLD_REFRESH_TOKEN, "\"token-broker: dropped\"")
+    );
     let _ = AKS_SERVER_ID;
+}
+
+#[test]
+fn secrets_go_nowhere_that_forgets_them_unless_told_and_undo_says_what_is_missing() {
+    let (b, _daemon) = bench();
+    let first = b.files[0].display().to_string();
+    let original = read(&b.files[0]);
+    let err = failure(
+        &b.sandbox
+            .ctl(&["kubeconfig", "convert", "--kubeconfig", &first]),
+        "convert into a memory store",
+    );
+    assert!(err.contains("in memory only"), "{err}");
+    assert!(err.contains("--allow-memory-store"), "{err}");
+    assert_eq!(read(&b.files[0]), original, "nothing was written");
+
+    let out = success(
+        &b.sandbox.ctl(&[
+            "kubeconfig",
+            "convert",
+            "--kubeconfig",
+            &first,
+            "--allow-memory-store",
+        ]),
+        "convert, told to",
+    );
+    assert!(
+        out.contains("into brokerd's memory (forgotten when it stops)"),
+        "{out}"
+    );
+    // The undo hint names the file that was converted.
+    assert!(
+        out.contains(&format!("convert --undo --kubeconfig {first}")),
+        "{out}"
+    );
+    // brokerctl cannot read memory: undo says so, and changes nothing.
+    let converted = read(&b.files[0]);
+    let err = failure(
+        &b.sandbox
+            .ctl(&["kubeconfig", "convert", "--undo", "--kubeconfig", &first]),
+        "undo from memory",
+    );
+    assert!(err.contains("cannot be put back"), "{err}");
+    assert_eq!(read(&b.files[0]), converted);
 }
 
 #[test]

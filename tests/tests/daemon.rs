@@ -240,8 +240,10 @@ fn bad_input_gets_one_line_and_exit_1() {
     success(&sandbox.ctl(&["status"]), "status");
 }
 
+/// Nobody is asked to sign in for a refresh token that could not be kept: the store is tried
+/// first, and the answer names it and the way out.
 #[test]
-fn an_unreachable_keyring_is_a_clear_error_naming_the_backend() {
+fn an_unreachable_keyring_is_a_clear_error_naming_the_backend_before_any_prompt() {
     let mock = fast_mock();
     let mut sandbox = Sandbox::new();
     // No session bus anywhere: the Secret Service cannot be reached.
@@ -252,18 +254,28 @@ fn an_unreachable_keyring_is_a_clear_error_naming_the_backend() {
     let _daemon = sandbox.start_daemon(&[]);
     let args = session_args(&mock);
     let mut login = sandbox.start_login(&as_strs(&args));
-    let code = login.next_event();
-    assert!(mock.approve(code["user_code"].as_str().unwrap()));
     let failed = login.next_event();
     assert_eq!(failed["event"], "failed", "{failed}");
     assert_eq!(failed["reason"], "STORE_UNAVAILABLE");
     let message = failed["message"].as_str().unwrap();
-    assert!(message.contains("Secret Service"), "{message}");
+    assert!(
+        message.starts_with("cannot sign in: Secret Service"),
+        "{message}"
+    );
+    assert!(message.contains("--store memory"), "{message}");
     assert!(!message.contains('\n'), "{message}");
     assert_eq!(login.finish().0.code(), Some(1));
-    // Still serving.
-    let st = success(&sandbox.ctl(&["status", "-o", "json"]), "status");
-    assert!(st.contains("\"Secret Service\""), "{st}");
+    assert_eq!(mock.requests("devicecode"), 0, "no device code was shown");
+    // Still serving, and saying what it found of the store.
+    let st: serde_json::Value =
+        serde_json::from_str(&success(&sandbox.ctl(&["status", "-o", "json"]), "status")).unwrap();
+    assert_eq!(st["secret_store"], "Secret Service");
+    assert!(st["secret_store_problem"].is_string(), "{st}");
+    let text = success(&sandbox.ctl(&["status"]), "status");
+    assert!(
+        text.contains("secret store: Secret Service — NOT usable now"),
+        "{text}"
+    );
 }
 
 /// A process of another user reaches the socket (the directory and socket were opened up by

@@ -55,10 +55,24 @@ pub enum BrokerError {
     InvalidProfile { name: String, reason: String },
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A login was not started: the store could not keep its refresh token.
+    #[error("cannot sign in: {why}; {}", store_fix(backend))]
+    StoreUnusable { why: String, backend: String },
     #[error("no session {0}; `brokerctl status` lists the sessions")]
     NotFound(String),
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// What to do when the secret store cannot keep a refresh token.
+fn store_fix(backend: &str) -> String {
+    let start = if backend == "Secret Service" {
+        "start brokerd inside your desktop session (where DBUS_SESSION_BUS_ADDRESS points at \
+         a bus with a keyring such as gnome-keyring or KeePassXC), unlock the keyring"
+    } else {
+        "unlock the keyring"
+    };
+    format!("{start}, or run brokerd --store memory (forgets every login when it stops)")
 }
 
 impl BrokerError {
@@ -77,7 +91,7 @@ impl BrokerError {
             | BrokerError::InvalidProfile { .. }
             | BrokerError::MissingCredential { .. }
             | BrokerError::Refused { .. } => Reason::Config,
-            BrokerError::Store(_) => Reason::StoreUnavailable,
+            BrokerError::Store(_) | BrokerError::StoreUnusable { .. } => Reason::StoreUnavailable,
             BrokerError::NotFound(_) => Reason::NotFound,
             BrokerError::Internal(_) => Reason::Internal,
         }

@@ -89,19 +89,12 @@ impl Broker {
     fn federated_dir_changed(&self, dir: &Path) {
         let mut woke = false;
         for session in self.all_sessions() {
-            let mut meta = session.meta();
-            let here = meta
-                .federated_token_file
-                .as_deref()
-                .and_then(Path::parent)
-                .is_some_and(|d| d == dir);
-            if here && (meta.login_required || meta.backoff.is_some()) {
+            if session.federated_file_in(dir) && session.is_stuck() {
                 tracing::info!(
                     "session {}: its federated token file changed; trying again",
                     session.id
                 );
-                meta.login_required = false;
-                meta.backoff = None;
+                session.lift_refusal();
                 woke = true;
             }
         }

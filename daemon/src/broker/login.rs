@@ -139,11 +139,21 @@ impl Broker {
         prompt: &(dyn Fn(LoginPrompt) + Send + Sync),
     ) -> Result<LoggedIn, BrokerError> {
         tracing::info!("login started for {}", spec.describe());
+        if spec.login_mode.prompts() {
+            // Nobody should sign in for a refresh token that cannot be kept: ask the store
+            // first, before any device code or browser tab.
+            self.probe_store(super::persist::LOGIN_STORE_TIMEOUT)
+                .await
+                .map_err(|e| BrokerError::StoreUnusable {
+                    why: e.to_string(),
+                    backend: self.store.backend().to_string(),
+                })?;
+        }
         let (session, created) = self.session_for(spec);
         let accepted = if spec.login_mode.prompts() {
             match self.prompted_tokens(spec, prompt).await {
                 Ok(tokens) => {
-                    let mut credentials = session.refresh.lock().await;
+                    let mut credentials = session.credentials.lock().await;
                     self.accept_tokens(&session, &mut credentials, tokens, Persist::Required)
                         .await
                 }
@@ -163,11 +173,11 @@ impl Broker {
                 return Err(error);
             }
         };
-        session.meta().logged_in_at = Some(self.clock.now());
+        session.signed_in(self.clock.now());
         self.save_index().await;
         self.wake_scheduler();
         let id = session.id.clone();
-        let account = session.meta().account.clone();
+        let account = session.account();
         tracing::info!(
             "session {id} signed in as {}",
             account.as_deref().unwrap_or("an unnamed account")

@@ -9,7 +9,10 @@
 //! - An expired access token is never handed out.
 //! - The IdP is never asked in a loop: passing failures back off, refusals wait for a login,
 //!   and at most `refresh.max_concurrent` token requests are in flight.
+//! - Work that changes a session (a refresh, a login, a logout, credentials kept) runs to its
+//!   end in a task of its own: a caller that hangs up stops waiting, nothing else.
 
+mod credentials;
 mod error;
 mod events;
 mod federated;
@@ -29,12 +32,12 @@ pub use crate::spec::{LoginMode, SessionId, SessionSpec, SpecInput};
 pub use error::{BrokerError, Reason};
 pub use events::{EventKind, SessionEvent};
 pub use login::LoggedIn;
-use session::Meta;
+use session::Remembered;
 pub use session::{Session, SessionState, SessionStatus};
 
 use crate::clock::Clock;
-use crate::config::RefreshPolicy;
 use crate::config::watch::{ConfigStatus, Settings};
+use crate::config::{RefreshPolicy, Resolve};
 use crate::identity::IdentityClient;
 use crate::identity::credential::Supplied;
 use crate::identity::token::AccessToken;
@@ -65,6 +68,7 @@ pub struct Broker {
     /// Absent when sessions must not outlive the process (the memory store).
     index: Option<SessionIndex>,
     persist: persist::IndexWriter,
+    store_calls: persist::StoreCalls,
     identity: IdentityClient,
     clock: Arc<dyn Clock>,
     settings: Arc<Settings>,
@@ -89,7 +93,7 @@ impl Broker {
     ) -> Arc<Self> {
         let sessions = index
             .as_ref()
-            .map(persist::load_sessions)
+            .map(|index| persist::load_sessions(index, clock.now()))
             .unwrap_or_default();
         tracing::info!("{} session(s) known from the index", sessions.len());
         let cap = settings.get().refresh.max_concurrent;
@@ -99,6 +103,7 @@ impl Broker {
             store,
             index,
             persist: persist::IndexWriter::default(),
+            store_calls: persist::StoreCalls::default(),
             identity,
             clock,
             settings,
@@ -112,6 +117,23 @@ impl Broker {
 
     fn me(&self) -> Option<Arc<Broker>> {
         self.me.upgrade()
+    }
+
+    fn shutting_down() -> BrokerError {
+        BrokerError::Internal("brokerd is shutting down".into())
+    }
+
+    /// Runs `work` to its end in a task of its own and waits for it: a caller that goes away
+    /// stops waiting, and the work (a logout half done, a secret half stored) finishes anyway.
+    async fn detached<T, F>(&self, work: impl FnOnce(Arc<Broker>) -> F) -> Result<T, BrokerError>
+    where
+        T: Send + 'static,
+        F: std::future::Future<Output = Result<T, BrokerError>> + Send + 'static,
+    {
+        let me = self.me().ok_or_else(Self::shutting_down)?;
+        tokio::spawn(work(me))
+            .await
+            .unwrap_or_else(|e| Err(BrokerError::Internal(format!("the task failed: {e}"))))
     }
 
     pub fn store_backend(&self) -> &str {
@@ -167,23 +189,25 @@ impl Broker {
     /// Resolves what a caller gave, with a profile of the configuration underneath when it
     /// names one.
     pub fn resolve(&self, profile: &str, input: &SpecInput) -> Result<SessionSpec, BrokerError> {
-        if profile.is_empty() {
-            return Ok(SessionSpec::new(input)?);
-        }
-        let config = self.settings.get();
-        let found = config
-            .profiles
-            .get(profile)
-            .ok_or_else(|| BrokerError::UnknownProfile {
+        let resolved = match self.settings.get().resolve(profile, input) {
+            // Saved a moment ago (`brokerctl login --profile X` writes it, and the file watch
+            // may not have told us yet): read the file again before saying there is none.
+            Err(Resolve::UnknownProfile) if self.settings.reload_quietly().is_ok() => {
+                self.settings.get().resolve(profile, input)
+            }
+            other => other,
+        };
+        resolved.map_err(|error| match error {
+            Resolve::Spec(e) => BrokerError::InvalidSpec(e),
+            Resolve::UnknownProfile => BrokerError::UnknownProfile {
                 name: profile.to_string(),
                 path: self.settings.path().display().to_string(),
-            })?;
-        found
-            .spec(Some(input))
-            .map_err(|reason| BrokerError::InvalidProfile {
+            },
+            Resolve::InvalidProfile(reason) => BrokerError::InvalidProfile {
                 name: profile.to_string(),
                 reason,
-            })
+            },
+        })
     }
 
     fn session(&self, id: &SessionId) -> Option<Arc<Session>> {
@@ -233,10 +257,25 @@ impl Broker {
         let session = match self.session(&spec.id()) {
             Some(session) => session,
             None if spec.login_mode.prompts() => {
-                return Err(BrokerError::login_required(
-                    spec,
-                    "nobody has signed in to this session yet",
-                ));
+                // The index may have missed it (a full disk when it was written): a refresh
+                // token in the store is a session all the same.
+                if !self.has_stored_refresh_token(spec).await {
+                    return Err(BrokerError::login_required(
+                        spec,
+                        "nobody has signed in to this session yet",
+                    ));
+                }
+                tracing::info!(
+                    "session {} is not in the index, but its refresh token is in {}: using it",
+                    spec.id(),
+                    self.store.backend()
+                );
+                let (session, _) = self.session_for(spec);
+                let token = self
+                    .refresh_session(&session, refresh::Trigger::Request, supplied)
+                    .await?;
+                self.save_index().await;
+                return Ok(self.grant(&session, token, &policy));
             }
             None => {
                 // A non-interactive session starts with its first request. If that fails, the
@@ -261,6 +300,18 @@ impl Broker {
         Ok(self.grant(&session, token, &policy))
     }
 
+    /// Whether the store holds a refresh token for the session `spec` names (only a store that
+    /// outlives brokerd can, and only a session that keeps one).
+    async fn has_stored_refresh_token(&self, spec: &SessionSpec) -> bool {
+        if self.store.kind() == crate::store::StoreKind::Memory
+            || !spec.login_mode.keeps_refresh_token()
+        {
+            return false;
+        }
+        let key = persist::SecretKind::RefreshToken.key(&spec.id());
+        matches!(self.load_secret(key).await, Ok(Some(_)))
+    }
+
     /// The session for `spec`, created (empty) if there is none; true when created.
     fn session_for(&self, spec: &SessionSpec) -> (Arc<Session>, bool) {
         let mut sessions = self.sessions.write().unwrap_or_else(|p| p.into_inner());
@@ -268,7 +319,7 @@ impl Broker {
         let created = !sessions.contains_key(&id);
         let session = sessions
             .entry(id)
-            .or_insert_with(|| Arc::new(Session::new(spec.clone(), Meta::default())))
+            .or_insert_with(|| Arc::new(Session::new(spec.clone(), Remembered::default())))
             .clone();
         (session, created)
     }
@@ -276,7 +327,7 @@ impl Broker {
     /// Drops a session that never got a token, so that a failed first attempt leaves nothing
     /// behind.
     fn forget_if_empty(&self, session: &Session) {
-        if session.usable_token(self.clock.now()).is_none() && session.meta().refreshes == 0 {
+        if session.never_served(self.clock.now()) {
             self.sessions
                 .write()
                 .unwrap_or_else(|p| p.into_inner())
@@ -291,10 +342,14 @@ impl Broker {
         spec: &SessionSpec,
         supplied: &Supplied,
     ) -> Result<SessionId, BrokerError> {
-        let (session, _) = self.session_for(spec);
-        self.keep_credentials(&session, supplied).await?;
-        self.save_index().await;
-        Ok(session.id.clone())
+        let (spec, supplied) = (spec.clone(), supplied.clone());
+        self.detached(|me| async move {
+            let (session, _) = me.session_for(&spec);
+            me.keep_credentials(&session, &supplied).await?;
+            me.save_index().await;
+            Ok(session.id.clone())
+        })
+        .await
     }
 
     /// Redeems a session's credentials now, whatever its access token's age or backoff.
@@ -313,6 +368,12 @@ impl Broker {
     /// Forgets sessions: refresh tokens leave the secret store, then the sessions leave memory.
     /// With `None`, every session.
     pub async fn logout(&self, selector: Option<&Selector>) -> Result<Vec<SessionId>, BrokerError> {
+        let selector = selector.cloned();
+        self.detached(|me| async move { me.logout_now(selector.as_ref()).await })
+            .await
+    }
+
+    async fn logout_now(&self, selector: Option<&Selector>) -> Result<Vec<SessionId>, BrokerError> {
         let targets = match selector {
             None => self.all_sessions(),
             // A spec with no session may still have an orphaned keyring entry: remove it.
@@ -331,14 +392,14 @@ impl Broker {
         };
         let mut removed = Vec::new();
         for session in targets {
-            let mut credentials = session.refresh.lock().await;
+            let mut credentials = session.credentials.lock().await;
             // If the store refuses, the session stays as it was: nothing half-forgotten.
             self.delete_secrets(&session.id).await?;
             *credentials = session::Credentials {
                 loaded: true,
                 ..Default::default()
             };
-            session.set_token(None);
+            session.forget_tokens();
             self.sessions
                 .write()
                 .unwrap_or_else(|p| p.into_inner())
@@ -382,32 +443,4 @@ impl Broker {
         }
         permits.1.clone()
     }
-}
-
-impl Default for Meta {
-    fn default() -> Self {
-        Meta {
-            account: None,
-            logged_in_at: None,
-            last_refresh: None,
-            last_error: None,
-            last_error_codes: Vec::new(),
-            refreshing: false,
-            login_required: false,
-            backoff: None,
-            issued_at: None,
-            lifetime: None,
-            refresh_in: None,
-            jitter: draw_jitter(),
-            refreshes: 0,
-            failures: 0,
-            certificate_path: None,
-            federated_token_file: None,
-        }
-    }
-}
-
-/// A draw in [-1, 1] for spreading planned refreshes.
-fn draw_jitter() -> f64 {
-    rand::random_range(-1.0..=1.0)
 }

@@ -1,21 +1,36 @@
-//! What the broker keeps outside memory: refresh tokens in the secret store, and the session
-//! index (no secrets) that lets a restarted brokerd find its sessions.
+//! What the broker keeps outside memory: secrets in the secret store, and the session index
+//! (no secrets) that lets a restarted brokerd find its sessions.
+//!
+//! Store calls block (D-Bus, the Keychain), so they run on blocking threads, each with a
+//! deadline: a hung keyring daemon once made a shim wait 90 s until it was killed. A call past
+//! its deadline is abandoned (its thread finishes on its own) and reported as the store not
+//! answering; while calls are still stuck, new ones fail at once rather than pile up threads.
+//! The outcome of the last call is kept, so that status and doctor say whether the store
+//! answers.
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use super::Broker;
 use super::error::BrokerError;
-use super::session::{Meta, Session};
+use super::session::{Remembered, Session};
 use crate::clock;
 use crate::spec::{LoginMode, SessionId, SessionSpec, SpecInput};
-use crate::store::{IndexedSession, SessionIndex, StoreError};
+use crate::store::{IndexedSession, SecretStore, SessionIndex, StoreError};
 
 /// Refreshes happen all day; their index updates (the last refresh time, for keepalives after a
 /// restart) are written together, at most this often.
 const INDEX_FLUSH_DELAY: Duration = Duration::from_secs(5);
+
+/// How long one secret store call may take when nobody is at the keyboard to answer an unlock
+/// prompt.
+pub(super) const STORE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a call made for a login may take: the keyring may be asking its user to unlock.
+pub(super) const LOGIN_STORE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Calls abandoned but still running, past which new calls fail at once.
+const MOST_STUCK_CALLS: usize = 4;
 
 /// The secrets a session may keep in the secret store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,16 +61,28 @@ impl SecretKind {
     }
 }
 
-/// Serialises index rewrites, and coalesces the ones refreshes ask for.
+/// Serialises index rewrites, coalesces the ones refreshes ask for, and remembers whether the
+/// last one failed.
 #[derive(Default)]
 pub(super) struct IndexWriter {
     writing: tokio::sync::Mutex<()>,
     flush_pending: AtomicBool,
+    last_error: Mutex<Option<String>>,
+}
+
+/// The secret store's calls in flight past their deadline, and how the last call went.
+#[derive(Default)]
+pub(super) struct StoreCalls {
+    stuck: Arc<AtomicUsize>,
+    last_problem: Mutex<Option<String>>,
 }
 
 /// The sessions an index file records. Records that no longer make sense are skipped with a
 /// warning; their refresh tokens stay in the keyring.
-pub(super) fn load_sessions(index: &SessionIndex) -> HashMap<SessionId, Arc<Session>> {
+pub(super) fn load_sessions(
+    index: &SessionIndex,
+    now: SystemTime,
+) -> HashMap<SessionId, Arc<Session>> {
     let records = match index.load() {
         Ok(records) => records,
         Err(e) => {
@@ -65,7 +92,7 @@ pub(super) fn load_sessions(index: &SessionIndex) -> HashMap<SessionId, Arc<Sess
     };
     let mut sessions = HashMap::new();
     for record in records {
-        match session_from_index(&record) {
+        match session_from_index(&record, now) {
             Ok(session) => {
                 sessions.insert(session.id.clone(), Arc::new(session));
             }
@@ -75,7 +102,14 @@ pub(super) fn load_sessions(index: &SessionIndex) -> HashMap<SessionId, Arc<Sess
     sessions
 }
 
-fn session_from_index(record: &IndexedSession) -> Result<Session, BrokerError> {
+/// A time the index gives, as a time brokerd can plan with: 0 is "never", and anything later
+/// than now (a clock that moved back, or a hand-edited file with a number near the end of
+/// time) is now.
+fn indexed_time(seconds: i64, now: SystemTime) -> Option<SystemTime> {
+    (seconds > 0).then(|| clock::from_unix_seconds(seconds).min(now))
+}
+
+fn session_from_index(record: &IndexedSession, now: SystemTime) -> Result<Session, BrokerError> {
     let mode = LoginMode::from_name(&record.login_mode).ok_or_else(|| {
         BrokerError::Internal(format!("unknown login mode {:?}", record.login_mode))
     })?;
@@ -95,23 +129,25 @@ fn session_from_index(record: &IndexedSession) -> Result<Session, BrokerError> {
             spec.id()
         )));
     }
-    let time = |secs: i64| (secs > 0).then(|| clock::from_unix_seconds(secs));
     let path = |p: &str| (!p.is_empty()).then(|| std::path::PathBuf::from(p));
-    let meta = Meta {
-        account: record.account.clone(),
-        logged_in_at: time(record.logged_in_at),
-        last_refresh: time(record.last_refresh_at),
+    let account = record
+        .account
+        .as_deref()
+        .map(|a| broker_proto::text::printable(a).into_owned());
+    let remembered = Remembered {
+        account,
+        logged_in_at: indexed_time(record.logged_in_at, now),
+        last_refresh: indexed_time(record.last_refresh_at, now),
         certificate_path: path(&record.certificate_path),
         federated_token_file: path(&record.federated_token_file),
-        ..Meta::default()
     };
-    Ok(Session::new(spec, meta))
+    Ok(Session::new(spec, remembered))
 }
 
 fn index_record(session: &Session) -> IndexedSession {
-    let meta = session.meta();
+    let remembered = session.remembered();
     let spec = &session.spec;
-    let secs = |t: Option<std::time::SystemTime>| t.map(clock::unix_seconds).unwrap_or(0);
+    let secs = |t: Option<SystemTime>| t.map(clock::unix_seconds).unwrap_or(0);
     let text = |p: &Option<std::path::PathBuf>| {
         p.as_ref()
             .map(|p| p.display().to_string())
@@ -125,20 +161,20 @@ fn index_record(session: &Session) -> IndexedSession {
         client_id: spec.client_id.clone(),
         server_id: spec.server_id.clone(),
         login_mode: spec.login_mode.name().to_string(),
-        account: meta.account.clone(),
-        logged_in_at: secs(meta.logged_in_at),
-        last_refresh_at: secs(meta.last_refresh),
+        account: remembered.account.clone(),
+        logged_in_at: secs(remembered.logged_in_at),
+        last_refresh_at: secs(remembered.last_refresh),
         username: spec.username.clone(),
         identity_resource_id: spec.identity_resource_id.clone(),
-        certificate_path: text(&meta.certificate_path),
-        federated_token_file: text(&meta.federated_token_file),
+        certificate_path: text(&remembered.certificate_path),
+        federated_token_file: text(&remembered.federated_token_file),
     }
 }
 
 impl Broker {
-    /// Rewrites the session index from memory now. A failure is logged, not returned: the
-    /// sessions work now and their refresh tokens are safe in the store; only a restart would
-    /// miss them.
+    /// Rewrites the session index from memory now. A failure is logged and kept for status and
+    /// doctor, not returned: the sessions work now and their refresh tokens are safe in the
+    /// store; a restart finds them again through the store (see `get_token`).
     pub(super) async fn save_index(&self) {
         let Some(index) = self.index.clone() else {
             return;
@@ -150,11 +186,28 @@ impl Broker {
             .iter()
             .map(|s| index_record(s))
             .collect();
-        match tokio::task::spawn_blocking(move || index.save(&records)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!("{e}"),
-            Err(e) => tracing::error!("writing the session index panicked: {e}"),
+        let outcome = match tokio::task::spawn_blocking(move || index.save(&records)).await {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(e) => Some(format!("writing the session index panicked: {e}")),
+        };
+        if let Some(error) = &outcome {
+            tracing::error!("{error}");
         }
+        *self
+            .persist
+            .last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = outcome;
+    }
+
+    /// Why the last index write failed, if it did.
+    pub fn index_error(&self) -> Option<String> {
+        self.persist
+            .last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Asks for an index rewrite a little later, together with any others asked for meanwhile.
@@ -175,8 +228,8 @@ impl Broker {
         &self,
         key: String,
     ) -> Result<Option<secrecy::SecretString>, BrokerError> {
-        let store = self.store.clone();
-        blocking(move || store.load(&key)).await
+        self.store_call(STORE_TIMEOUT, move |store| store.load(&key))
+            .await
     }
 
     pub(super) async fn save_secret(
@@ -185,8 +238,10 @@ impl Broker {
         label: String,
         secret: secrecy::SecretString,
     ) -> Result<(), BrokerError> {
-        let store = self.store.clone();
-        blocking(move || store.save(&key, &label, &secret)).await
+        self.store_call(STORE_TIMEOUT, move |store| {
+            store.save(&key, &label, &secret)
+        })
+        .await
     }
 
     /// Removes every secret the session may have in the store. True if there was any.
@@ -199,17 +254,125 @@ impl Broker {
     }
 
     pub(super) async fn delete_secret(&self, key: String) -> Result<bool, BrokerError> {
-        let store = self.store.clone();
-        blocking(move || store.delete(&key)).await
+        self.store_call(STORE_TIMEOUT, move |store| store.delete(&key))
+            .await
+    }
+
+    /// Whether the store can keep a secret now: a test entry written, read back and removed,
+    /// within `timeout`. Asked before a login prompts, so that nobody signs in for nothing.
+    pub(super) async fn probe_store(&self, timeout: Duration) -> Result<(), BrokerError> {
+        let key = format!("probe/{:016x}", rand::random::<u64>());
+        self.store_call(timeout, move |store| {
+            let probe = secrecy::SecretString::from("token-broker store check".to_string());
+            store.save(&key, "token-broker: store check (removed at once)", &probe)?;
+            let read = store.load(&key);
+            store.delete(&key)?;
+            match read? {
+                Some(_) => Ok(()),
+                None => Err(StoreError::Failed {
+                    backend: store.backend().to_string(),
+                    reason: "a test secret was stored but could not be read back".into(),
+                }),
+            }
+        })
+        .await
+    }
+
+    /// Why the last secret store call failed, if it did: what status and doctor say of the
+    /// store.
+    pub fn store_problem(&self) -> Option<String> {
+        self.store_calls
+            .last_problem
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Runs a secret store call on a blocking thread (keyring APIs block on D-Bus or the
+    /// Keychain), bounded by `timeout`, and records how it went.
+    async fn store_call<T: Send + 'static>(
+        &self,
+        timeout: Duration,
+        call: impl FnOnce(&dyn SecretStore) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, BrokerError> {
+        let backend = self.store.backend().to_string();
+        let calls = &self.store_calls;
+        let stuck = calls.stuck.load(Ordering::SeqCst);
+        let result = if stuck >= MOST_STUCK_CALLS {
+            Err(StoreError::Unavailable {
+                backend,
+                reason: format!(
+                    "it has not answered {stuck} calls yet (is the keyring daemon hung, or \
+                     waiting for an unlock prompt?)"
+                ),
+            })
+        } else {
+            // RUNNING until the call returns or its caller gives up on it (ABANDONED, counted
+            // as stuck until it does return).
+            const RUNNING: u8 = 0;
+            const ABANDONED: u8 = 1;
+            const RETURNED: u8 = 2;
+            let state = Arc::new(AtomicU8::new(RUNNING));
+            let store = self.store.clone();
+            let (call_state, counter) = (state.clone(), calls.stuck.clone());
+            let task = tokio::task::spawn_blocking(move || {
+                struct Returned(Arc<AtomicU8>, Arc<AtomicUsize>);
+                impl Drop for Returned {
+                    fn drop(&mut self) {
+                        if self.0.swap(RETURNED, Ordering::SeqCst) == ABANDONED {
+                            self.1.fetch_sub(1, Ordering::SeqCst);
+                        }
+                    }
+                }
+                let _returned = Returned(call_state, counter);
+                call(store.as_ref())
+            });
+            match tokio::time::timeout(timeout, task).await {
+                Ok(Ok(result)) => result,
+                Ok(Err(e)) => {
+                    return Err(BrokerError::Internal(format!(
+                        "secret store call panicked: {e}"
+                    )));
+                }
+                Err(_) => {
+                    calls.stuck.fetch_add(1, Ordering::SeqCst);
+                    if state
+                        .compare_exchange(RUNNING, ABANDONED, Ordering::SeqCst, Ordering::SeqCst)
+                        .is_err()
+                    {
+                        // It returned just now after all.
+                        calls.stuck.fetch_sub(1, Ordering::SeqCst);
+                    }
+                    Err(StoreError::Unavailable {
+                        backend,
+                        reason: format!(
+                            "it did not answer within {} s (is the keyring daemon hung, or \
+                             waiting for an unlock prompt?)",
+                            timeout.as_secs()
+                        ),
+                    })
+                }
+            }
+        };
+        *calls.last_problem.lock().unwrap_or_else(|p| p.into_inner()) =
+            result.as_ref().err().map(ToString::to_string);
+        result.map_err(BrokerError::Store)
     }
 }
 
-/// Runs a secret store call on a blocking thread: keyring APIs block on D-Bus or the Keychain.
-async fn blocking<T: Send + 'static>(
-    call: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, BrokerError> {
-    tokio::task::spawn_blocking(call)
-        .await
-        .map_err(|e| BrokerError::Internal(format!("secret store call panicked: {e}")))?
-        .map_err(BrokerError::Store)
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_times_are_clamped_where_read() {
+        let now = SystemTime::now();
+        assert_eq!(indexed_time(0, now), None);
+        assert_eq!(indexed_time(-7, now), None);
+        assert_eq!(indexed_time(i64::MAX, now), Some(now));
+        assert_eq!(
+            indexed_time(1_700_000_000, now),
+            Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000))
+        );
+    }
 }

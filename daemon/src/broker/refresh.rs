@@ -2,20 +2,23 @@
 //! backed off after passing failures, stopped after refusals. Whatever the login mode, the same
 //! path: redeem the session's grantor (a refresh token, a client secret or certificate, a
 //! federated token, the managed identity, the Azure CLI).
+//!
+//! Every refresh runs in a task of its own. Its caller (a kubectl run, through the shim) may
+//! give up halfway, and an IdP that rotates refresh tokens may by then have issued one that
+//! is the only one valid: the task runs on regardless, stores what the IdP gave and records
+//! the outcome, so the next caller finds a fresh token instead of a refused session.
 
-use std::time::{Duration, SystemTime};
+use std::sync::Arc;
 
 use secrecy::SecretString;
 
 use super::error::BrokerError;
-use super::persist::SecretKind;
-use super::session::{Backoff, Credentials, Grantor, Session, backoff_delay};
-use super::{Broker, EventKind, Reason, draw_jitter};
+use super::session::{Credentials, Failure, Grantor, Hold, Session};
+use super::{Broker, EventKind, Reason};
 use crate::identity::IdentityError;
-use crate::identity::cli::Tool;
-use crate::identity::credential::{CertificateSource, Supplied, same_secret};
+use crate::identity::credential::Supplied;
 use crate::identity::managed_identity::ManagedIdentityId;
-use crate::identity::token::{AccessToken, RefreshToken, TokenSet};
+use crate::identity::token::{AccessToken, TokenSet};
 use crate::spec::LoginMode;
 
 /// Why a refresh was asked for; it decides what may stop it.
@@ -36,21 +39,36 @@ pub(super) enum Trigger {
 pub(super) enum Persist {
     /// A login: a refresh token that cannot be kept makes it no login at all.
     Required,
-    /// A refresh: the old refresh token stays valid at Entra and in the store, so a failed
-    /// write is reported (in the log and in status) and the new token kept in memory.
+    /// A refresh: the grant counts; a refresh token the store refuses stays in memory, is
+    /// shown in status and is written again until the store takes it.
     BestEffort,
 }
 
 impl Broker {
     /// Gets `session` a new access token unless, once the refresh lock is ours, there is no
     /// longer a reason to. `supplied` are credentials from the caller's flags and environment.
+    /// Runs in its own task: dropping this future stops the waiting, not the refresh.
     pub(super) async fn refresh_session(
+        &self,
+        session: &Arc<Session>,
+        trigger: Trigger,
+        supplied: &Supplied,
+    ) -> Result<AccessToken, BrokerError> {
+        let me = self.me().ok_or_else(Self::shutting_down)?;
+        let session = session.clone();
+        let supplied = supplied.clone();
+        tokio::spawn(async move { me.refresh_now(&session, trigger, &supplied).await })
+            .await
+            .unwrap_or_else(|e| Err(BrokerError::Internal(format!("a refresh failed: {e}"))))
+    }
+
+    async fn refresh_now(
         &self,
         session: &Session,
         trigger: Trigger,
         supplied: &Supplied,
     ) -> Result<AccessToken, BrokerError> {
-        let mut credentials = session.refresh.lock().await;
+        let mut credentials = session.credentials.lock().await;
         let policy = self.policy();
         let now = self.clock.now();
 
@@ -61,10 +79,7 @@ impl Broker {
             return Ok(token);
         }
         if self.take_supplied(session, &mut credentials, supplied) {
-            // New credentials deserve a try, whatever failed with the old ones.
-            let mut meta = session.meta();
-            meta.login_required = false;
-            meta.backoff = None;
+            session.lift_refusal();
         }
         match trigger {
             Trigger::Request => {
@@ -92,15 +107,7 @@ impl Broker {
         let grantor = credentials.grantor.clone();
         if grantor.is_none() && credentials.password.is_none() {
             let error = self.no_credentials(session);
-            let newly = {
-                let mut meta = session.meta();
-                let newly = !meta.login_required;
-                meta.login_required = true;
-                meta.last_error = Some(error.to_string());
-                meta.last_error_codes.clear();
-                newly
-            };
-            if newly {
+            if session.needs_login(error.to_string()) {
                 self.emit(
                     &session.id,
                     EventKind::LoginRequired,
@@ -110,8 +117,8 @@ impl Broker {
             return Err(error);
         }
 
-        session.meta().refreshing = true;
         let result = {
+            let _refreshing = session.begin_refresh();
             let permits = self.permits(policy.max_concurrent);
             let _permit = permits
                 .acquire()
@@ -120,7 +127,6 @@ impl Broker {
             self.redeem(session, grantor.as_ref(), credentials.password.as_ref())
                 .await
         };
-        session.meta().refreshing = false;
 
         let outcome = match result {
             Ok(tokens) => self
@@ -206,168 +212,36 @@ impl Broker {
         }
     }
 
-    /// Takes what the caller supplied into the session's credentials. True when that replaced
-    /// a different credential (so an earlier refusal no longer holds).
-    fn take_supplied(
-        &self,
-        session: &Session,
-        credentials: &mut Credentials,
-        supplied: &Supplied,
-    ) -> bool {
-        let new = match session.spec.login_mode {
-            LoginMode::ServicePrincipal => {
-                if let Some(certificate) = &supplied.certificate {
-                    session.meta().certificate_path = Some(certificate.path.clone());
-                    Some(Grantor::ClientCertificate(certificate.clone()))
-                } else {
-                    supplied.client_secret.clone().map(Grantor::ClientSecret)
-                }
-            }
-            LoginMode::WorkloadIdentity => supplied.federated_token_file.clone().map(|file| {
-                session.meta().federated_token_file = Some(file.clone());
-                self.watch_federated_file(&file);
-                Grantor::FederatedToken(file)
-            }),
-            LoginMode::Ropc => {
-                let changed = supplied.password.is_some()
-                    && !same_secret(&credentials.password, &supplied.password);
-                if changed {
-                    credentials.password = supplied.password.clone();
-                }
-                return changed;
-            }
-            _ => None,
-        };
-        let Some(new) = new else {
-            return false;
-        };
-        let changed = !same_grantor(credentials.grantor.as_ref(), &new);
-        credentials.grantor = Some(new);
-        credentials.loaded = true;
-        changed
-    }
-
-    /// Reads what a restarted brokerd needs from the secret store and the index.
-    async fn load_credentials(
-        &self,
-        session: &Session,
-        credentials: &mut Credentials,
-    ) -> Result<(), BrokerError> {
-        let id = &session.id;
-        let mode = session.spec.login_mode;
-        if credentials.grantor.is_some() {
-            return Ok(());
-        }
-        credentials.grantor = match mode {
-            LoginMode::DeviceCode | LoginMode::Interactive | LoginMode::Ropc => self
-                .load_secret(SecretKind::RefreshToken.key(id))
-                .await?
-                .map(|rt| Grantor::RefreshToken(RefreshToken::new(rt))),
-            LoginMode::ServicePrincipal => {
-                let path = session.meta().certificate_path.clone();
-                match path {
-                    Some(path) => Some(Grantor::ClientCertificate(CertificateSource {
-                        path,
-                        password: self
-                            .load_secret(SecretKind::CertificatePassword.key(id))
-                            .await?,
-                    })),
-                    None => self
-                        .load_secret(SecretKind::ClientSecret.key(id))
-                        .await?
-                        .map(Grantor::ClientSecret),
-                }
-            }
-            LoginMode::WorkloadIdentity => {
-                let file = session.meta().federated_token_file.clone();
-                if let Some(file) = &file {
-                    self.watch_federated_file(file);
-                }
-                file.map(Grantor::FederatedToken)
-            }
-            LoginMode::ManagedIdentity => Some(Grantor::ManagedIdentity),
-            LoginMode::AzureCli => Some(Grantor::Cli(Tool::AzureCli)),
-            LoginMode::AzureDeveloperCli => Some(Grantor::Cli(Tool::AzureDeveloperCli)),
-        };
-        if mode == LoginMode::Ropc && credentials.password.is_none() {
-            credentials.password = self.load_secret(SecretKind::Password.key(id)).await?;
-        }
-        Ok(())
-    }
-
-    /// The error for a session with nothing to redeem, saying what would help.
-    fn no_credentials(&self, session: &Session) -> BrokerError {
-        let spec = &session.spec;
-        match spec.login_mode {
-            LoginMode::ServicePrincipal => BrokerError::MissingCredential {
-                what: format!(
-                    "no client secret or certificate for service principal {} in tenant {}",
-                    spec.client_id, spec.tenant_id
-                ),
-                how: "set AZURE_CLIENT_SECRET or AZURE_CLIENT_CERTIFICATE_PATH, or store the \
-                      secret with `brokerctl login --login spn` (it reads it from stdin)"
-                    .into(),
-            },
-            LoginMode::WorkloadIdentity => BrokerError::MissingCredential {
-                what: format!("no federated token file for {}", spec.client_id),
-                how: "set AZURE_FEDERATED_TOKEN_FILE (the pod's projected service account token)"
-                    .into(),
-            },
-            LoginMode::Ropc => BrokerError::login_required(
-                &spec.clone(),
-                "no refresh token, and no password to sign in with (set AZURE_PASSWORD, or run \
-                 `brokerctl login --login ropc`)",
-            ),
-            _ => BrokerError::login_required(
-                spec,
-                format!(
-                    "no refresh token for this session in {}",
-                    self.store.backend()
-                ),
-            ),
-        }
-    }
-
     /// While a session backs off or waits for a login, a request gets the token that still
     /// works, or an error, and the IdP is not asked. `None` when the request may go ahead.
     fn held_back(
         &self,
         session: &Session,
-        now: SystemTime,
+        now: std::time::SystemTime,
     ) -> Option<Result<AccessToken, BrokerError>> {
-        let meta = session.meta();
-        let why = if meta.login_required {
-            let why = meta
-                .last_error
-                .clone()
-                .unwrap_or_else(|| "the session has no refresh token".into());
-            if session.spec.login_mode.keeps_refresh_token() {
+        let why = match session.hold(now)? {
+            Hold::Refused { why, codes } if session.spec.login_mode.keeps_refresh_token() => {
                 BrokerError::LoginRequired {
                     spec: Box::new(session.spec.clone()),
                     why,
-                    idp_codes: meta.last_error_codes.clone(),
-                }
-            } else {
-                // An application's credential was refused: only new credentials help.
-                BrokerError::Refused {
-                    why,
-                    idp_codes: meta.last_error_codes.clone(),
+                    idp_codes: codes,
                 }
             }
-        } else if let Some(backoff) = meta.backoff.filter(|b| b.retry_at > now) {
-            let wait = backoff.retry_at.duration_since(now).unwrap_or_default();
-            BrokerError::Unavailable {
-                why: meta
-                    .last_error
-                    .clone()
-                    .unwrap_or_else(|| "the identity provider failed".into()),
-                retry_in: wait,
-                idp_codes: meta.last_error_codes.clone(),
-            }
-        } else {
-            return None;
+            // An application's credential was refused: only new credentials help.
+            Hold::Refused { why, codes } => BrokerError::Refused {
+                why,
+                idp_codes: codes,
+            },
+            Hold::BackingOff {
+                why,
+                codes,
+                retry_in,
+            } => BrokerError::Unavailable {
+                why,
+                retry_in,
+                idp_codes: codes,
+            },
         };
-        drop(meta);
         Some(session.usable_token(now).ok_or(why))
     }
 
@@ -377,43 +251,35 @@ impl Broker {
         &self,
         session: &Session,
         error: BrokerError,
-        retry_after: Option<Duration>,
+        retry_after: Option<std::time::Duration>,
     ) -> BrokerError {
         tracing::warn!("refresh of session {} failed: {error}", session.id);
-        let policy = self.policy();
-        let now = self.clock.now();
-        let mut meta = session.meta();
-        meta.failures += 1;
-        meta.last_error = Some(error.to_string());
-        meta.last_error_codes = error.idp_codes().to_vec();
-        let kind = match error.reason() {
-            Reason::LoginRequired | Reason::Config => {
-                meta.login_required = true;
-                meta.backoff = None;
-                EventKind::LoginRequired
-            }
-            _ => {
-                let failures = meta.backoff.map_or(0, |b| b.failures) + 1;
-                let delay = backoff_delay(failures, &policy, retry_after, rand::random());
-                meta.backoff = Some(Backoff {
-                    failures,
-                    retry_at: now + delay,
-                });
-                tracing::info!(
-                    "session {}: retrying in {} s (attempt {failures})",
-                    session.id,
-                    delay.as_secs()
-                );
-                EventKind::RefreshFailed
-            }
+        let (failure, kind) = match error.reason() {
+            Reason::LoginRequired | Reason::Config => (Failure::Refused, EventKind::LoginRequired),
+            _ => (Failure::Passing { retry_after }, EventKind::RefreshFailed),
         };
-        drop(meta);
+        let backoff = session.failed(
+            self.clock.now(),
+            error.to_string(),
+            error.idp_codes().to_vec(),
+            failure,
+            &self.policy(),
+        );
+        if let Some((attempt, delay)) = backoff {
+            tracing::info!(
+                "session {}: retrying in {} s (attempt {attempt})",
+                session.id,
+                delay.as_secs()
+            );
+        }
         self.emit(&session.id, kind, Some(error.to_string()));
         error
     }
 
     /// Installs the result of a grant: a rotated refresh token goes to the secret store first,
-    /// then memory takes the new tokens.
+    /// then memory takes the new tokens. A refresh whose new refresh token the store refuses
+    /// still counts: the token is kept in memory (the old one may be dead already, at an IdP
+    /// that rotates strictly) and written again until the store takes it.
     pub(super) async fn accept_tokens(
         &self,
         session: &Session,
@@ -439,33 +305,21 @@ impl Broker {
             });
         }
         let keeps_refresh_token = session.spec.login_mode.keeps_refresh_token();
-        let mut store_error = None;
+        let mut unsaved = None;
         if let Some(new_refresh) = refresh.as_ref().filter(|_| keeps_refresh_token) {
-            let account_name = account
-                .clone()
-                .or_else(|| session.meta().account.clone())
-                .unwrap_or_else(|| "unknown account".into());
-            let label = format!(
-                "token-broker refresh token: {account_name}, {}",
-                session.spec.describe()
-            );
-            let saved = self
-                .save_secret(
-                    SecretKind::RefreshToken.key(&session.id),
-                    label,
-                    new_refresh.secret().clone(),
-                )
-                .await;
-            match saved {
+            match self
+                .save_refresh_token(session, new_refresh, account.as_deref())
+                .await
+            {
                 Ok(()) => {}
                 Err(e) if persist == Persist::Required => return Err(e),
                 Err(e) => {
                     tracing::warn!(
-                        "session {}: the rotated refresh token stays in memory only, the old one \
-                         in the store: {e}",
+                        "session {}: the rotated refresh token is in memory only until the \
+                         store takes it: {e}",
                         session.id
                     );
-                    store_error = Some(format!("could not store the rotated refresh token: {e}"));
+                    unsaved = Some(e.to_string());
                 }
             }
         }
@@ -480,83 +334,30 @@ impl Broker {
                 None => {}
             }
         }
-        session.set_token(Some(access.clone()));
-        let mut meta = session.meta();
-        if account.is_some() {
-            meta.account = account;
-        }
-        meta.last_refresh = Some(now);
-        meta.issued_at = Some(now);
-        meta.lifetime = Some(access.remaining(now));
-        meta.refresh_in = refresh_in;
-        meta.jitter = draw_jitter();
-        meta.refreshes += 1;
-        meta.last_error = store_error;
-        meta.last_error_codes.clear();
-        meta.login_required = false;
-        meta.backoff = None;
+        session.accepted(now, access.clone(), account, refresh_in, unsaved);
         Ok(access)
     }
 
-    /// Keeps `supplied` for `session` in the secret store, as a login would, without asking
-    /// the IdP: for secrets moved out of a kubeconfig.
-    pub(super) async fn keep_credentials(
-        &self,
-        session: &Session,
-        supplied: &Supplied,
-    ) -> Result<(), BrokerError> {
-        let mut credentials = session.refresh.lock().await;
-        self.take_supplied(session, &mut credentials, supplied);
-        drop(credentials);
-        self.save_supplied(session, supplied, true).await
-    }
-
-    /// Writes what a login keeps: a client secret and a certificate password always, a ROPC
-    /// password when `remember_password`.
-    async fn save_supplied(
-        &self,
-        session: &Session,
-        supplied: &Supplied,
-        remember_password: bool,
-    ) -> Result<(), BrokerError> {
-        let id = &session.id;
-        let label = |what: &str| format!("token-broker {what}: {}", session.spec.describe());
-        if session.spec.login_mode == LoginMode::ServicePrincipal {
-            if let Some(secret) = &supplied.client_secret
-                && supplied.certificate.is_none()
-            {
-                self.save_secret(
-                    SecretKind::ClientSecret.key(id),
-                    label("client secret"),
-                    secret.clone(),
-                )
-                .await?;
-            }
-            if let Some(password) = supplied
-                .certificate
-                .as_ref()
-                .and_then(|c| c.password.clone())
-            {
-                self.save_secret(
-                    SecretKind::CertificatePassword.key(id),
-                    label("certificate password"),
-                    password,
-                )
-                .await?;
-            }
+    /// Writes a rotated refresh token the store refused before, now that it may take it.
+    /// Under the refresh lock, so that no newer token can be stored in between and then
+    /// overwritten with this one.
+    pub(super) async fn save_unsaved(&self, session: &Session) {
+        let credentials = session.credentials.lock().await;
+        if !session.has_unsaved() {
+            return;
         }
-        if session.spec.login_mode == LoginMode::Ropc
-            && remember_password
-            && let Some(password) = &supplied.password
-        {
-            self.save_secret(
-                SecretKind::Password.key(id),
-                label("password"),
-                password.clone(),
-            )
-            .await?;
+        let result = match credentials.refresh_token() {
+            Some(token) => self.save_refresh_token(session, token, None).await,
+            // Logged out, or no longer a refresh token session: nothing left to store.
+            None => Ok(()),
+        };
+        match result {
+            Ok(()) => {
+                tracing::info!("session {}: its refresh token is stored now", session.id);
+                session.unsaved_result(self.clock.now(), Ok(()));
+            }
+            Err(e) => session.unsaved_result(self.clock.now(), Err(e.to_string())),
         }
-        Ok(())
     }
 
     /// A prompt-free login: the first token with the given credentials, which are then kept
@@ -564,7 +365,7 @@ impl Broker {
     /// password when asked to).
     pub(super) async fn login_without_prompt(
         &self,
-        session: &Session,
+        session: &Arc<Session>,
         supplied: &Supplied,
         remember_password: bool,
     ) -> Result<AccessToken, BrokerError> {
@@ -574,17 +375,5 @@ impl Broker {
         self.save_supplied(session, supplied, remember_password)
             .await?;
         Ok(access)
-    }
-}
-
-/// Whether two grantors are the same credential (secrets compared by value).
-fn same_grantor(old: Option<&Grantor>, new: &Grantor) -> bool {
-    match (old, new) {
-        (Some(Grantor::ClientSecret(a)), Grantor::ClientSecret(b)) => {
-            same_secret(&Some(a.clone()), &Some(b.clone()))
-        }
-        (Some(Grantor::ClientCertificate(a)), Grantor::ClientCertificate(b)) => a == b,
-        (Some(Grantor::FederatedToken(a)), Grantor::FederatedToken(b)) => a == b,
-        _ => false,
     }
 }

@@ -10,7 +10,6 @@
 //! the way to a one-minute deadline, as it moves the timer down its levels).
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::Broker;
@@ -38,27 +37,37 @@ pub async fn run(broker: Arc<Broker>) {
     }
 }
 
-/// Starts a refresh for every session that is due, and says how long to sleep until the next.
+/// Starts the work that is due (a refresh, or storing a rotated refresh token the store
+/// refused), and says how long to sleep until the next.
 fn plan(broker: &Arc<Broker>) -> Duration {
     let now = broker.clock.now();
     let policy = broker.policy();
     let mut sleep = MAX_SLEEP;
     for session in broker.all_sessions() {
-        let Some(at) = session.next_refresh(now, &policy) else {
+        let Some(at) = session.next_work(now, &policy) else {
             continue;
         };
         match at.duration_since(now) {
             Ok(wait) if !wait.is_zero() => sleep = sleep.min(wait),
             _ => {
-                if session.scheduled.swap(true, Ordering::SeqCst) {
+                // One task per session at a time; the claim ends with the task, however it ends.
+                let Some(claim) = session.try_schedule() else {
                     continue;
-                }
+                };
                 let broker = broker.clone();
                 tokio::spawn(async move {
-                    let _ = broker
-                        .refresh_session(&session, Trigger::Scheduled, &Supplied::default())
-                        .await;
-                    session.scheduled.store(false, Ordering::SeqCst);
+                    let session = claim.session();
+                    if session
+                        .next_refresh(now, &broker.policy())
+                        .is_some_and(|at| at <= now)
+                    {
+                        let _ = broker
+                            .refresh_session(session, Trigger::Scheduled, &Supplied::default())
+                            .await;
+                    } else if session.unsaved_due(now) {
+                        broker.save_unsaved(session).await;
+                    }
+                    drop(claim);
                     broker.wake_scheduler();
                 });
             }

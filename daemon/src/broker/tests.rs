@@ -243,8 +243,12 @@ async fn a_locked_keyring_fails_the_login_clearly_and_keeps_nothing_half_done() 
     assert_eq!(err.reason(), Reason::StoreUnavailable);
     assert_eq!(
         err.to_string(),
-        "Locked Keyring is locked or refused access: the collection is locked"
+        "cannot sign in: Locked Keyring is locked or refused access: the collection is locked; \
+         unlock the keyring, or run brokerd --store memory (forgets every login when it stops)"
     );
+    // Found out before anyone was asked to sign in.
+    assert_eq!(b.mock.requests("devicecode"), 0);
+    assert!(b.broker.status().is_empty(), "no session was left behind");
 }
 
 /// A keyring that starts refusing writes when told to (as one that gets locked does).

@@ -230,6 +230,32 @@ impl Config {
     }
 }
 
+/// Why a session spec could not be resolved against the configuration.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Resolve {
+    #[error(transparent)]
+    Spec(crate::spec::SpecError),
+    #[error("its profile is not in brokerd's configuration")]
+    UnknownProfile,
+    #[error("its profile is not valid: {0}")]
+    InvalidProfile(String),
+}
+
+impl Config {
+    /// The session `input` names, over profile `profile` when that is not empty: what brokerd
+    /// serves, and what `brokerctl status` works out for each kubeconfig context.
+    pub fn resolve(&self, profile: &str, input: &SpecInput) -> Result<SessionSpec, Resolve> {
+        if profile.is_empty() {
+            return SessionSpec::new(input).map_err(Resolve::Spec);
+        }
+        self.profiles
+            .get(profile)
+            .ok_or(Resolve::UnknownProfile)?
+            .spec(Some(input))
+            .map_err(Resolve::InvalidProfile)
+    }
+}
+
 impl Profile {
     /// The session this profile names, with `overrides` (a caller's explicit flags) on top.
     pub fn spec(&self, overrides: Option<&SpecInput>) -> Result<SessionSpec, String> {

@@ -2,6 +2,10 @@
 //! (editors replace files by renaming, so watching the file itself would lose it) and SIGHUP.
 //! A reload that fails keeps the configuration in force and records why, for the log and for
 //! `brokerctl status`.
+//!
+//! On a fresh install the directory does not exist yet: `brokerctl login --profile X` creates
+//! it later. So the watch is on the nearest directory that exists, and moves down as the ones
+//! below it appear.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -72,6 +76,16 @@ impl Settings {
     /// Reads the file again. On success the new configuration is in force; on failure the old
     /// one stays and the error is kept for `status`.
     pub fn reload(&self) -> Result<(), ConfigError> {
+        self.reload_telling(true)
+    }
+
+    /// [`Settings::reload`], saying nothing when nothing changed: for a look at the file on
+    /// the way to an answer (a profile the caller names that is not in force yet).
+    pub fn reload_quietly(&self) -> Result<(), ConfigError> {
+        self.reload_telling(false)
+    }
+
+    fn reload_telling(&self, always: bool) -> Result<(), ConfigError> {
         let result = Config::load(&self.path);
         let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
         match result {
@@ -80,11 +94,13 @@ impl Settings {
                 self.current.send_replace(Arc::new(config));
                 status.loaded_at = SystemTime::now();
                 status.error = None;
-                tracing::info!(
-                    "configuration reloaded from {}{}",
-                    self.path.display(),
-                    if changed { "" } else { " (unchanged)" }
-                );
+                if changed || always {
+                    tracing::info!(
+                        "configuration reloaded from {}{}",
+                        self.path.display(),
+                        if changed { "" } else { " (unchanged)" }
+                    );
+                }
                 Ok(())
             }
             Err(error) => {
@@ -101,14 +117,14 @@ impl Settings {
 /// Reloads `settings` whenever its file changes or brokerd gets SIGHUP, until the runtime ends.
 pub fn spawn_reloader(settings: Arc<Settings>) {
     let (tx, mut rx) = mpsc::channel::<()>(1);
-    let watcher = watch_file(settings.path(), tx.clone());
+    let mut watch = FileWatch::new(settings.path().to_path_buf(), tx.clone());
     tokio::spawn(async move {
-        // Keep the watcher alive for as long as reloads are wanted.
-        let _watcher = watcher;
         while rx.recv().await.is_some() {
             // Let a burst of file events settle into one reload.
             tokio::time::sleep(SETTLE).await;
             while rx.try_recv().is_ok() {}
+            // A directory on the way to the file may have appeared: watch closer to it.
+            watch.follow();
             let _ = settings.reload();
         }
     });
@@ -125,47 +141,80 @@ pub fn spawn_reloader(settings: Arc<Settings>) {
     });
 }
 
-/// Watches the directory of `path` for changes to that file name. `None` (with a warning)
-/// when the directory cannot be watched; SIGHUP still works then.
-fn watch_file(path: &Path, tx: mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {
-    use notify::{RecursiveMode, Watcher};
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())?
-        .to_path_buf();
-    let name = path.file_name()?.to_os_string();
-    let mut watcher =
-        match notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+/// A watch on the configuration file's nearest existing directory.
+struct FileWatch {
+    path: PathBuf,
+    tx: mpsc::Sender<()>,
+    watcher: Option<(notify::RecommendedWatcher, PathBuf)>,
+}
+
+impl FileWatch {
+    fn new(path: PathBuf, tx: mpsc::Sender<()>) -> Self {
+        let mut watch = FileWatch {
+            path,
+            tx,
+            watcher: None,
+        };
+        watch.follow();
+        watch
+    }
+
+    /// The directory to watch: the file's own, or the nearest one above it that exists.
+    fn nearest_dir(&self) -> Option<PathBuf> {
+        self.path
+            .ancestors()
+            .skip(1)
+            .find(|dir| !dir.as_os_str().is_empty() && dir.is_dir())
+            .map(Path::to_path_buf)
+    }
+
+    /// Watches the nearest existing directory, if that is not the one watched already.
+    fn follow(&mut self) {
+        use notify::{RecursiveMode, Watcher};
+        let Some(dir) = self.nearest_dir() else {
+            return;
+        };
+        if self.watcher.as_ref().is_some_and(|(_, d)| *d == dir) {
+            return;
+        }
+        // Events about the file, or about a directory on the way to it.
+        let path = self.path.clone();
+        let tx = self.tx.clone();
+        let handler = move |event: notify::Result<notify::Event>| {
             if let Ok(event) = event
-                && event
-                    .paths
-                    .iter()
-                    .any(|p| p.file_name() == Some(name.as_os_str()))
                 && !event.kind.is_access()
+                && event.paths.iter().any(|p| path.starts_with(p))
             {
                 let _ = tx.try_send(());
             }
-        }) {
+        };
+        let mut watcher = match notify::recommended_watcher(handler) {
             Ok(w) => w,
             Err(e) => {
                 tracing::warn!(
                     "cannot watch {} for changes ({e}); SIGHUP reloads",
                     dir.display()
                 );
-                return None;
+                return;
             }
         };
-    match watcher.watch(&dir, RecursiveMode::NonRecursive) {
-        Ok(()) => {
-            tracing::info!("watching {} for configuration changes", path.display());
-            Some(watcher)
-        }
-        Err(e) => {
-            tracing::warn!(
-                "cannot watch {} for changes ({e}); create it and send SIGHUP to reload",
+        match watcher.watch(&dir, RecursiveMode::NonRecursive) {
+            Ok(()) => {
+                if self.path.parent() == Some(dir.as_path()) {
+                    tracing::info!("watching {} for changes", self.path.display());
+                } else {
+                    tracing::info!(
+                        "watching {} until {} appears",
+                        dir.display(),
+                        self.path.display()
+                    );
+                }
+                self.watcher = Some((watcher, dir));
+            }
+            Err(e) => tracing::warn!(
+                "cannot watch {} for changes ({e}); SIGHUP reloads",
                 dir.display()
-            );
-            None
+            ),
         }
     }
 }

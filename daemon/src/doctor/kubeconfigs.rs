@@ -2,12 +2,14 @@
 //! broker-shim. Read-only: the same conversion `brokerctl kubeconfig convert` runs, never
 //! written.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::{Check, Env};
 use crate::kubeconfig::{ConvertOptions, KubeconfigError, convert};
 
-pub fn kubeconfig_users(files: &[PathBuf], env: Env<'_>) -> Check {
+/// `explicit` is the `--kubeconfig` the user gave, kept in the fix so that it converts the file
+/// that was checked.
+pub fn kubeconfig_users(files: &[PathBuf], explicit: Option<&Path>, env: Env<'_>) -> Check {
     let options = ConvertOptions {
         context: None,
         command: "broker-shim",
@@ -90,6 +92,21 @@ pub fn kubeconfig_users(files: &[PathBuf], env: Env<'_>) -> Check {
             read.join(", "),
             theirs.join(", ")
         ),
-        "brokerctl kubeconfig convert (add --dry-run to see the change first)",
+        format!(
+            "brokerctl kubeconfig convert{} (add --dry-run to see the change first)",
+            kubeconfig_flag(explicit)
+        ),
     )
+}
+
+/// ` --kubeconfig PATH` when the user named a file, so that a suggested command acts on it.
+pub fn kubeconfig_flag(explicit: Option<&Path>) -> String {
+    explicit
+        .map(|p| {
+            format!(
+                " --kubeconfig {}",
+                broker_proto::shell_quote(&p.display().to_string())
+            )
+        })
+        .unwrap_or_default()
 }

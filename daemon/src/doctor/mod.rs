@@ -10,7 +10,7 @@
 //! secret in what it says (proxy credentials are masked; the test secret is random and never
 //! printed).
 
-mod kubeconfigs;
+pub mod kubeconfigs;
 pub mod network;
 mod secret_service;
 pub mod secret_store;

@@ -185,6 +185,8 @@ impl broker_server::Broker for BrokerService {
                 .map(v1::SessionInfo::from)
                 .collect(),
             pid: std::process::id(),
+            secret_store_problem: self.broker.store_problem().unwrap_or_default(),
+            index_error: self.broker.index_error().unwrap_or_default(),
             config: Some(v1::ConfigInfo {
                 path: config.path.display().to_string(),
                 loaded_at_unix: unix_seconds(config.loaded_at),
@@ -286,7 +288,7 @@ impl broker_server::Broker for BrokerService {
 impl BrokerService {
     fn session_spec(&self, spec: Option<v1::SessionSpec>) -> Result<SessionSpec, Status> {
         let spec = spec.ok_or_else(|| invalid("the request names no session"))?;
-        let (profile, input) = wire::spec_input(spec).map_err(|mode| {
+        let (profile, input) = crate::spec::SpecInput::from_wire(spec).map_err(|mode| {
             invalid(&format!(
                 "login mode {mode} is not supported by this brokerd"
             ))

@@ -12,27 +12,7 @@ use crate::clock::unix_seconds;
 use crate::doctor;
 use crate::identity::LoginPrompt;
 use crate::identity::credential::{CertificateSource, Supplied};
-use crate::spec::{LoginMode, SessionSpec, SpecInput};
-
-/// A session spec as clients send it: the profile it names (empty for none) and the fields
-/// given over it. `Err` carries the unknown login mode's number.
-pub(super) fn spec_input(spec: v1::SessionSpec) -> Result<(String, SpecInput), i32> {
-    let login_mode = match v1::LoginMode::try_from(spec.login_mode) {
-        Ok(mode) => LoginMode::from_wire(mode),
-        Err(_) => return Err(spec.login_mode),
-    };
-    let input = SpecInput {
-        environment: spec.environment,
-        authority_host: spec.authority_host,
-        tenant_id: spec.tenant_id,
-        client_id: spec.client_id,
-        server_id: spec.server_id,
-        login_mode,
-        username: spec.username,
-        identity_resource_id: spec.identity_resource_id,
-    };
-    Ok((spec.profile, input))
-}
+use crate::spec::SessionSpec;
 
 impl From<&SessionSpec> for v1::SessionSpec {
     fn from(spec: &SessionSpec) -> Self {
@@ -97,6 +77,7 @@ impl From<SessionStatus> for v1::SessionInfo {
             refresh_failures: status.refresh_failures,
             last_error_codes: status.last_error_codes,
             last_served_unix: unix_or_zero(status.last_served),
+            unsaved_refresh_token: status.unsaved.unwrap_or_default(),
         }
     }
 }

@@ -4,18 +4,23 @@
 use std::path::Path;
 use std::process::ExitCode;
 
+use crate::output::outln;
 use anyhow::{Context, Result};
 use clap::CommandFactory;
 
 pub fn completions(shell: clap_complete::Shell, mut command: clap::Command) {
-    clap_complete::generate(shell, &mut command, "brokerctl", &mut std::io::stdout());
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut command, "brokerctl", &mut script);
+    crate::output::write_stdout_bytes(&script);
 }
 
 /// brokerctl(1) to stdout; or, with a directory, brokerctl(1), brokerctl-<command>(1) for each
 /// command, and brokerd(1).
 pub fn man(brokerctl: clap::Command, out_dir: Option<&Path>) -> Result<ExitCode> {
     let Some(dir) = out_dir else {
-        clap_mangen::Man::new(brokerctl).render(&mut std::io::stdout())?;
+        let mut roff = Vec::new();
+        clap_mangen::Man::new(brokerctl).render(&mut roff)?;
+        crate::output::write_stdout_bytes(&roff);
         return Ok(ExitCode::SUCCESS);
     };
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -31,7 +36,7 @@ pub fn man(brokerctl: clap::Command, out_dir: Option<&Path>) -> Result<ExitCode>
         written.push(path);
     }
     for path in &written {
-        println!("{}", path.display());
+        outln!("{}", path.display());
     }
     Ok(ExitCode::SUCCESS)
 }

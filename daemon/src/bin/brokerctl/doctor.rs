@@ -12,7 +12,7 @@ use brokerd::store::KeyringStore;
 use clap::Args;
 use serde_json::json;
 
-use crate::output::{Format, Paint};
+use crate::output::{Format, Paint, outln};
 
 #[derive(Args, Debug)]
 pub struct DoctorArgs {
@@ -56,7 +56,11 @@ pub async fn run(args: DoctorArgs, socket: &Path) -> Result<ExitCode> {
     match brokerd::kubeconfig::kubeconfig_files(args.kubeconfig.as_deref(), &|name| {
         std::env::var_os(name)
     }) {
-        Some(files) => checks.push(doctor::kubeconfig_users(&files, &env)),
+        Some(files) => checks.push(doctor::kubeconfig_users(
+            &files,
+            args.kubeconfig.as_deref(),
+            &env,
+        )),
         None => checks.push(Check::warn(
             "kubeconfig",
             "no home directory, so no kubeconfig to look through",
@@ -66,7 +70,7 @@ pub async fn run(args: DoctorArgs, socket: &Path) -> Result<ExitCode> {
 
     let worst = checks.iter().map(|c| c.level).max().unwrap_or(Level::Pass);
     match args.output {
-        Format::Json => println!(
+        Format::Json => outln!(
             "{}",
             serde_json::to_string_pretty(&to_json(&checks, worst))?
         ),
@@ -205,22 +209,22 @@ fn print_text(checks: &[Check]) {
             Level::Warn => ("WARN", Paint::WARN),
             Level::Fail => ("FAIL", Paint::BAD),
         };
-        println!(
+        outln!(
             "{}  {:<width$}  {}",
             paint.apply(style, word),
             check.id,
             check.summary
         );
         if let Some(fix) = &check.fix {
-            println!("      {:<width$}  fix: {fix}", "");
+            outln!("      {:<width$}  fix: {fix}", "");
         }
     }
     let count = |level| checks.iter().filter(|c| c.level == level).count();
     let (warnings, failures) = (count(Level::Warn), count(Level::Fail));
-    println!();
+    outln!();
     match (warnings, failures) {
-        (0, 0) => println!("All {} checks passed.", checks.len()),
-        _ => println!(
+        (0, 0) => outln!("All {} checks passed.", checks.len()),
+        _ => outln!(
             "{} passed, {warnings} warning(s), {failures} failure(s).",
             count(Level::Pass)
         ),

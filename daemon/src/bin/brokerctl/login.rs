@@ -14,7 +14,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 use tonic::transport::Channel;
 
-use crate::output::{Format, Paint, status_reason, timestamp};
+use crate::output::{Format, Paint, errln, outln, status_reason, timestamp};
 use crate::spec::SpecArgs;
 
 #[derive(Args, Debug)]
@@ -75,7 +75,7 @@ async fn remember_profile(
     let written = save_profile(&path, name, &profile)
         .with_context(|| format!("cannot save profile {name}"))?;
     if written {
-        eprintln!("Saved profile {name} in {}.", path.display());
+        errln!("Saved profile {name} in {}.", path.display());
     }
     Ok(flags.with_fields_of(&profile))
 }
@@ -183,7 +183,7 @@ pub async fn run(
                 waiting.stop();
                 let expires = timestamp(done.expires_at_unix);
                 match format {
-                    Format::Json => println!(
+                    Format::Json => outln!(
                         "{}",
                         json!({
                             "event": "logged_in",
@@ -192,7 +192,7 @@ pub async fn run(
                             "expires_at": expires,
                         })
                     ),
-                    Format::Text => println!(
+                    Format::Text => outln!(
                         "Signed in{} (session {}).",
                         if done.account.is_empty() {
                             String::new()
@@ -222,7 +222,7 @@ fn show_device_code(code: &v1::DeviceCode, format: Format) {
     let user_code = printable(&code.user_code);
     let verification_uri = printable(&code.verification_uri);
     match format {
-        Format::Json => println!(
+        Format::Json => outln!(
             "{}",
             json!({
                 "event": "device_code",
@@ -234,8 +234,8 @@ fn show_device_code(code: &v1::DeviceCode, format: Format) {
         ),
         Format::Text => {
             let paint = Paint::stderr();
-            eprintln!("{message}");
-            eprintln!("\n    Code: {}\n", paint.apply(Paint::STRONG, &user_code));
+            errln!("{message}");
+            errln!("\n    Code: {}\n", paint.apply(Paint::STRONG, &user_code));
         }
     }
     let _ = std::io::stdout().flush();
@@ -247,34 +247,34 @@ fn open_url(url: &str, no_browser: bool, format: Format) {
     if !is_openable_url(url) {
         let shown = printable(url);
         if format == Format::Json {
-            println!(
+            outln!(
                 "{}",
                 json!({ "event": "open_url", "url": shown, "opened": false })
             );
         }
-        eprintln!("brokerd sent a sign-in URL that is not https:// (not opened): {shown}");
+        errln!("brokerd sent a sign-in URL that is not https:// (not opened): {shown}");
         return;
     }
     if format == Format::Json {
-        println!("{}", json!({ "event": "open_url", "url": url }));
+        outln!("{}", json!({ "event": "open_url", "url": url }));
         let _ = std::io::stdout().flush();
     }
     if no_browser {
         if format == Format::Text {
-            eprintln!("Open this URL in a browser on this machine to sign in:\n\n    {url}\n");
+            errln!("Open this URL in a browser on this machine to sign in:\n\n    {url}\n");
         }
         return;
     }
     match webbrowser::open(url) {
         Ok(()) => {
             if format == Format::Text {
-                eprintln!(
+                errln!(
                     "Your browser has been opened to sign in. If it did not open, visit:\n\n    {url}\n"
                 );
             }
         }
         Err(e) => {
-            eprintln!("Could not open a browser ({e}); open this URL to sign in:\n\n    {url}\n")
+            errln!("Could not open a browser ({e}); open this URL to sign in:\n\n    {url}\n")
         }
     }
 }
@@ -290,7 +290,7 @@ impl Waiting {
             return;
         }
         if !std::io::stderr().is_terminal() {
-            eprintln!("{message}...");
+            errln!("{message}...");
             return;
         }
         let spinner = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
@@ -313,7 +313,7 @@ fn failed(reason: &str, message: &str, format: Format) -> ExitCode {
     let message = printable(message);
     match format {
         Format::Json => {
-            println!(
+            outln!(
                 "{}",
                 json!({ "event": "failed", "reason": reason, "message": message })
             );

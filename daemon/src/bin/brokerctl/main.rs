@@ -45,8 +45,13 @@ enum Command {
         /// logged out) until interrupted
         #[arg(long, short = 'w')]
         watch: bool,
-        #[arg(long, short = 'o', value_enum, default_value_t = Format::Text)]
-        output: Format,
+        /// `text` fits 100 columns, `wide` shows every column, `json` is for scripts
+        #[arg(long, short = 'o', value_enum, default_value_t = status::StatusFormat::Text)]
+        output: status::StatusFormat,
+        /// The kubeconfig whose contexts to show [default: every file of $KUBECONFIG, else
+        /// ~/.kube/config]
+        #[arg(long, value_name = "PATH")]
+        kubeconfig: Option<PathBuf>,
     },
     /// Sign in to a session (the same flags as `broker-shim get-token`)
     Login(login::LoginArgs),
@@ -129,8 +134,18 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Man { out_dir } => docs::man(Cli::command(), out_dir.as_deref()),
-        Command::Status { output, watch } => {
-            status::run(&mut connect(&socket).await?, output, watch).await
+        Command::Status {
+            output,
+            watch,
+            kubeconfig,
+        } => {
+            status::run(
+                &mut connect(&socket).await?,
+                output,
+                watch,
+                kubeconfig.as_deref(),
+            )
+            .await
         }
         Command::Login(args) => login::command(args, &socket).await,
         Command::Logout {

@@ -1,5 +1,6 @@
 //! How brokerctl prints: text for people, JSON (a documented, stable shape) for programs.
 
+use std::io::Write;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -11,6 +12,60 @@ use serde_json::json;
 pub enum Format {
     Text,
     Json,
+}
+
+/// `println!` for brokerctl: a stdout closed early (`brokerctl status | head -1`) ends the
+/// program quietly, with success, instead of panicking; any other failure to write is one line
+/// and exit status 1.
+macro_rules! outln {
+    () => { $crate::output::write_stdout(format_args!("\n")) };
+    ($($arg:tt)*) => { $crate::output::write_stdout(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
+/// `print!`, likewise.
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::output::write_stdout(format_args!($($arg)*)) };
+}
+
+/// `eprintln!`, likewise for stderr.
+macro_rules! errln {
+    () => { $crate::output::write_stderr(format_args!("\n")) };
+    ($($arg:tt)*) => { $crate::output::write_stderr(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
+pub(crate) use {errln, out, outln};
+
+pub fn write_stdout(args: std::fmt::Arguments<'_>) {
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout.write_fmt(args).and_then(|()| stdout.flush()) {
+        closed(&e);
+    }
+}
+
+pub fn write_stderr(args: std::fmt::Arguments<'_>) {
+    if let Err(e) = std::io::stderr().lock().write_fmt(args) {
+        closed(&e);
+    }
+}
+
+/// Writes bytes to stdout under the same rule.
+pub fn write_stdout_bytes(bytes: &[u8]) {
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout.write_all(bytes).and_then(|()| stdout.flush()) {
+        closed(&e);
+    }
+}
+
+/// Whoever read our output stopped: nothing more to say to anyone.
+fn closed(error: &std::io::Error) -> ! {
+    if error.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    let _ = writeln!(
+        std::io::stderr(),
+        "brokerctl: cannot write the output: {error}"
+    );
+    std::process::exit(1);
 }
 
 /// Colour for people at a terminal; plain text for pipes and files, and wherever NO_COLOR is
@@ -53,7 +108,7 @@ impl Paint {
 /// Prints one error line and returns the failure exit code. The message may quote an identity
 /// provider (through brokerd): no control character of it reaches the terminal.
 pub fn fail(message: &str) -> ExitCode {
-    eprintln!("brokerctl: {}", broker_proto::text::printable(message));
+    errln!("brokerctl: {}", broker_proto::text::printable(message));
     ExitCode::FAILURE
 }
 
@@ -74,17 +129,16 @@ pub fn status_reason(status: &tonic::Status) -> &'static str {
     }
 }
 
-/// RFC 3339 in UTC, or None for the wire's "0 = never".
+/// RFC 3339 in UTC, or None for the wire's "0 = never". Any number brokerd sends formats
+/// (clamped to the year 9999).
 pub fn timestamp(unix: i64) -> Option<String> {
-    let secs = u64::try_from(unix).ok().filter(|s| *s > 0)?;
-    let time = UNIX_EPOCH + Duration::from_secs(secs);
-    Some(humantime::format_rfc3339_seconds(time).to_string())
+    (unix > 0).then(|| broker_proto::exec_credential::rfc3339(unix))
 }
 
 /// "in 41 min" / "3 h ago", for people.
 pub fn relative(unix: i64) -> Option<String> {
     let secs = u64::try_from(unix).ok().filter(|s| *s > 0)?;
-    let then = UNIX_EPOCH + Duration::from_secs(secs);
+    let then = UNIX_EPOCH.checked_add(Duration::from_secs(secs))?;
     let now = SystemTime::now();
     Some(match then.duration_since(now) {
         Ok(ahead) if ahead.as_secs() == 0 => "now".into(),
@@ -106,11 +160,11 @@ pub fn short_duration(d: Duration) -> String {
 
 pub fn print_logout(removed: &[String], format: Format) {
     match format {
-        Format::Json => println!("{}", json!({ "logged_out": removed })),
-        Format::Text if removed.is_empty() => println!("No sessions to log out of."),
+        Format::Json => outln!("{}", json!({ "logged_out": removed })),
+        Format::Text if removed.is_empty() => outln!("No sessions to log out of."),
         Format::Text => {
             for id in removed {
-                println!("Logged out of session {id}; its refresh token left the keyring.");
+                outln!("Logged out of session {id}; its refresh token left the keyring.");
             }
         }
     }
@@ -119,11 +173,11 @@ pub fn print_logout(removed: &[String], format: Format) {
 pub fn print_refresh(answer: &v1::RefreshResponse, format: Format) {
     let expires = timestamp(answer.expires_at_unix);
     match format {
-        Format::Json => println!(
+        Format::Json => outln!(
             "{}",
             json!({ "session_id": answer.session_id, "expires_at": expires })
         ),
-        Format::Text => println!(
+        Format::Text => outln!(
             "Refreshed session {}; the new token expires {} ({}).",
             answer.session_id,
             expires.as_deref().unwrap_or("at an unknown time"),
@@ -135,6 +189,13 @@ pub fn print_refresh(answer: &v1::RefreshResponse, format: Format) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_from_far_away_print_without_panicking() {
+        assert_eq!(timestamp(i64::MAX).as_deref(), Some("9999-12-31T23:59:59Z"));
+        assert!(relative(i64::MAX).is_some_and(|r| r.starts_with("in ")));
+        assert_eq!(relative(-1), None);
+    }
 
     #[test]
     fn zero_is_never() {

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
+use crate::output::outln;
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 
@@ -84,16 +85,14 @@ async fn stop_unmanaged_brokerd(socket: &Path) -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    println!(
-        "Stopped the brokerd that ran outside the service (pid {pid}); the service takes over."
-    );
+    outln!("Stopped the brokerd that ran outside the service (pid {pid}); the service takes over.");
     Ok(())
 }
 
 /// Runs `program args`, printing it first; a failure is one line with what it said.
 fn run_step(program: &str, args: &[&str]) -> Result<()> {
     let shown = format!("{program} {}", args.join(" "));
-    println!("Running: {shown}");
+    outln!("Running: {shown}");
     let output = Command::new(program)
         .args(args)
         .output()
@@ -128,7 +127,7 @@ fn write_file(path: &Path, text: &str) -> Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
-    println!("Wrote {}", path.display());
+    outln!("Wrote {}", path.display());
     Ok(())
 }
 
@@ -164,7 +163,7 @@ mod platform {
                 dir.display()
             );
         }
-        println!(
+        outln!(
             "brokerd now starts at login and on the first connection to its socket; see \
              `brokerctl service status`."
         );
@@ -179,7 +178,7 @@ mod platform {
             .filter(|path| path.exists())
             .collect();
         if present.is_empty() {
-            println!("No token-broker units in {}: nothing to do.", dir.display());
+            outln!("No token-broker units in {}: nothing to do.", dir.display());
             return Ok(());
         }
         run_step(
@@ -189,7 +188,7 @@ mod platform {
         for path in present {
             std::fs::remove_file(&path)
                 .with_context(|| format!("cannot remove {}", path.display()))?;
-            println!("Removed {}", path.display());
+            outln!("Removed {}", path.display());
         }
         run_step("systemctl", &["--user", "daemon-reload"])?;
         Ok(())
@@ -262,7 +261,7 @@ mod platform {
             "launchctl",
             &["bootstrap", &domain(), &plist.display().to_string()],
         )?;
-        println!(
+        outln!(
             "brokerd now starts at login and is kept running; its log is {}.",
             log.display()
         );
@@ -272,13 +271,13 @@ mod platform {
     pub fn uninstall() -> Result<()> {
         let plist = plist_path()?;
         if !plist.exists() {
-            println!("No {} : nothing to do.", plist.display());
+            outln!("No {} : nothing to do.", plist.display());
             return Ok(());
         }
         let target = format!("{}/{LAUNCHD_LABEL}", domain());
         run_step("launchctl", &["bootout", &target])?;
         std::fs::remove_file(&plist)?;
-        println!("Removed {}", plist.display());
+        outln!("Removed {}", plist.display());
         Ok(())
     }
 

@@ -1,44 +1,151 @@
-//! `brokerctl status`.
+//! `brokerctl status`: the daemon, its sessions, and each kubeconfig context that runs
+//! broker-shim with the session it uses. The default table fits 100 columns; `-o wide` adds
+//! the rest.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Result;
 use broker_proto::v1::{self, broker_client::BrokerClient};
+use brokerd::config::Config;
+use brokerd::kubeconfig::{kubeconfig_files, shim_contexts};
+use brokerd::spec::SpecInput;
+use clap::ValueEnum;
 use serde_json::{Value, json};
 use tonic::transport::Channel;
 
-use crate::output::{Format, Paint, relative, short_duration, timestamp};
+use crate::output::{Format, Paint, outln, relative, short_duration, timestamp};
+
+/// How `status` prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum StatusFormat {
+    /// A table that fits 100 columns
+    Text,
+    /// Every column
+    Wide,
+    Json,
+}
+
+impl StatusFormat {
+    fn base(self) -> Format {
+        match self {
+            StatusFormat::Json => Format::Json,
+            StatusFormat::Text | StatusFormat::Wide => Format::Text,
+        }
+    }
+}
+
+/// The widest the default table may be.
+const COLUMNS: usize = 100;
 
 pub async fn run(
     client: &mut BrokerClient<Channel>,
-    format: Format,
+    format: StatusFormat,
     watch: bool,
+    kubeconfig: Option<&Path>,
 ) -> Result<ExitCode> {
     if watch {
         return follow(client, format).await;
     }
     let status = client.status(v1::StatusRequest {}).await?.into_inner();
+    let contexts = contexts(&status, kubeconfig);
     match format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&to_json(&status))?),
-        Format::Text => print_text(&status),
+        StatusFormat::Json => outln!(
+            "{}",
+            serde_json::to_string_pretty(&to_json(&status, &contexts))?
+        ),
+        StatusFormat::Text => print_text(&status, &contexts, false),
+        StatusFormat::Wide => print_text(&status, &contexts, true),
     }
     Ok(ExitCode::SUCCESS)
 }
 
+/// A kubeconfig context that runs broker-shim, and where its session stands.
+struct ContextRow {
+    file: PathBuf,
+    context: String,
+    user: String,
+    /// The session its flags name, or why they name none.
+    session: Result<String, String>,
+    /// That session as brokerd has it; `None`: brokerd does not know it (nobody signed in).
+    known: Option<v1::SessionInfo>,
+}
+
+/// Every context of the kubeconfig files (as kubectl finds them) whose user runs broker-shim.
+/// Their flags are read as the shim reads them in this environment, and a profile as brokerd's
+/// configuration defines it.
+fn contexts(status: &v1::StatusResponse, explicit: Option<&Path>) -> Vec<ContextRow> {
+    let Some(files) = kubeconfig_files(explicit, &|name| std::env::var_os(name)) else {
+        return Vec::new();
+    };
+    let config = status
+        .config
+        .as_ref()
+        .map(|c| Config::load(Path::new(&c.path)).unwrap_or_default())
+        .unwrap_or_default();
+    let mut rows = Vec::new();
+    for file in files {
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            continue;
+        };
+        let Ok(found) = shim_contexts(&text) else {
+            continue;
+        };
+        for context in found {
+            let session = context.options.and_then(|mut options| {
+                options.apply_environment(&|name| std::env::var(name).ok());
+                let (wire, _) = options.finish()?;
+                let (profile, input) = SpecInput::from_wire(wire)
+                    .map_err(|mode| format!("login mode {mode} is unknown"))?;
+                config
+                    .resolve(&profile, &input)
+                    .map(|spec| spec.id().to_string())
+                    .map_err(|e| e.to_string())
+            });
+            let known = session.as_ref().ok().and_then(|id| {
+                status
+                    .sessions
+                    .iter()
+                    .find(|s| &s.session_id == id)
+                    .cloned()
+            });
+            rows.push(ContextRow {
+                file: file.clone(),
+                context: context.context,
+                user: context.user,
+                session,
+                known,
+            });
+        }
+    }
+    rows
+}
+
+/// What a context's session state is, in words.
+fn context_state(row: &ContextRow) -> String {
+    match (&row.session, &row.known) {
+        (Err(why), _) => format!("its flags name no session: {why}"),
+        (Ok(_), None) => "not signed in".to_string(),
+        (Ok(_), Some(info)) => state_name(info.state).to_string(),
+    }
+}
+
 /// `--watch`: the table once (text), then one line per session event until brokerd stops or
 /// the user interrupts.
-async fn follow(client: &mut BrokerClient<Channel>, format: Format) -> Result<ExitCode> {
+async fn follow(client: &mut BrokerClient<Channel>, format: StatusFormat) -> Result<ExitCode> {
+    let wide = format == StatusFormat::Wide;
+    let format = format.base();
     // Subscribed once the answer's headers arrive: nothing that happens after this is missed.
     let mut events = client
         .watch_events(v1::WatchEventsRequest {})
         .await?
         .into_inner();
     match format {
-        Format::Json => println!("{}", json!({ "event": "watching" })),
+        Format::Json => outln!("{}", json!({ "event": "watching" })),
         Format::Text => {
             let status = client.status(v1::StatusRequest {}).await?.into_inner();
-            print_text(&status);
-            println!("\nWatching session events (Ctrl-C to stop)...");
+            print_text(&status, &[], wide);
+            outln!("\nWatching session events (Ctrl-C to stop)...");
         }
     }
     let paint = Paint::stdout();
@@ -53,8 +160,8 @@ async fn follow(client: &mut BrokerClient<Channel>, format: Format) -> Result<Ex
             ),
         };
         match format {
-            Format::Json => println!("{}", event_json(&event)),
-            Format::Text => println!("{}", event_line(&event, &paint)),
+            Format::Json => outln!("{}", event_json(&event)),
+            Format::Text => outln!("{}", event_line(&event, &paint)),
         }
         use std::io::Write;
         let _ = std::io::stdout().flush();
@@ -169,6 +276,8 @@ fn session_json(s: &v1::SessionInfo) -> Value {
         "last_refresh_at": timestamp(s.last_refresh_unix),
         "next_refresh_at": timestamp(s.next_refresh_unix),
         "last_served_at": timestamp(s.last_served_unix),
+        "unsaved_refresh_token": (!s.unsaved_refresh_token.is_empty())
+            .then_some(&s.unsaved_refresh_token),
         "last_error": (!s.last_error.is_empty()).then_some(&s.last_error),
         "last_error_codes": s.last_error_codes,
         "tokens_served": s.tokens_served,
@@ -178,8 +287,23 @@ fn session_json(s: &v1::SessionInfo) -> Value {
 }
 
 /// The documented JSON shape of `brokerctl status --output json`.
-fn to_json(status: &v1::StatusResponse) -> Value {
+fn to_json(status: &v1::StatusResponse, contexts: &[ContextRow]) -> Value {
     let sessions: Vec<Value> = status.sessions.iter().map(session_json).collect();
+    let contexts: Vec<Value> = contexts
+        .iter()
+        .map(|row| {
+            json!({
+                "kubeconfig": row.file.display().to_string(),
+                "context": row.context,
+                "user": row.user,
+                "session_id": row.session.as_ref().ok(),
+                "error": row.session.as_ref().err(),
+                "signed_in": row.known.is_some(),
+                "state": context_state(row),
+                "account": row.known.as_ref().map(|k| &k.account).filter(|a| !a.is_empty()),
+            })
+        })
+        .collect();
     let config = status.config.clone().unwrap_or_default();
     json!({
         "version": status.version,
@@ -187,6 +311,9 @@ fn to_json(status: &v1::StatusResponse) -> Value {
         "uptime_seconds": status.uptime_seconds,
         "socket": status.socket_path,
         "secret_store": status.secret_store,
+        "secret_store_problem": (!status.secret_store_problem.is_empty())
+            .then_some(&status.secret_store_problem),
+        "index_error": (!status.index_error.is_empty()).then_some(&status.index_error),
         "config": {
             "path": config.path,
             "loaded_at": timestamp(config.loaded_at_unix),
@@ -194,100 +321,226 @@ fn to_json(status: &v1::StatusResponse) -> Value {
             "profiles": config.profiles,
         },
         "sessions": sessions,
+        "contexts": contexts,
     })
 }
 
-fn print_text(status: &v1::StatusResponse) {
-    println!(
+/// A cell no wider than `max` characters: longer text ends in an ellipsis.
+fn fit(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let mut cut: String = text.chars().take(max.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
+}
+
+/// A table: a header and rows of cells, each column as wide as its widest cell, the last
+/// column (coloured by `style`) unpadded so that escape codes never need counting.
+fn print_table(header: &[&str], rows: &[Vec<String>], style: impl Fn(&str) -> anstyle::Style) {
+    let columns = header.len();
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let paint = Paint::stdout();
+    let line = |cells: Vec<&str>, last: String| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        outln!("{}  {last}", padded.join("  "));
+    };
+    line(
+        header[..columns - 1].to_vec(),
+        header[columns - 1].to_string(),
+    );
+    for row in rows {
+        let cells: Vec<&str> = row[..columns - 1].iter().map(String::as_str).collect();
+        let last = &row[columns - 1];
+        line(cells, paint.apply(style(last), last));
+    }
+}
+
+fn state_style(state: &str) -> anstyle::Style {
+    match state {
+        "fresh" => Paint::GOOD,
+        "login_required" | "not signed in" => Paint::BAD,
+        _ => Paint::WARN,
+    }
+}
+
+fn print_text(status: &v1::StatusResponse, contexts: &[ContextRow], wide: bool) {
+    outln!(
         "brokerd {} (pid {}), up {}, on {}",
         status.version,
         status.pid,
         short_duration(std::time::Duration::from_secs(status.uptime_seconds)),
         status.socket_path
     );
-    println!("secret store: {}", status.secret_store);
+    if status.secret_store_problem.is_empty() {
+        outln!("secret store: {}", status.secret_store);
+    } else {
+        outln!(
+            "secret store: {} — NOT usable now: {}",
+            status.secret_store,
+            status.secret_store_problem
+        );
+    }
     if let Some(config) = &status.config {
-        println!("configuration: {}", config.path);
+        outln!("configuration: {}", config.path);
         if !config.error.is_empty() {
-            println!(
+            outln!(
                 "  NOT reloaded, the previous configuration stays in force: {}",
                 config.error
             );
         }
     }
+    if !status.index_error.is_empty() {
+        outln!(
+            "session index: NOT saved ({}); the sessions work now, and a restarted brokerd \
+             finds them again through the secret store",
+            status.index_error
+        );
+    }
     if status.sessions.is_empty() {
-        println!(
+        outln!(
             "\nNo sessions yet. Sign in with: brokerctl login --server-id <id> --tenant-id <id>"
         );
-        return;
-    }
-    let header = [
-        "SESSION",
-        "ACCOUNT",
-        "TENANT",
-        "LOGIN",
-        "TOKEN EXPIRES",
-        "LAST REFRESH",
-        "NEXT REFRESH",
-        "SERVED",
-        "STATE",
-    ];
-    let rows: Vec<[String; 9]> = status
-        .sessions
-        .iter()
-        .map(|s| {
-            let spec = s.spec.clone().unwrap_or_default();
-            [
-                s.session_id.clone(),
-                if s.account.is_empty() {
-                    "-".into()
-                } else {
-                    s.account.clone()
-                },
-                spec.tenant_id.clone(),
-                login_mode(&spec).to_string(),
-                relative(s.token_expires_at_unix).unwrap_or_else(|| "-".into()),
-                relative(s.last_refresh_unix).unwrap_or_else(|| "-".into()),
-                relative(s.next_refresh_unix).unwrap_or_else(|| "-".into()),
-                s.tokens_served.to_string(),
-                state_name(s.state).to_string(),
-            ]
-        })
-        .collect();
-    let mut widths = header.map(str::len);
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
+    } else {
+        outln!();
+        let dash = |s: Option<String>| s.unwrap_or_else(|| "-".into());
+        let account = |s: &v1::SessionInfo| {
+            if s.account.is_empty() {
+                "-".to_string()
+            } else {
+                s.account.clone()
+            }
+        };
+        if wide {
+            let header = [
+                "SESSION",
+                "ACCOUNT",
+                "TENANT",
+                "LOGIN",
+                "TOKEN EXPIRES",
+                "LAST REFRESH",
+                "NEXT REFRESH",
+                "SERVED",
+                "STATE",
+            ];
+            let rows: Vec<Vec<String>> = status
+                .sessions
+                .iter()
+                .map(|s| {
+                    let spec = s.spec.clone().unwrap_or_default();
+                    vec![
+                        s.session_id.clone(),
+                        account(s),
+                        spec.tenant_id.clone(),
+                        login_mode(&spec).to_string(),
+                        dash(relative(s.token_expires_at_unix)),
+                        dash(relative(s.last_refresh_unix)),
+                        dash(relative(s.next_refresh_unix)),
+                        s.tokens_served.to_string(),
+                        state_name(s.state).to_string(),
+                    ]
+                })
+                .collect();
+            print_table(&header, &rows, state_style);
+        } else {
+            // Every column but the account's is short and bounded; the account gets what is
+            // left of 100 columns.
+            let header = [
+                "SESSION",
+                "ACCOUNT",
+                "LOGIN",
+                "EXPIRES",
+                "NEXT REFRESH",
+                "STATE",
+            ];
+            let mut rows: Vec<Vec<String>> = status
+                .sessions
+                .iter()
+                .map(|s| {
+                    let spec = s.spec.clone().unwrap_or_default();
+                    vec![
+                        fit(&s.session_id, 12),
+                        account(s),
+                        fit(login_mode(&spec), 16),
+                        fit(&dash(relative(s.token_expires_at_unix)), 13),
+                        fit(&dash(relative(s.next_refresh_unix)), 13),
+                        fit(state_name(s.state), 14),
+                    ]
+                })
+                .collect();
+            let others: usize = (0..header.len())
+                .filter(|&column| column != 1)
+                .map(|column| {
+                    rows.iter()
+                        .map(|row| row[column].chars().count())
+                        .chain([header[column].len()])
+                        .max()
+                        .unwrap_or(0)
+                })
+                .sum();
+            let account_width = COLUMNS
+                .saturating_sub(others + 2 * (header.len() - 1))
+                .max(12);
+            for row in &mut rows {
+                row[1] = fit(&row[1], account_width);
+            }
+            print_table(&header, &rows, state_style);
         }
     }
-    println!();
-    // The state, last, is the only coloured cell: padding never has to count escape codes.
-    let paint = Paint::stdout();
-    let line = |cells: &[&str], state: &str| {
-        let padded: Vec<String> = cells
+    if !contexts.is_empty() {
+        outln!();
+        let header = ["CONTEXT", "SESSION", "STATE"];
+        let rows: Vec<Vec<String>> = contexts
             .iter()
-            .zip(widths)
-            .map(|(c, w)| format!("{c:<w$}"))
+            .map(|row| {
+                let session = row.session.as_deref().unwrap_or("-");
+                let state = context_state(row);
+                if wide {
+                    vec![row.context.clone(), session.to_string(), state]
+                } else {
+                    vec![fit(&row.context, 40), fit(session, 12), fit(&state, 44)]
+                }
+            })
             .collect();
-        println!("{}  {state}", padded.join("  "));
-    };
-    line(&header[..8], header[8]);
-    for row in &rows {
-        let cells: Vec<&str> = row[..8].iter().map(String::as_str).collect();
-        let style = match row[8].as_str() {
-            "fresh" => Paint::GOOD,
-            "login_required" => Paint::BAD,
-            _ => Paint::WARN,
-        };
-        line(&cells, &paint.apply(style, &row[8]));
+        print_table(&header, &rows, |state| {
+            state_style(state.split(':').next().unwrap_or(state))
+        });
+    }
+    for s in &status.sessions {
+        if !s.unsaved_refresh_token.is_empty() {
+            outln!(
+                "\n{}: its refresh token is in brokerd's memory only ({}); brokerd stores it as \
+                 soon as the secret store takes it, and on shutdown",
+                s.session_id,
+                s.unsaved_refresh_token
+            );
+        }
     }
     for s in status.sessions.iter().filter(|s| !s.last_error.is_empty()) {
-        println!(
+        outln!(
             "\n{}: last error ({} of {} refreshes failed): {}",
             s.session_id,
             s.refresh_failures,
             s.refreshes + s.refresh_failures,
             s.last_error
+        );
+    }
+    if contexts
+        .iter()
+        .any(|r| r.session.is_ok() && r.known.is_none())
+    {
+        outln!(
+            "\nA context not signed in signs in when kubectl runs it at a terminal, or with \
+             brokerctl login and its user's flags."
         );
     }
 }

@@ -8,48 +8,28 @@
 //! secret or password passed as an argument or in `env`, a legacy refresh token) leave the file:
 //! the caller moves the ones worth keeping into the keyring.
 
-use std::ffi::OsString;
+mod azure;
+mod contexts;
+mod files;
+mod int128;
+mod legacy;
+mod secrets;
+mod tree;
+
 use std::fmt;
-use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use broker_proto::kubelogin::GetTokenOptions;
 use broker_proto::v1::{Credentials, SessionSpec};
-use yaml_edit::{Document, Mapping, YamlValue};
+use yaml_edit::{Document, Mapping};
+
+pub use azure::SecretField;
+pub use contexts::{ShimContext, shim_contexts};
+pub use files::kubeconfig_files;
+pub use secrets::{backup_text, keyring_key, masked_diff, placeholders, restore, secret_spans};
+use tree::get_text;
 
 const EXEC_API_VERSION: &str = "client.authentication.k8s.io/v1";
 const INSTALL_HINT: &str = "broker-shim is part of token-broker: see its README to install it.\n";
-
-/// `env` entries that carry secrets; they move to the keyring.
-const SECRET_VARIABLES: &[(&str, SecretField)] = &[
-    (
-        "AAD_SERVICE_PRINCIPAL_CLIENT_SECRET",
-        SecretField::ClientSecret,
-    ),
-    ("AZURE_CLIENT_SECRET", SecretField::ClientSecret),
-    ("ARM_CLIENT_SECRET", SecretField::ClientSecret),
-    (
-        "AAD_SERVICE_PRINCIPAL_CLIENT_CERTIFICATE_PASSWORD",
-        SecretField::CertificatePassword,
-    ),
-    (
-        "AZURE_CLIENT_CERTIFICATE_PASSWORD",
-        SecretField::CertificatePassword,
-    ),
-    (
-        "ARM_CLIENT_CERTIFICATE_PASSWORD",
-        SecretField::CertificatePassword,
-    ),
-    ("AAD_USER_PRINCIPAL_PASSWORD", SecretField::Password),
-    ("AZURE_PASSWORD", SecretField::Password),
-];
-
-#[derive(Clone, Copy, Debug)]
-enum SecretField {
-    ClientSecret,
-    CertificatePassword,
-    Password,
-}
 
 /// Where a converted user came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -157,35 +137,6 @@ pub struct ConvertOptions<'a> {
     pub env: &'a dyn Fn(&str) -> Option<String>,
 }
 
-/// The kubeconfig files, as kubectl finds them: `explicit`, else every file of `KUBECONFIG`,
-/// else `~/.kube/config`. `None` when there is no home directory to look in.
-pub fn kubeconfig_files(
-    explicit: Option<&Path>,
-    env: &dyn Fn(&str) -> Option<OsString>,
-) -> Option<Vec<PathBuf>> {
-    if let Some(path) = explicit {
-        return Some(vec![path.to_path_buf()]);
-    }
-    if let Some(list) = env("KUBECONFIG").filter(|v| !v.is_empty()) {
-        let paths: Vec<PathBuf> = std::env::split_paths(&list)
-            .filter(|p| !p.as_os_str().is_empty())
-            .collect();
-        if !paths.is_empty() {
-            return Some(paths);
-        }
-    }
-    let home = directories::BaseDirs::new()?;
-    Some(vec![home.home_dir().join(".kube").join("config")])
-}
-
-fn text_of(node: &yaml_edit::YamlNode) -> Option<String> {
-    node.as_scalar().map(|s| s.as_string())
-}
-
-fn get_text(mapping: &Mapping, key: &str) -> Option<String> {
-    mapping.get(key).as_ref().and_then(text_of)
-}
-
 /// Converts the users of one kubeconfig file's text.
 pub fn convert(text: &str, options: &ConvertOptions<'_>) -> Result<Conversion, KubeconfigError> {
     let doc = Document::from_str(text).map_err(|e| KubeconfigError::Yaml(e.to_string()))?;
@@ -253,317 +204,29 @@ fn context_user(root: &Mapping, context: &str) -> Result<String, KubeconfigError
         .ok_or_else(|| KubeconfigError::NoSuchContext(context.to_string()))
 }
 
-enum Outcome {
+pub(super) enum Outcome {
     Converted(Box<Converted>),
     Skipped(String),
     Already,
     NotOurs,
 }
 
-fn convert_user(user: &Mapping, name: &str, options: &ConvertOptions<'_>) -> Outcome {
+pub(super) fn convert_user(user: &Mapping, name: &str, options: &ConvertOptions<'_>) -> Outcome {
     if let Some(exec) = user.get_mapping("exec") {
-        return convert_exec(&exec, name, options);
+        return azure::convert_exec(&exec, name, options);
     }
     if let Some(provider) = user.get_mapping("auth-provider")
         && get_text(&provider, "name").as_deref() == Some("azure")
     {
-        return convert_auth_provider(user, &provider, name, options);
+        return legacy::convert_auth_provider(user, &provider, name, options);
     }
     Outcome::NotOurs
-}
-
-/// The session broker-shim will ask for with `options` in the environment it will run in.
-fn runtime_spec(
-    options: &GetTokenOptions,
-    convert: &ConvertOptions<'_>,
-) -> Result<SessionSpec, String> {
-    let mut at_runtime = options.clone();
-    at_runtime.apply_environment(convert.env);
-    at_runtime.finish().map(|(spec, _)| spec)
-}
-
-fn program_name(command: &str) -> String {
-    let base = command.rsplit(['/', '\\']).next().unwrap_or(command);
-    base.strip_suffix(".exe").unwrap_or(base).to_string()
-}
-
-fn convert_exec(exec: &Mapping, name: &str, convert: &ConvertOptions<'_>) -> Outcome {
-    let command = convert.command;
-    let Some(program) = get_text(exec, "command") else {
-        return Outcome::NotOurs;
-    };
-    let args: Vec<String> = exec
-        .get_sequence("args")
-        .map(|seq| seq.values().filter_map(|v| text_of(&v)).collect())
-        .unwrap_or_default();
-    let program = program_name(&program);
-    if program == "broker-shim" || program_name(command) == program {
-        return Outcome::Already;
-    }
-    let (origin, get_token_args) = match (program.as_str(), args.first().map(String::as_str)) {
-        ("kubelogin", Some("get-token")) if args.iter().any(|a| a.starts_with("--oidc-")) => {
-            (Origin::Int128Kubelogin, &args[1..])
-        }
-        ("kubelogin", Some("get-token")) => (Origin::AzureKubelogin, &args[1..]),
-        ("kubectl", Some("oidc-login")) if args.get(1).map(String::as_str) == Some("get-token") => {
-            (Origin::Int128Kubelogin, &args[2..])
-        }
-        ("kubectl-oidc_login", Some("get-token")) => (Origin::Int128Kubelogin, &args[1..]),
-        _ => return Outcome::NotOurs,
-    };
-    let mut options = match origin {
-        Origin::Int128Kubelogin => match int128_options(get_token_args) {
-            Ok(options) => options,
-            Err(why) => return Outcome::Skipped(why),
-        },
-        _ => match GetTokenOptions::parse_flags(get_token_args) {
-            Ok(options) => options,
-            Err(why) => return Outcome::Skipped(why),
-        },
-    };
-
-    // Secrets kubelogin would read from `env`: out of the file, into the keyring.
-    let mut remaining_env = Vec::new();
-    let mut env_had_secrets = false;
-    if let Some(env) = exec.get_sequence("env") {
-        for item in env.values() {
-            let Some(entry) = item.as_mapping() else {
-                continue;
-            };
-            let (Some(var), value) = (get_text(entry, "name"), get_text(entry, "value")) else {
-                continue;
-            };
-            let value = value.unwrap_or_default();
-            match SECRET_VARIABLES.iter().find(|(n, _)| *n == var) {
-                Some((_, field)) => {
-                    env_had_secrets = true;
-                    let creds = &mut options.credentials;
-                    let target = match field {
-                        SecretField::ClientSecret => &mut creds.client_secret,
-                        SecretField::CertificatePassword => &mut creds.client_certificate_password,
-                        SecretField::Password => &mut creds.password,
-                    };
-                    // kubelogin lets the environment override the flags.
-                    *target = value;
-                }
-                None => remaining_env.push((var, value)),
-            }
-        }
-    }
-    let secrets = Credentials {
-        client_secret: options.credentials.client_secret.clone(),
-        client_certificate_password: options.credentials.client_certificate_password.clone(),
-        password: options.credentials.password.clone(),
-        ..Credentials::default()
-    };
-    let spec = match runtime_spec(&options, convert) {
-        Ok(spec) => spec,
-        Err(why) => return Outcome::Skipped(why),
-    };
-
-    exec.set("apiVersion", EXEC_API_VERSION);
-    exec.set("command", command);
-    exec.set(
-        "args",
-        options
-            .to_args()
-            .into_iter()
-            .map(YamlValue::from)
-            .collect::<Vec<_>>(),
-    );
-    let env_is_empty = exec
-        .get_sequence("env")
-        .is_none_or(|_| remaining_env.is_empty());
-    if env_is_empty {
-        exec.remove("env");
-    } else if env_had_secrets {
-        exec.set("env", env_value(&remaining_env));
-    }
-    exec.set("interactiveMode", "IfAvailable");
-    exec.set("provideClusterInfo", false);
-    exec.set("installHint", INSTALL_HINT);
-    // Options (the shim's, now) keep the login mode that was given.
-    options.credentials = Credentials::default();
-    Outcome::Converted(Box::new(Converted {
-        user: name.to_string(),
-        origin,
-        spec,
-        secrets,
-        dropped: Vec::new(),
-    }))
-}
-
-fn env_value(entries: &[(String, String)]) -> Vec<YamlValue> {
-    entries
-        .iter()
-        .map(|(name, value)| {
-            let mut map = std::collections::BTreeMap::new();
-            map.insert("name".to_string(), YamlValue::from(name.as_str()));
-            map.insert("value".to_string(), YamlValue::from(value.as_str()));
-            YamlValue::Mapping(map)
-        })
-        .collect()
-}
-
-/// int128/kubelogin's flags, for an Entra ID issuer: the access token asked for is for the
-/// client itself (`<client id>/.default`), which such clusters accept when their OIDC audience
-/// is the client id.
-fn int128_options(args: &[String]) -> Result<GetTokenOptions, String> {
-    let mut issuer = None;
-    let mut client_id = None;
-    let mut login = "interactive";
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let (name, inline) = match arg.split_once('=') {
-            Some((n, v)) => (n, Some(v.to_string())),
-            None => (arg.as_str(), None),
-        };
-        let mut value = || {
-            inline
-                .clone()
-                .or_else(|| it.next().cloned())
-                .unwrap_or_default()
-        };
-        match name {
-            "--oidc-issuer-url" => issuer = Some(value()),
-            "--oidc-client-id" => client_id = Some(value()),
-            "--oidc-client-secret" => {
-                return Err(
-                    "it signs in with a client secret (a confidential client); token-broker signs \
-                     users in as a public client"
-                        .into(),
-                );
-            }
-            "--grant-type" => {
-                login = match value().as_str() {
-                    "authcode" | "auto" | "authcode-keyboard" => "interactive",
-                    "device-code" => "devicecode",
-                    other => return Err(format!("its grant type {other:?} is not supported")),
-                }
-            }
-            _ => {}
-        }
-    }
-    let issuer = issuer.ok_or("it names no --oidc-issuer-url")?;
-    let client_id = client_id.ok_or("it names no --oidc-client-id")?;
-    let url =
-        url::Url::parse(&issuer).map_err(|_| format!("its issuer {issuer:?} is not a URL"))?;
-    let segments: Vec<&str> = url.path().trim_matches('/').split('/').collect();
-    let [prefix @ .., tenant, "v2.0"] = segments.as_slice() else {
-        return Err(format!(
-            "its issuer {issuer} is not an Entra ID v2.0 issuer (…/<tenant>/v2.0)"
-        ));
-    };
-    let mut authority = format!("{}://{}", url.scheme(), url.host_str().unwrap_or_default());
-    if let Some(port) = url.port() {
-        authority.push_str(&format!(":{port}"));
-    }
-    for part in prefix {
-        authority.push('/');
-        authority.push_str(part);
-    }
-    let mut options = GetTokenOptions::default();
-    options.spec.server_id = client_id.clone();
-    options.spec.client_id = client_id;
-    options.spec.tenant_id = tenant.to_string();
-    match known_environment(&authority) {
-        Some(environment) => options.spec.environment = environment.into(),
-        None => options.spec.authority_host = format!("{authority}/"),
-    }
-    options.login = Some(login.into());
-    Ok(options)
-}
-
-fn known_environment(authority: &str) -> Option<&'static str> {
-    match authority {
-        "https://login.microsoftonline.com" => Some("AzurePublicCloud"),
-        "https://login.microsoftonline.us" => Some("AzureUSGovernmentCloud"),
-        "https://login.chinacloudapi.cn" | "https://login.partner.microsoftonline.cn" => {
-            Some("AzureChinaCloud")
-        }
-        _ => None,
-    }
-}
-
-fn convert_auth_provider(
-    user: &Mapping,
-    provider: &Mapping,
-    name: &str,
-    convert: &ConvertOptions<'_>,
-) -> Outcome {
-    let command = convert.command;
-    let config = provider.get_mapping("config");
-    let field = |key: &str| {
-        config
-            .as_ref()
-            .and_then(|c| get_text(c, key))
-            .unwrap_or_default()
-    };
-    if field("config-mode") != "1" {
-        return Outcome::Skipped(
-            "it uses AAD v1 (config-mode is not \"1\"), whose tokens need the spn: audience \
-             prefix; token-broker issues v2 tokens (move the cluster to AKS-managed Entra ID)"
-                .into(),
-        );
-    }
-    let mut options = GetTokenOptions::default();
-    options.spec.server_id = field("apiserver-id");
-    options.spec.client_id = field("client-id");
-    options.spec.tenant_id = field("tenant-id");
-    options.spec.environment = field("environment");
-    options.login = Some("devicecode".into());
-    let spec = match runtime_spec(&options, convert) {
-        Ok(spec) => spec,
-        Err(why) => return Outcome::Skipped(why),
-    };
-    let dropped: Vec<String> = ["access-token", "refresh-token"]
-        .iter()
-        .map(|k| field(k))
-        .filter(|v| !v.is_empty())
-        .collect();
-
-    let mut exec = std::collections::BTreeMap::new();
-    exec.insert("apiVersion".to_string(), YamlValue::from(EXEC_API_VERSION));
-    exec.insert("command".to_string(), YamlValue::from(command));
-    exec.insert(
-        "args".to_string(),
-        YamlValue::Sequence(options.to_args().into_iter().map(YamlValue::from).collect()),
-    );
-    exec.insert(
-        "interactiveMode".to_string(),
-        YamlValue::from("IfAvailable"),
-    );
-    exec.insert("provideClusterInfo".to_string(), YamlValue::from(false));
-    exec.insert("installHint".to_string(), YamlValue::from(INSTALL_HINT));
-    user.remove("auth-provider");
-    user.set("exec", YamlValue::Mapping(exec));
-    Outcome::Converted(Box::new(Converted {
-        user: name.to_string(),
-        origin: Origin::AzureAuthProvider,
-        spec,
-        secrets: Credentials::default(),
-        dropped,
-    }))
-}
-
-/// A unified diff from `old` to `new`, with every value in `secrets` masked.
-pub fn masked_diff(path: &str, old: &str, new: &str, secrets: &[&str]) -> String {
-    let mask = |text: &str| {
-        secrets
-            .iter()
-            .filter(|s| !s.is_empty())
-            .fold(text.to_string(), |t, s| t.replace(s, "<secret>"))
-    };
-    let (old, new) = (mask(old), mask(new));
-    similar::TextDiff::from_lines(&old, &new)
-        .unified_diff()
-        .header(path, &format!("{path} (converted)"))
-        .to_string()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tree::text_of;
 
     fn no_env(_: &str) -> Option<String> {
         None
