@@ -4,7 +4,9 @@
 //! Only the user's own processes (and root) can reach the socket, but one of them holding
 //! thousands of idle connections used to exhaust brokerd's descriptors: accept() then failed
 //! with EMFILE in a loop (tonic retries at once: 120% CPU) and new clients hung. So:
-//! - a connection over the cap is closed as soon as it is accepted: its client hears at once;
+//! - a connection over the cap takes the place of the oldest one that has not said a word yet
+//!   (closed at once), so that a flood of silent connections never keeps a real client out;
+//!   when every connection has spoken, the new one is closed and its client hears at once;
 //! - a connection must send its first bytes within [`GREETING`] (a client speaks first in
 //!   HTTP/2) and then never goes [`IDLE`] without a byte (brokerd's HTTP/2 keepalive pings,
 //!   answered by any live client, count);
@@ -16,9 +18,14 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use std::collections::VecDeque;
+use std::sync::Weak;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use tokio::sync::futures::OwnedNotified;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 use tokio_stream::Stream;
 use tonic::transport::server::{Connected, UdsConnectInfo};
@@ -74,6 +81,8 @@ pub struct Incoming {
     listener: UnixListener,
     limits: Limits,
     slots: Arc<Semaphore>,
+    /// Connections in the order they came, to find the oldest that has not spoken.
+    silent: VecDeque<Weak<Liveness>>,
     pause: Option<Pin<Box<Sleep>>>,
     /// When a refusal was last logged: one line a second at most, whatever the flood.
     last_refusal_log: Option<Instant>,
@@ -85,9 +94,32 @@ impl Incoming {
             listener,
             limits,
             slots: Arc::new(Semaphore::new(limits.max_connections)),
+            silent: VecDeque::new(),
             pause: None,
             last_refusal_log: None,
         }
+    }
+
+    /// Closes the oldest connection that has not said a word yet; false when there is none.
+    fn evict_one_silent(&mut self) -> bool {
+        while let Some(weak) = self.silent.pop_front() {
+            if let Some(liveness) = weak.upgrade()
+                && !liveness.spoke.load(Ordering::SeqCst)
+            {
+                liveness.evict.notify_one();
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Remembers a new connection, forgetting the ones that are gone or have spoken.
+    fn track(&mut self, liveness: &Arc<Liveness>) {
+        if self.silent.len() >= 2 * self.limits.max_connections {
+            self.silent
+                .retain(|w| w.upgrade().is_some_and(|l| !l.spoke.load(Ordering::SeqCst)));
+        }
+        self.silent.push_back(Arc::downgrade(liveness));
     }
 
     fn log_refusal(&mut self, what: impl FnOnce() -> String) {
@@ -112,21 +144,36 @@ impl Stream for Incoming {
                 self.pause = None;
             }
             match ready!(self.listener.poll_accept(cx)) {
-                Ok((stream, _)) => match self.slots.clone().try_acquire_owned() {
-                    Ok(slot) => {
-                        let limits = self.limits;
-                        return Poll::Ready(Some(Ok(Guarded::new(stream, slot, limits))));
-                    }
-                    Err(_) => {
-                        // Closed at once: the client hears, instead of waiting in a queue.
-                        drop(stream);
-                        self.log_refusal(|| {
-                            "refused a connection: brokerd already holds as many as it serves \
-                             at once (a client opens connections without using them?)"
-                                .to_string()
-                        });
-                    }
-                },
+                Ok((stream, _)) => {
+                    let slot = match self.slots.clone().try_acquire_owned() {
+                        Ok(slot) => Some(slot),
+                        // Full: a silent connection makes room (its slot is free a moment
+                        // later; until then this one goes without).
+                        Err(_) if self.evict_one_silent() => {
+                            self.log_refusal(|| {
+                                "closed silent connections to make room: brokerd holds as many \
+                                 as it serves at once (a client opens connections without \
+                                 using them?)"
+                                    .to_string()
+                            });
+                            None
+                        }
+                        Err(_) => {
+                            // Closed at once: the client hears, instead of waiting in a queue.
+                            drop(stream);
+                            self.log_refusal(|| {
+                                "refused a connection: brokerd already holds as many as it \
+                                 serves at once, all of them busy"
+                                    .to_string()
+                            });
+                            continue;
+                        }
+                    };
+                    let liveness = Arc::new(Liveness::default());
+                    self.track(&liveness);
+                    let limits = self.limits;
+                    return Poll::Ready(Some(Ok(Guarded::new(stream, slot, liveness, limits))));
+                }
                 Err(error) => {
                     self.log_refusal(|| format!("cannot accept a connection: {error}"));
                     self.pause = Some(Box::pin(tokio::time::sleep(ACCEPT_PAUSE)));
@@ -136,10 +183,20 @@ impl Stream for Incoming {
     }
 }
 
+/// Whether a connection's client has spoken, and the call to close it to make room.
+#[derive(Default)]
+struct Liveness {
+    spoke: AtomicBool,
+    evict: Arc<Notify>,
+}
+
 /// One accepted connection, holding its slot, closed when its client falls silent.
 pub struct Guarded {
     stream: UnixStream,
-    _slot: OwnedSemaphorePermit,
+    _slot: Option<OwnedSemaphorePermit>,
+    liveness: Arc<Liveness>,
+    /// Until the client speaks: done when the connection is to make room for another.
+    evicted: Option<Pin<Box<OwnedNotified>>>,
     /// Fires at the end of the current silence allowance.
     timer: Pin<Box<Sleep>>,
     /// When the client last sent a byte (`None`: not yet).
@@ -148,10 +205,18 @@ pub struct Guarded {
 }
 
 impl Guarded {
-    fn new(stream: UnixStream, slot: OwnedSemaphorePermit, limits: Limits) -> Self {
+    fn new(
+        stream: UnixStream,
+        slot: Option<OwnedSemaphorePermit>,
+        liveness: Arc<Liveness>,
+        limits: Limits,
+    ) -> Self {
+        let evicted = Some(Box::pin(liveness.evict.clone().notified_owned()));
         Guarded {
             stream,
             _slot: slot,
+            liveness,
+            evicted,
             timer: Box::pin(tokio::time::sleep(limits.greeting)),
             last_read: None,
             idle: limits.idle,
@@ -161,6 +226,14 @@ impl Guarded {
     /// Ready with an error once the client has been silent for longer than allowed. The timer
     /// is moved only when it fires, so reads cost no timer update.
     fn poll_silence(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+        if let Some(evicted) = self.evicted.as_mut()
+            && evicted.as_mut().poll(cx).is_ready()
+        {
+            return Poll::Ready(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "closed to make room: the client had sent nothing",
+            ));
+        }
         loop {
             ready!(self.timer.as_mut().poll(cx));
             let Some(last) = self.last_read else {
@@ -192,6 +265,10 @@ impl AsyncRead for Guarded {
         match Pin::new(&mut this.stream).poll_read(cx, buf) {
             Poll::Ready(result) => {
                 if buf.filled().len() > before {
+                    if this.last_read.is_none() {
+                        this.liveness.spoke.store(true, Ordering::SeqCst);
+                        this.evicted = None;
+                    }
                     this.last_read = Some(Instant::now());
                 }
                 Poll::Ready(result)
@@ -298,23 +375,44 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn connections_over_the_cap_are_closed_at_once() {
+    async fn a_new_connection_over_the_cap_takes_the_place_of_a_silent_one() {
         let (_dir, path, listener) = listener();
         let mut incoming = Incoming::new(listener, limits(2));
-        let _a = UnixStream::connect(&path).await.unwrap();
-        let _b = UnixStream::connect(&path).await.unwrap();
-        let first = next(&mut incoming).await;
-        let _second = next(&mut incoming).await;
-        let mut third = UnixStream::connect(&path).await.unwrap();
-        // Accepting the third finds no slot: it is closed, and the stream waits for the next.
+        let limits = Limits {
+            greeting: Duration::from_secs(60),
+            ..limits(2)
+        };
+        incoming.limits = limits;
+        let mut talker = UnixStream::connect(&path).await.unwrap();
+        let mut talking = next(&mut incoming).await;
+        talker.write_all(b"x").await.unwrap();
+        let mut buf = [0u8; 8];
+        assert_eq!(talking.read(&mut buf).await.unwrap(), 1);
+        let _quiet = UnixStream::connect(&path).await.unwrap();
+        let mut quiet = next(&mut incoming).await;
+        // Full. The next one evicts the quiet connection, never the one that spoke.
+        let _new = UnixStream::connect(&path).await.unwrap();
+        let _newest = next(&mut incoming).await;
+        let error = quiet.read(&mut buf).await.unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        talker.write_all(b"y").await.unwrap();
+        assert_eq!(talking.read(&mut buf).await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn when_every_connection_has_spoken_a_new_one_is_closed_at_once() {
+        let (_dir, path, listener) = listener();
+        let mut incoming = Incoming::new(listener, limits(1));
+        incoming.limits.greeting = Duration::from_secs(60);
+        let mut talker = UnixStream::connect(&path).await.unwrap();
+        let mut talking = next(&mut incoming).await;
+        talker.write_all(b"x").await.unwrap();
+        let mut buf = [0u8; 1];
+        assert_eq!(talking.read(&mut buf).await.unwrap(), 1);
+        let mut refused = UnixStream::connect(&path).await.unwrap();
         let pending = tokio::time::timeout(Duration::from_millis(200), next(&mut incoming)).await;
         assert!(pending.is_err(), "no connection over the cap is handed on");
-        let mut buf = [0u8; 1];
-        assert_eq!(third.read(&mut buf).await.unwrap(), 0, "closed");
-        // A slot freed is a slot for the next client.
-        drop(first);
-        let _d = UnixStream::connect(&path).await.unwrap();
-        let _fourth = next(&mut incoming).await;
+        assert_eq!(refused.read(&mut buf).await.unwrap(), 0, "closed");
     }
 
     #[test]

@@ -20,6 +20,9 @@ use brokerd::rpc::TestClockService;
 use brokerd::store::{KeyringStore, MemoryStore, SecretStore, SessionIndex};
 use brokerd::{hardening, listener, paths, server};
 
+/// How long shutting down waits for unsaved refresh tokens to reach the store.
+const SHUTDOWN_SAVE: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// How long a start on demand waits behind another one.
 const START_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -215,9 +218,23 @@ async fn run(
     };
     // On a worker thread, not this one: #[tokio::main]'s own future runs outside the worker
     // pool, and accepting there would cost every new connection a hop between threads.
-    tokio::spawn(server::serve(listener, broker, test_clock, shutdown))
+    let served = tokio::spawn(server::serve(
+        listener,
+        broker.clone(),
+        test_clock,
+        shutdown,
+    ))
+    .await
+    .context("the server task failed");
+    // A rotated refresh token the store refused so far is tried once more before it is gone
+    // with this process.
+    if tokio::time::timeout(SHUTDOWN_SAVE, broker.save_all_unsaved())
         .await
-        .context("the server task failed")??;
+        .is_err()
+    {
+        tracing::warn!("the secret store did not take every unsaved refresh token in time");
+    }
+    served??;
     Ok(())
 }
 

@@ -237,3 +237,84 @@ fn a_service_principal_secret_lives_in_the_keyring_and_a_ropc_password_only_when
         assert_eq!(SecretService::lookup(&sandbox, &key), None, "{key}");
     }
 }
+
+/// A keyring that hangs (gnome-keyring stopped): what memory holds is served at once; a
+/// refresh still counts, its rotated refresh token kept in memory and said so in status; the
+/// token reaches the store once the keyring answers (at shutdown at the latest), so that a
+/// restart, at an IdP that rotates strictly, needs no new login. A call that needs the store
+/// fails in seconds, in one line, instead of hanging.
+#[test]
+fn a_hung_keyring_delays_nothing_memory_can_serve_and_loses_no_rotated_token() {
+    if !require(
+        "D-Bus and gnome-keyring (packages dbus, gnome-keyring, libsecret-tools)",
+        SecretService::available(),
+    ) {
+        return;
+    }
+    let mock = broker_tests::mock_entra::MockEntra::start(broker_tests::mock_entra::MockConfig {
+        device_code_interval: 1,
+        strict_rotation: true,
+        ..Default::default()
+    });
+    let mut sandbox = Sandbox::new();
+    let keyring = SecretService::start(&mut sandbox);
+    let mut daemon = sandbox.start_daemon(&["--test-clock"]);
+    let session = device_login(&sandbox, &mock)["session_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let args = session_args(&mock);
+    let info = exec_info(EXEC_V1, false);
+    let key = format!("refresh-token/{session}");
+    let first = SecretService::lookup(&sandbox, &key).expect("stored at login");
+
+    keyring.hang(true);
+    let started = std::time::Instant::now();
+    credential(&sandbox.shim(&as_strs(&args), Some(&info)));
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "a fresh token needs no keyring"
+    );
+    // The refresh's rotated token cannot be stored: it counts, in memory, and status says so.
+    daemon.advance_clock(50 * 60);
+    success(
+        &sandbox.ctl(&["refresh", &session]),
+        "a refresh with the keyring hung",
+    );
+    let status: Value =
+        serde_json::from_str(&success(&sandbox.ctl(&["status", "-o", "json"]), "status")).unwrap();
+    let unsaved = status["sessions"][0]["unsaved_refresh_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("status says the token is in memory only: {status}"));
+    assert!(unsaved.contains("did not answer within"), "{unsaved}");
+    assert!(status["secret_store_problem"].is_string(), "{status}");
+    let text = success(&sandbox.ctl(&["status"]), "status");
+    assert!(text.contains("in brokerd's memory only"), "{text}");
+
+    // The keyring comes back; brokerd stops: the rotated token is stored by then.
+    keyring.hang(false);
+    assert!(daemon.stop().success());
+    let stored = SecretService::lookup(&sandbox, &key).expect("a refresh token is stored");
+    assert_ne!(stored, first, "the rotated one, not the one from the login");
+
+    // A restarted brokerd needs the keyring for its first token: with the keyring hung, the
+    // shim hears why within seconds.
+    keyring.hang(true);
+    let _daemon = sandbox.start_daemon(&[]);
+    let started = std::time::Instant::now();
+    let said = failure(&sandbox.shim(&as_strs(&args), Some(&info)), "shim");
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    assert!(said.contains("Secret Service"), "{said}");
+    assert!(said.contains("did not answer within"), "{said}");
+    assert_eq!(said.trim().lines().count(), 1, "{said}");
+    keyring.hang(false);
+
+    // And the token it reads then is the rotated one: no reuse, no new login.
+    success(
+        &sandbox.ctl(&["refresh", &session]),
+        "refresh after the restart",
+    );
+    credential(&sandbox.shim(&as_strs(&args), Some(&info)));
+    assert_eq!(mock.requests("refresh_token_reused"), 0);
+    assert_eq!(mock.requests("devicecode"), 1, "no new login");
+}

@@ -301,6 +301,34 @@ fn refresh_tokens_rotate_the_old_one_stays_valid_and_revocation_ends_them() {
 }
 
 #[test]
+fn strict_rotation_takes_a_used_refresh_token_for_theft_and_revokes_the_sign_in() {
+    let mock = MockEntra::start(MockConfig {
+        strict_rotation: true,
+        ..MockConfig::default()
+    });
+    let http = Http::new();
+    let token = |answer: Answer| answer.json()["refresh_token"].as_str().unwrap().to_string();
+    let first = device_tokens(&mock, &http)["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let second = token(refresh(&mock, &http, &first));
+    let third = token(refresh(&mock, &http, &second));
+    // Using `first` again: reuse. Every token of the sign-in is gone, the newest too.
+    let reused = refresh(&mock, &http, &first);
+    assert_eq!(reused.status, 400);
+    assert_eq!(reused.json()["error"], "invalid_grant");
+    assert_eq!(mock.requests("refresh_token_reused"), 1);
+    assert_eq!(refresh(&mock, &http, &third).status, 400);
+    // Another sign-in is another family, untouched.
+    let other = device_tokens(&mock, &http)["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(refresh(&mock, &http, &other).status, 200);
+}
+
+#[test]
 fn unknown_clients_resources_tenants_and_grants_are_refused_like_entra() {
     let mut config = MockConfig::default();
     config.unknown_tenants.push("nowhere.example".into());

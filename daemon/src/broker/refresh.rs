@@ -360,6 +360,23 @@ impl Broker {
         }
     }
 
+    /// Writes every rotated refresh token the store has refused so far: on shutdown, the last
+    /// chance before memory lets go of them. Says which it could not.
+    pub async fn save_all_unsaved(&self) {
+        for session in self.all_sessions() {
+            if session.has_unsaved() {
+                self.save_unsaved(&session).await;
+                if session.has_unsaved() {
+                    tracing::error!(
+                        "session {}: its refresh token could not be stored and is lost with \
+                         this process; it needs a new login",
+                        session.id
+                    );
+                }
+            }
+        }
+    }
+
     /// A prompt-free login: the first token with the given credentials, which are then kept
     /// as a login keeps them (a client secret and a certificate password always, a ROPC
     /// password when asked to).

@@ -317,8 +317,26 @@ async fn a_failed_keyring_write_keeps_the_old_refresh_token_and_says_so() {
         "{error}"
     );
     assert!(error.contains("Test Keyring is locked"), "{error}");
+    assert!(status.unsaved.is_some(), "status says it is in memory only");
     // Entra keeps old refresh tokens valid, so a restart could still use the stored one.
     assert!(b.mock.issued_refresh_tokens().contains(&stored));
+
+    // The store takes writes again: the next try (the scheduler's, or shutdown's) stores the
+    // rotated token, and status stops saying otherwise.
+    store
+        .refuse
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    b.broker.save_all_unsaved().await;
+    let now_stored = store
+        .load(&key)
+        .unwrap()
+        .unwrap()
+        .expose_secret()
+        .to_string();
+    assert_ne!(now_stored, stored, "the rotated token is stored");
+    let status = &b.broker.status()[0];
+    assert_eq!(status.unsaved, None);
+    assert_eq!(status.last_error, None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -131,6 +131,42 @@ impl SecretService {
         );
     }
 
+    /// The gnome-keyring-daemon serving this bus, found by the bus address in its
+    /// environment.
+    pub fn daemon_pid(&self) -> Option<u32> {
+        let wanted = format!("DBUS_SESSION_BUS_ADDRESS={}", self.address);
+        std::fs::read_dir("/proc")
+            .ok()?
+            .flatten()
+            .find_map(|entry| {
+                let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+                let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+                if !String::from_utf8_lossy(&cmdline).contains("gnome-keyring-daemon") {
+                    return None;
+                }
+                let environ = std::fs::read(entry.path().join("environ")).ok()?;
+                environ
+                    .split(|b| *b == 0)
+                    .any(|var| var == wanted.as_bytes())
+                    .then_some(pid)
+            })
+    }
+
+    /// Stops (`SIGSTOP`) or resumes (`SIGCONT`) the keyring daemon: a hung keyring, as a
+    /// stuck or swapped-out gnome-keyring is.
+    pub fn hang(&self, hung: bool) {
+        let pid = self
+            .daemon_pid()
+            .expect("gnome-keyring-daemon runs for this bus");
+        let pid = rustix::process::Pid::from_raw(pid as i32).expect("a pid");
+        let signal = if hung {
+            rustix::process::Signal::STOP
+        } else {
+            rustix::process::Signal::CONT
+        };
+        rustix::process::kill_process(pid, signal).expect("signal the keyring daemon");
+    }
+
     /// Locks the login keyring, as a screen lock or a timeout would.
     pub fn lock_login_keyring(&self, sandbox: &Sandbox) {
         self.call(

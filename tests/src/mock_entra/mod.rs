@@ -51,6 +51,10 @@ pub struct MockConfig {
     pub auto_approve: bool,
     /// Tenants that answer `invalid_tenant` (AADSTS90002).
     pub unknown_tenants: Vec<String>,
+    /// Rotation as strict OIDC providers do it: a refresh token is good for one use, and
+    /// presenting a used one again revokes every token descended from the same sign-in (reuse
+    /// detection). Entra keeps the old one valid instead.
+    pub strict_rotation: bool,
     /// A hostile IdP: its device code instructions, user codes and error descriptions carry
     /// terminal escape sequences (a window title, a screen clear) and bidi overrides.
     pub hostile_text: bool,
@@ -67,6 +71,7 @@ impl Default for MockConfig {
             auto_approve: false,
             unknown_tenants: Vec::new(),
             hostile_text: false,
+            strict_rotation: false,
             user: MockUser {
                 upn: "alice@contoso.example".into(),
                 name: "Alice Example".into(),
@@ -181,6 +186,10 @@ impl MockEntra {
 
     pub fn set_authorize_outcome(&self, outcome: AuthorizeOutcome) {
         self.state.lock().authorize_outcome = outcome;
+    }
+
+    pub fn set_strict_rotation(&self, strict: bool) {
+        self.state.lock().config.strict_rotation = strict;
     }
 
     pub fn revoke_refresh_tokens(&self) {

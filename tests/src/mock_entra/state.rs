@@ -58,6 +58,10 @@ struct CodeGrant {
 struct RefreshGrant {
     base: GrantBase,
     revoked: bool,
+    /// Redeemed once already (strict rotation).
+    used: bool,
+    /// The sign-in it descends from: reuse detection revokes a whole family.
+    family: u64,
 }
 
 /// What the browser is sent back with by `/authorize`.
@@ -76,6 +80,9 @@ pub(super) struct Inner {
     refresh_tokens: HashMap<String, RefreshGrant>,
     pub(super) access_tokens: Vec<String>,
     pub faults: VecDeque<Fault>,
+    next_family: u64,
+    /// The family the next refresh token issued belongs to (a refresh continues one).
+    issuing_family: Option<u64>,
     /// Every token request answers this status while set (an outage).
     pub outage: Option<u16>,
     /// Every token request waits this long before it is answered.
@@ -159,6 +166,8 @@ impl State {
                 refresh_tokens: HashMap::new(),
                 access_tokens: Vec::new(),
                 faults: VecDeque::new(),
+                next_family: 1,
+                issuing_family: None,
                 outage: None,
                 delay: None,
                 counts: HashMap::new(),
@@ -644,6 +653,24 @@ impl State {
                 None,
             )));
         }
+        let (used, family) = (grant.used, grant.family);
+        if inner.config.strict_rotation && used {
+            // Reuse detection: someone holds a copy. Nothing of this sign-in is good any more.
+            for other in inner.refresh_tokens.values_mut() {
+                if other.family == family {
+                    other.revoked = true;
+                }
+            }
+            drop(inner);
+            self.bump("refresh_token_reused");
+            return Err(refuse(entra_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_grant",
+                70043,
+                "The refresh token was already used; every token of this sign-in is revoked.",
+                None,
+            )));
+        }
         if grant.base.client_id.as_str() != form.get("client_id").map(String::as_str).unwrap_or("")
         {
             return Err(refuse(entra_error(
@@ -659,6 +686,12 @@ impl State {
         if let Some(scope) = form.get("scope").filter(|s| !s.trim().is_empty()) {
             base = Self::check_base(&inner, tenant, Some(&base.client_id), Some(scope))?;
         }
+        if inner.config.strict_rotation
+            && let Some(grant) = inner.refresh_tokens.get_mut(&presented)
+        {
+            grant.used = true;
+        }
+        inner.issuing_family = Some(family);
         Ok(self.issue_for(&mut inner, &base, form))
     }
 
@@ -670,6 +703,7 @@ impl State {
         form: &HashMap<String, String>,
     ) -> Value {
         let now = now_unix();
+        let continued_family = inner.issuing_family.take();
         let user = inner.config.user.clone();
         let tid = if is_guid(&base.tenant) {
             base.tenant.clone()
@@ -714,11 +748,17 @@ impl State {
         if base.scopes.iter().any(|s| s == "offline_access") {
             // Entra's refresh tokens are opaque and long; so are these.
             let refresh_token = format!("1.A{}", random_text(700, URL_SAFE));
+            let family = continued_family.unwrap_or_else(|| {
+                inner.next_family += 1;
+                inner.next_family
+            });
             inner.refresh_tokens.insert(
                 refresh_token.clone(),
                 RefreshGrant {
                     base: base.clone(),
                     revoked: false,
+                    used: false,
+                    family,
                 },
             );
             answer["refresh_token"] = json!(refresh_token);
