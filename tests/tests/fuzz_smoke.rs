@@ -13,6 +13,9 @@ const TARGETS: &[&str] = &[
     "config_file",
     "exec_info",
     "kubeconfig_convert",
+    "session_index",
+    "shim_wire",
+    "hpack",
 ];
 
 /// Seconds of new inputs per target, after the corpus.

@@ -318,3 +318,38 @@ fn a_hung_keyring_delays_nothing_memory_can_serve_and_loses_no_rotated_token() {
     assert_eq!(mock.requests("refresh_token_reused"), 0);
     assert_eq!(mock.requests("devicecode"), 1, "no new login");
 }
+
+/// A session index with times near the end of `i64` (a corrupt or hand-edited file): brokerd
+/// starts, status shows the session, and it keeps working; nothing panics.
+#[test]
+fn absurd_times_in_the_session_index_are_clamped_not_fatal() {
+    if !require(
+        "D-Bus and gnome-keyring (packages dbus, gnome-keyring, libsecret-tools)",
+        SecretService::available(),
+    ) {
+        return;
+    }
+    let mock = fast_mock();
+    let mut sandbox = Sandbox::new();
+    let _keyring = SecretService::start(&mut sandbox);
+    let mut daemon = sandbox.start_daemon(&[]);
+    device_login(&sandbox, &mock);
+    assert!(daemon.stop().success());
+
+    let index = sandbox.state_dir.join("sessions.json");
+    let mut file: Value = serde_json::from_str(&std::fs::read_to_string(&index).unwrap()).unwrap();
+    file["sessions"][0]["last_refresh_at"] = Value::from(i64::MAX - 5);
+    file["sessions"][0]["logged_in_at"] = Value::from(i64::MAX);
+    std::fs::write(&index, file.to_string()).unwrap();
+
+    let daemon = sandbox.start_daemon(&[]);
+    let text = success(&sandbox.ctl(&["status"]), "status");
+    assert!(text.contains("alice@contoso.example"), "{text}");
+    let json: Value =
+        serde_json::from_str(&success(&sandbox.ctl(&["status", "-o", "json"]), "status")).unwrap();
+    assert!(json["sessions"][0]["last_refresh_at"].is_string(), "{json}");
+    let args = session_args(&mock);
+    credential(&sandbox.shim(&as_strs(&args), Some(&exec_info(EXEC_V1, false))));
+    success(&sandbox.ctl(&["status", "-o", "wide"]), "status -o wide");
+    assert!(!daemon.log().contains("panicked"), "{}", daemon.log());
+}

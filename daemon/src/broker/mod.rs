@@ -24,6 +24,23 @@ mod session;
 #[cfg(test)]
 mod tests;
 
+/// Entry points for `cargo fuzz` (fuzz/): a session index file as a restarted brokerd reads
+/// it, every session's status and plan computed from it. Built only under `--cfg fuzzing`.
+#[cfg(fuzzing)]
+pub mod fuzzing {
+    pub fn session_index(bytes: &[u8]) {
+        let Ok(records) = crate::store::parse_index(bytes) else {
+            return;
+        };
+        let now = std::time::SystemTime::now();
+        let policy = crate::config::RefreshPolicy::default();
+        for session in super::persist::sessions_from(records, now).values() {
+            let _ = session.status(now, &policy);
+            let _ = session.next_work(now, &policy);
+        }
+    }
+}
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;

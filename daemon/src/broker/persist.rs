@@ -90,6 +90,14 @@ pub(super) fn load_sessions(
             return HashMap::new();
         }
     };
+    sessions_from(records, now)
+}
+
+/// The sessions index records name, skipping (with a warning) those that make no sense.
+pub(super) fn sessions_from(
+    records: Vec<IndexedSession>,
+    now: SystemTime,
+) -> HashMap<SessionId, Arc<Session>> {
     let mut sessions = HashMap::new();
     for record in records {
         match session_from_index(&record, now) {

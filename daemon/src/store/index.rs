@@ -64,6 +64,21 @@ pub enum IndexError {
     },
 }
 
+/// An index file's records, or why it is not one (no part of the text is quoted: it is not
+/// supposed to hold secrets, but a hand-edited one might).
+pub fn parse(bytes: &[u8]) -> Result<Vec<IndexedSession>, String> {
+    match serde_json::from_slice::<IndexFile>(bytes) {
+        Ok(file) if file.version == FORMAT_VERSION => Ok(file.sessions),
+        Ok(file) => Err(format!("it has format version {}", file.version)),
+        Err(e) => Err(format!(
+            "{:?} error at line {} column {}",
+            e.classify(),
+            e.line(),
+            e.column()
+        )),
+    }
+}
+
 /// The index file's location and how to read and replace it.
 #[derive(Clone, Debug)]
 pub struct SessionIndex {
@@ -95,14 +110,10 @@ impl SessionIndex {
                 });
             }
         };
-        match serde_json::from_slice::<IndexFile>(&bytes) {
-            Ok(file) if file.version == FORMAT_VERSION => Ok(file.sessions),
-            Ok(file) => {
-                self.set_aside(&format!("it has format version {}", file.version));
-                Ok(Vec::new())
-            }
-            Err(e) => {
-                self.set_aside(&e.to_string());
+        match parse(&bytes) {
+            Ok(sessions) => Ok(sessions),
+            Err(why) => {
+                self.set_aside(&why);
                 Ok(Vec::new())
             }
         }

@@ -8,7 +8,7 @@ mod index;
 mod keyring;
 mod memory;
 
-pub use self::index::{IndexError, IndexedSession, SessionIndex};
+pub use self::index::{IndexError, IndexedSession, SessionIndex, parse as parse_index};
 pub use self::keyring::KeyringStore;
 pub use self::memory::MemoryStore;
 
