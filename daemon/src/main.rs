@@ -20,6 +20,9 @@ use brokerd::rpc::TestClockService;
 use brokerd::store::{KeyringStore, MemoryStore, SecretStore, SessionIndex};
 use brokerd::{hardening, listener, paths, server};
 
+/// How long start-up asks the secret store whether it answers.
+const STORE_PROBE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// How long shutting down waits for unsaved refresh tokens to reach the store.
 const SHUTDOWN_SAVE: std::time::Duration = std::time::Duration::from_secs(15);
 
@@ -174,6 +177,11 @@ async fn run(
         None => listener::bind(&socket, uid)?,
     };
     let socket = listener.path.clone();
+    // The store that is really there: a question that needs no unlock, briefly.
+    let store = match broker.store_reachable(STORE_PROBE).await {
+        None => broker.store_backend().to_string(),
+        Some(problem) => format!("{}, NOT usable now: {problem}", broker.store_backend()),
+    };
     tracing::info!(
         "serving on {}{} (secret store: {}; configuration: {})",
         socket.display(),
@@ -184,7 +192,7 @@ async fn run(
         } else {
             ""
         },
-        broker.store_backend(),
+        store,
         settings.path().display()
     );
     config::watch::spawn_reloader(settings.clone());

@@ -172,3 +172,43 @@ fn an_invalid_configuration_at_start_is_a_one_line_error() {
     assert!(err.contains("refresh.max_concurrent"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 }
+
+/// A fresh install: no configuration directory when brokerd starts (the documented default
+/// place, no TOKEN_BROKER_CONFIG). `brokerctl login --profile X …` creates it, and the shim
+/// finds profile X right after, however quickly it asks. Nothing alarming is logged.
+#[test]
+fn a_profile_saved_on_a_fresh_install_is_found_at_once() {
+    let mock = fast_mock();
+    let sandbox = Sandbox::new();
+    let config_dir = sandbox.home.join(".config/token-broker");
+    assert!(!config_dir.exists());
+    let daemon = sandbox.start_daemon(&["--store", "memory"]);
+    let started = daemon.wait_for_log("watching");
+    assert!(
+        started.contains("until") && started.contains("appears"),
+        "{started}"
+    );
+    assert!(!daemon.log().contains("cannot watch"), "{}", daemon.log());
+
+    let host = mock.authority_host();
+    let mut login = sandbox.start_login(&[
+        "--profile",
+        "work",
+        "--server-id",
+        AKS_SERVER_ID,
+        "--tenant-id",
+        TENANT_ID,
+        "--authority-host",
+        &host,
+    ]);
+    let code = login.next_event();
+    assert!(mock.approve(code["user_code"].as_str().unwrap()));
+    assert_eq!(login.next_event()["event"], "logged_in");
+    assert!(config_dir.join("config.toml").exists());
+
+    let cred = credential(&sandbox.shim(&["--profile", "work"], Some(&exec_info(EXEC_V1, false))));
+    mock.verify(cred["status"]["token"].as_str().unwrap(), AKS_SERVER_ID)
+        .expect("a token the mock signed");
+    // And the watch moved to the new directory, for edits from now on.
+    daemon.wait_for_log("for changes");
+}

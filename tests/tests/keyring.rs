@@ -353,3 +353,43 @@ fn absurd_times_in_the_session_index_are_clamped_not_fatal() {
     success(&sandbox.ctl(&["status", "-o", "wide"]), "status -o wide");
     assert!(!daemon.log().contains("panicked"), "{}", daemon.log());
 }
+
+/// The session index cannot be written (here a directory stands where the file goes, as
+/// good as a full disk): the login works, status and doctor say so, and a restarted brokerd,
+/// which finds no index, still finds the session through its refresh token in the keyring.
+#[test]
+fn a_session_index_that_cannot_be_written_loses_no_session() {
+    if !require(
+        "D-Bus and gnome-keyring (packages dbus, gnome-keyring, libsecret-tools)",
+        SecretService::available(),
+    ) {
+        return;
+    }
+    let mock = fast_mock();
+    let mut sandbox = Sandbox::new();
+    let _keyring = SecretService::start(&mut sandbox);
+    let mut daemon = sandbox.start_daemon(&[]);
+    let blocker = sandbox.state_dir.join("sessions.json");
+    std::fs::create_dir_all(blocker.join("in-the-way")).unwrap();
+    device_login(&sandbox, &mock);
+
+    let status = success(&sandbox.ctl(&["status"]), "status");
+    assert!(status.contains("session index: NOT saved"), "{status}");
+    let doctor = sandbox.ctl(&["doctor"]);
+    let said = String::from_utf8_lossy(&doctor.stdout);
+    let line = said
+        .lines()
+        .find(|l| l.contains("session_index"))
+        .unwrap_or_else(|| panic!("doctor checks the index: {said}"));
+    assert!(line.starts_with("FAIL"), "{line}");
+    assert_eq!(doctor.status.code(), Some(2));
+
+    assert!(daemon.stop().success());
+    std::fs::remove_dir_all(&blocker).unwrap();
+    let _daemon = sandbox.start_daemon(&[]);
+    let args = session_args(&mock);
+    credential(&sandbox.shim(&as_strs(&args), Some(&exec_info(EXEC_V1, false))));
+    assert_eq!(mock.requests("devicecode"), 1, "no new login");
+    let status = success(&sandbox.ctl(&["status"]), "status");
+    assert!(status.contains("alice@contoso.example"), "{status}");
+}

@@ -71,6 +71,7 @@ fn install_writes_units_systemd_accepts_enables_them_and_takes_over_from_brokerd
     assert_eq!(
         calls(&record),
         [
+            "systemctl --user show-environment",
             "systemctl --user daemon-reload",
             "systemctl --user enable --now token-broker.socket token-broker.service",
         ]
@@ -105,24 +106,101 @@ fn install_writes_units_systemd_accepts_enables_them_and_takes_over_from_brokerd
     );
 }
 
+/// Without a systemd user manager (a container, WSL without systemd) install changes
+/// nothing: the brokerd running on demand keeps running with its sessions, no unit is written,
+/// and the one line says what happens instead. The other service commands say so plainly.
 #[test]
-fn install_without_a_user_manager_says_what_happens_instead() {
+fn without_a_user_manager_nothing_is_changed_and_each_command_says_so() {
     let mut sandbox = Sandbox::new();
     fake_systemd(
         &mut sandbox,
         Some("Failed to connect to bus: No medium found"),
     );
+    success(&sandbox.ctl(&["status"]), "status");
+    let running = sandbox.serving_pid().expect("brokerd started on demand");
     let err = failure(&sandbox.ctl(&["service", "install"]), "service install");
+    assert!(
+        err.contains("no systemd user manager answers here"),
+        "{err}"
+    );
     assert!(
         err.contains("Failed to connect to bus: No medium found"),
         "{err}"
     );
+    assert!(err.contains("nothing was changed"), "{err}");
+    assert!(err.contains("brokerd.log"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(!unit_dir(&sandbox).join("token-broker.service").exists());
+    assert_eq!(sandbox.serving_pid(), Some(running), "brokerd still runs");
+
+    let said = success(&sandbox.ctl(&["service", "uninstall"]), "uninstall");
+    assert!(said.contains("nothing to do"), "{said}");
+    let status = sandbox.ctl(&["service", "status"]);
+    let said = String::from_utf8_lossy(&status.stdout);
     assert!(
-        err.contains("broker-shim starts brokerd on demand"),
+        said.contains("brokerd is not a systemd service here"),
+        "{said}"
+    );
+    assert!(
+        said.contains(&format!("brokerd runs now (pid {running})")),
+        "{said}"
+    );
+    assert_eq!(status.status.code(), Some(3));
+    // The log there is: the one a start on demand writes.
+    let logs = success(&sandbox.ctl(&["service", "logs", "-n", "5"]), "logs");
+    assert!(logs.contains("started on demand"), "{logs}");
+}
+
+/// The same with the real systemctl, where one is installed and no user manager runs (as on
+/// CI machines and in containers).
+#[test]
+fn the_real_systemctl_without_a_user_manager_changes_nothing() {
+    if !require("systemctl (package systemd)", on_path("systemctl")) {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    let manager = sandbox
+        .command(Path::new("systemctl"))
+        .args(["--user", "show-environment"])
+        .output()
+        .unwrap();
+    if manager.status.success() {
+        eprintln!("a systemd user manager answers here: nothing to show");
+        return;
+    }
+    success(&sandbox.ctl(&["status"]), "status");
+    let running = sandbox.serving_pid().expect("brokerd started on demand");
+    let err = failure(&sandbox.ctl(&["service", "install"]), "service install");
+    assert!(
+        err.contains("no systemd user manager answers here"),
         "{err}"
     );
-    assert_eq!(err.trim().lines().count(), 1, "{err}");
-    assert!(unit_dir(&sandbox).join("token-broker.service").exists());
+    assert!(!unit_dir(&sandbox).join("token-broker.service").exists());
+    assert_eq!(sandbox.serving_pid(), Some(running));
+}
+
+/// A brokerd on `--store memory` holding sessions is not stopped for the service unless told:
+/// its sessions would be gone.
+#[test]
+fn install_does_not_stop_a_brokerd_that_would_forget_its_sessions_unless_forced() {
+    let mock = broker_tests::harness::fast_mock();
+    let mut sandbox = Sandbox::new();
+    let record = fake_systemd(&mut sandbox, None);
+    let mut daemon = sandbox.start_daemon(&["--store", "memory"]);
+    broker_tests::harness::device_login(&sandbox, &mock);
+    let err = failure(&sandbox.ctl(&["service", "install"]), "service install");
+    assert!(err.contains("keeps 1 session(s) in memory only"), "{err}");
+    assert!(err.contains("--force"), "{err}");
+    assert!(!unit_dir(&sandbox).join("token-broker.service").exists());
+    assert_eq!(sandbox.serving_pid(), Some(daemon.pid()));
+    assert_eq!(calls(&record), ["systemctl --user show-environment"]);
+
+    let said = success(
+        &sandbox.ctl(&["service", "install", "--force"]),
+        "service install --force",
+    );
+    assert!(said.contains("Stopped the brokerd"), "{said}");
+    daemon.stop();
 }
 
 #[test]
@@ -140,6 +218,7 @@ fn uninstall_disables_and_removes_the_units() {
     assert_eq!(
         calls(&record),
         [
+            "systemctl --user show-environment",
             "systemctl --user disable --now token-broker.socket token-broker.service",
             "systemctl --user daemon-reload",
         ]
@@ -157,7 +236,9 @@ fn status_and_logs_ask_the_service_manager() {
     assert_eq!(
         calls(&record),
         [
+            "systemctl --user show-environment",
             "systemctl --user status --no-pager token-broker.service token-broker.socket",
+            "systemctl --user show-environment",
             "journalctl --user --unit token-broker.service --lines 20 --no-pager --follow",
         ]
     );

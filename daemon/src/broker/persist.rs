@@ -209,6 +209,11 @@ impl Broker {
             .unwrap_or_else(|p| p.into_inner()) = outcome;
     }
 
+    /// Where the session index is, if there is one.
+    pub fn index_path(&self) -> Option<std::path::PathBuf> {
+        self.index.as_ref().map(|i| i.path().to_path_buf())
+    }
+
     /// Why the last index write failed, if it did.
     pub fn index_error(&self) -> Option<String> {
         self.persist
@@ -284,6 +289,16 @@ impl Broker {
             }
         })
         .await
+    }
+
+    /// Asks the store a question that needs no unlock (is there such an entry?), within
+    /// `timeout`: whether it answers at all, for the start-up line. `None` when it does.
+    pub async fn store_reachable(&self, timeout: Duration) -> Option<String> {
+        let key = "probe/reachable".to_string();
+        self.store_call(timeout, move |store| store.load(&key))
+            .await
+            .err()
+            .map(|e| e.to_string())
     }
 
     /// Why the last secret store call failed, if it did: what status and doctor say of the

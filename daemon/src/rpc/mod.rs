@@ -229,6 +229,7 @@ impl broker_server::Broker for BrokerService {
             .rposition(|c| c.id == "secret_store" || c.id == "keyring")
             .map_or(0, |i| i + 1);
         checks.insert(at, doctor::this_process_protection());
+        checks.insert(at + 1, self.session_index_check());
         Ok(Response::new(v1::DiagnoseResponse {
             checks: checks.into_iter().map(v1::Check::from).collect(),
         }))
@@ -286,6 +287,32 @@ impl broker_server::Broker for BrokerService {
 }
 
 impl BrokerService {
+    /// Whether the session index could be written the last time, for doctor.
+    fn session_index_check(&self) -> doctor::Check {
+        let Some(path) = self.broker.index_path() else {
+            return doctor::Check::pass(
+                "session_index",
+                "no session index: the secret store forgets everything when brokerd stops",
+            );
+        };
+        match self.broker.index_error() {
+            None => {
+                doctor::Check::pass("session_index", format!("{} is up to date", path.display()))
+            }
+            Some(error) => doctor::Check::fail(
+                "session_index",
+                format!("the session index could not be written: {error}"),
+                format!(
+                    "make room in {} (a full disk?); the sessions work meanwhile, brokerd \
+                     writes the index again at the next login or refresh, and a restart finds \
+                     the sessions through the secret store",
+                    path.parent()
+                        .map_or_else(String::new, |d| d.display().to_string())
+                ),
+            ),
+        }
+    }
+
     fn session_spec(&self, spec: Option<v1::SessionSpec>) -> Result<SessionSpec, Status> {
         let spec = spec.ok_or_else(|| invalid("the request names no session"))?;
         let (profile, input) = crate::spec::SpecInput::from_wire(spec).map_err(|mode| {

@@ -76,7 +76,7 @@ impl KeyringStore {
             },
             KeyringError::PlatformFailure(e) => StoreError::Unavailable {
                 backend,
-                reason: e.to_string(),
+                reason: explain_unavailable(&e.to_string()),
             },
             KeyringError::NoDefaultStore => StoreError::Unavailable {
                 backend,
@@ -107,6 +107,25 @@ impl KeyringStore {
             },
         }
     }
+}
+
+/// What the platform's error means for the user, first; its own words after.
+fn explain_unavailable(raw: &str) -> String {
+    let bus = std::env::var("DBUS_SESSION_BUS_ADDRESS").ok();
+    if raw.contains("Failed to connect") || (raw.contains("address") && bus.is_none()) {
+        let which = match &bus {
+            Some(address) => format!("at {address}"),
+            None => "(DBUS_SESSION_BUS_ADDRESS is not set)".to_string(),
+        };
+        return format!("no D-Bus session bus answers {which}: {raw}");
+    }
+    if raw.contains("org.freedesktop.secrets") || raw.contains("ServiceUnknown") {
+        return format!(
+            "no Secret Service provider (gnome-keyring, KeePassXC, KWallet) is on the session \
+             bus: {raw}"
+        );
+    }
+    raw.to_string()
 }
 
 #[cfg(all(

@@ -14,7 +14,12 @@ use clap::Subcommand;
 pub enum ServiceCommand {
     /// Write the user service for brokerd, enable it and start it (a brokerd already running
     /// outside it is stopped first, so the service takes over)
-    Install,
+    Install {
+        /// Stop a running brokerd even when it keeps its sessions in memory only
+        /// (`--store memory`), which forgets them
+        #[arg(long)]
+        force: bool,
+    },
     /// Stop, disable and remove the user service
     Uninstall,
     /// What the service manager says of the service
@@ -32,9 +37,27 @@ pub enum ServiceCommand {
 
 pub async fn run(command: ServiceCommand, socket: &Path) -> Result<ExitCode> {
     match command {
-        ServiceCommand::Install => {
+        ServiceCommand::Install { force } => {
+            // Everything that can stop the install is checked before anything changes: a
+            // failed install must not leave the user with the running brokerd stopped.
             let brokerd = installed_brokerd()?;
-            stop_unmanaged_brokerd(socket).await?;
+            platform::manager()?;
+            let running = running_brokerd(socket).await;
+            if let Some(running) = &running
+                && running.memory_sessions > 0
+                && !force
+            {
+                bail!(
+                    "the running brokerd (pid {}) keeps {} session(s) in memory only (--store \
+                     memory): the service takes over by stopping it, and they would be lost; \
+                     nothing was changed (sign in again afterwards: pass --force)",
+                    running.pid,
+                    running.memory_sessions
+                );
+            }
+            if let Some(running) = running {
+                stop_unmanaged_brokerd(running.pid).await?;
+            }
             platform::install(&brokerd)?;
             Ok(ExitCode::SUCCESS)
         }
@@ -42,36 +65,47 @@ pub async fn run(command: ServiceCommand, socket: &Path) -> Result<ExitCode> {
             platform::uninstall()?;
             Ok(ExitCode::SUCCESS)
         }
-        ServiceCommand::Status => platform::status(),
+        ServiceCommand::Status => platform::status(socket).await,
         ServiceCommand::Logs { follow, lines } => platform::logs(follow, lines),
     }
 }
 
-/// The absolute path of the brokerd to run: the one beside brokerctl, else the one on PATH.
-fn installed_brokerd() -> Result<PathBuf> {
-    let program = broker_proto::brokerd_program();
-    if program.is_absolute() {
-        return Ok(program);
-    }
-    std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
-        .map(|dir| dir.join(&program))
-        .find(|candidate| candidate.is_file() && candidate.is_absolute())
-        .context("cannot find brokerd beside brokerctl or on PATH; install it first")
+/// A brokerd answering on the socket: its pid, and how many sessions it would forget.
+struct Running {
+    pid: u32,
+    memory_sessions: usize,
+}
+
+async fn running_brokerd(socket: &Path) -> Option<Running> {
+    let mut client = broker_proto::connect(socket).await.ok()?;
+    let status = client
+        .status(broker_proto::v1::StatusRequest {})
+        .await
+        .ok()?
+        .into_inner();
+    Some(Running {
+        pid: status.pid,
+        memory_sessions: if status.secret_store == "memory" {
+            status.sessions.len()
+        } else {
+            0
+        },
+    })
+}
+
+/// Whether `pid` has exited and only waits to be reaped by its parent (a zombie holds no socket
+/// and no lock).
+fn exited(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rfind(')')
+            .and_then(|end| stat[end + 1..].split_whitespace().next())
+            == Some("Z")
+    })
 }
 
 /// A brokerd started by hand or on demand holds the socket's lock: the service's brokerd
 /// would find it taken. Stop it, and wait until it has let go.
-async fn stop_unmanaged_brokerd(socket: &Path) -> Result<()> {
-    let Ok(mut client) = broker_proto::connect(socket).await else {
-        return Ok(());
-    };
-    let pid = client
-        .status(broker_proto::v1::StatusRequest {})
-        .await?
-        .into_inner()
-        .pid;
+async fn stop_unmanaged_brokerd(pid: u32) -> Result<()> {
     let Some(process) = rustix::process::Pid::from_raw(pid as i32) else {
         return Ok(());
     };
@@ -79,7 +113,7 @@ async fn stop_unmanaged_brokerd(socket: &Path) -> Result<()> {
         .with_context(|| format!("cannot stop the running brokerd (pid {pid})"))?;
     // Not our child: nothing to wait on but its disappearance.
     let deadline = Instant::now() + Duration::from_secs(20);
-    while rustix::process::test_kill_process(process).is_ok() {
+    while rustix::process::test_kill_process(process).is_ok() && !exited(pid) {
         if Instant::now() > deadline {
             bail!("the running brokerd (pid {pid}) did not stop within 20 s");
         }
@@ -131,9 +165,39 @@ fn write_file(path: &Path, text: &str) -> Result<()> {
     Ok(())
 }
 
+/// The absolute path of the brokerd to run: the one beside brokerctl, else the one on PATH.
+fn installed_brokerd() -> Result<PathBuf> {
+    let program = broker_proto::brokerd_program();
+    if program.is_absolute() {
+        return Ok(program);
+    }
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .map(|dir| dir.join(&program))
+        .find(|candidate| candidate.is_file() && candidate.is_absolute())
+        .context("cannot find brokerd beside brokerctl or on PATH; install it first")
+}
+
 #[cfg(not(target_os = "macos"))]
 mod platform {
     use super::*;
+
+    /// The log a brokerd started on demand writes, where there is no service manager's journal.
+    fn on_demand_log() -> Option<PathBuf> {
+        brokerd::paths::state_dir().map(|dir| dir.join("brokerd.log"))
+    }
+
+    fn no_manager_words() -> String {
+        format!(
+            "without one, broker-shim and brokerctl start brokerd on demand when it is needed, \
+             logging to {}",
+            on_demand_log().map_or_else(
+                || "brokerd.log in the state directory".to_string(),
+                |p| p.display().to_string()
+            )
+        )
+    }
 
     const UNITS: [&str; 2] = brokerd::paths::SYSTEMD_UNITS;
 
@@ -147,22 +211,37 @@ mod platform {
         Ok(config.join("systemd/user"))
     }
 
+    /// Whether a systemd user manager answers: nothing else here can work without one.
+    pub fn manager() -> Result<()> {
+        let output = Command::new("systemctl")
+            .args(["--user", "show-environment"])
+            .output();
+        let said = match output {
+            Ok(output) if output.status.success() => return Ok(()),
+            Ok(output) => String::from_utf8_lossy(&output.stderr)
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("no reason given")
+                .trim()
+                .to_string(),
+            Err(e) => format!("cannot run systemctl: {e}"),
+        };
+        bail!(
+            "no systemd user manager answers here (systemctl --user: {said}); nothing was \
+             changed; {}",
+            no_manager_words()
+        )
+    }
+
     pub fn install(brokerd: &Path) -> Result<()> {
         let dir = unit_dir()?;
         for (name, text) in brokerd::service::systemd_units(brokerd) {
             write_file(&dir.join(name), &text)?;
         }
         let enable = ["--user", "enable", "--now", UNITS[0], UNITS[1]];
-        let steps = run_step("systemctl", &["--user", "daemon-reload"])
-            .and_then(|()| run_step("systemctl", &enable));
-        if let Err(e) = steps {
-            bail!(
-                "{e:#}. The units are in {}; without a systemd user manager (a container, WSL \
-                 without systemd) there is nothing to enable, and broker-shim starts brokerd on \
-                 demand instead",
-                dir.display()
-            );
-        }
+        run_step("systemctl", &["--user", "daemon-reload"])
+            .and_then(|()| run_step("systemctl", &enable))
+            .with_context(|| format!("the units are in {}", dir.display()))?;
         outln!(
             "brokerd now starts at login and on the first connection to its socket; see \
              `brokerctl service status`."
@@ -181,6 +260,19 @@ mod platform {
             outln!("No token-broker units in {}: nothing to do.", dir.display());
             return Ok(());
         }
+        if manager().is_err() {
+            // Nothing can be running under a manager that is not there: the files are all.
+            for path in present {
+                std::fs::remove_file(&path)
+                    .with_context(|| format!("cannot remove {}", path.display()))?;
+                outln!("Removed {}", path.display());
+            }
+            outln!(
+                "No systemd user manager here, so nothing was enabled to disable; {}.",
+                no_manager_words()
+            );
+            return Ok(());
+        }
         run_step(
             "systemctl",
             &["--user", "disable", "--now", UNITS[0], UNITS[1]],
@@ -194,7 +286,21 @@ mod platform {
         Ok(())
     }
 
-    pub fn status() -> Result<ExitCode> {
+    pub async fn status(socket: &Path) -> Result<ExitCode> {
+        if let Err(e) = manager() {
+            let running = running_brokerd(socket).await;
+            outln!(
+                "brokerd is not a systemd service here: {e:#}.\n{}",
+                match running {
+                    Some(r) => format!(
+                        "brokerd runs now (pid {}), started by hand or on demand.",
+                        r.pid
+                    ),
+                    None => "brokerd is not running now.".to_string(),
+                }
+            );
+            return Ok(ExitCode::from(3));
+        }
         pass_through(
             "systemctl",
             &["--user", "status", "--no-pager", UNITS[1], UNITS[0]],
@@ -202,6 +308,25 @@ mod platform {
     }
 
     pub fn logs(follow: bool, lines: u32) -> Result<ExitCode> {
+        if manager().is_err() {
+            // No journal for brokerd: the log a start on demand writes is the one there is.
+            let log = on_demand_log().context("cannot find the home directory")?;
+            if !log.exists() {
+                bail!(
+                    "no systemd user manager here, and no {} yet (brokerd has not been started \
+                     on demand)",
+                    log.display()
+                );
+            }
+            let lines = lines.to_string();
+            let log = log.display().to_string();
+            let mut args = vec!["-n", &lines];
+            if follow {
+                args.push("-F");
+            }
+            args.push(&log);
+            return pass_through("tail", &args);
+        }
         let lines = lines.to_string();
         let mut args = vec![
             "--user",
@@ -244,6 +369,15 @@ mod platform {
         format!("gui/{}", broker_proto::current_uid())
     }
 
+    /// launchd is always there on macOS; `launchctl` answering is all that is asked.
+    pub fn manager() -> Result<()> {
+        Command::new("launchctl")
+            .arg("version")
+            .output()
+            .context("cannot run launchctl")?;
+        Ok(())
+    }
+
     pub fn install(brokerd: &Path) -> Result<()> {
         let plist = plist_path()?;
         let log = log_path()?;
@@ -281,7 +415,7 @@ mod platform {
         Ok(())
     }
 
-    pub fn status() -> Result<ExitCode> {
+    pub async fn status(_socket: &Path) -> Result<ExitCode> {
         pass_through(
             "launchctl",
             &["print", &format!("{}/{LAUNCHD_LABEL}", domain())],
