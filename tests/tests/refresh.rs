@@ -330,3 +330,38 @@ fn a_thousand_idle_sessions_keep_alive_spread_out_and_under_the_cap() {
         "refreshes ran one at a time ({cap}): the cap was not exercised"
     );
 }
+
+/// An issuer whose clock is ten minutes ahead of this machine's, answering without
+/// `expires_in`: the token's own `exp` (on the issuer's clock, as the API server reads it) less
+/// the skew its `Date` header shows is when the token ends here. Neither a guess (five minutes)
+/// nor `exp` taken as a local time (ten minutes too late: served after the API server refuses
+/// it).
+#[test]
+fn expiry_is_judged_on_the_issuers_clock() {
+    let mock = broker_tests::mock_entra::MockEntra::start(broker_tests::mock_entra::MockConfig {
+        device_code_interval: 1,
+        clock_offset: 600,
+        omit_expires_in: true,
+        access_token_lifetime: 1800,
+        ..Default::default()
+    });
+    let sandbox = Sandbox::new();
+    let _daemon = sandbox.start_daemon(&["--store", "memory"]);
+    device_login(&sandbox, &mock);
+    let cred = credential(&sandbox.shim(
+        &as_strs(&session_args(&mock)),
+        Some(&exec_info(EXEC_V1, false)),
+    ));
+    let told = cred["status"]["expirationTimestamp"].as_str().unwrap();
+    let told = humantime::parse_rfc3339(told).unwrap();
+    // The token lives 1800 s; kubectl is told 120 s less.
+    let expected = std::time::SystemTime::now() + std::time::Duration::from_secs(1800 - 120);
+    let off = match told.duration_since(expected) {
+        Ok(later) => later,
+        Err(earlier) => earlier.duration(),
+    };
+    assert!(
+        off < std::time::Duration::from_secs(30),
+        "told {told:?}, expected about {expected:?}"
+    );
+}

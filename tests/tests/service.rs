@@ -165,7 +165,7 @@ fn the_real_systemctl_without_a_user_manager_changes_nothing() {
         .output()
         .unwrap();
     if manager.status.success() {
-        eprintln!("a systemd user manager answers here: nothing to show");
+        broker_tests::harness::skipped("a systemd user manager answers here: nothing to show");
         return;
     }
     success(&sandbox.ctl(&["status"]), "status");

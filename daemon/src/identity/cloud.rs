@@ -113,6 +113,20 @@ impl Authority {
         &self.0
     }
 
+    /// `host[:port]`, as an HTTP request's authority names it.
+    pub fn host(&self) -> String {
+        url::Url::parse(&self.0)
+            .ok()
+            .and_then(|url| {
+                let host = url.host_str()?.to_string();
+                Some(match url.port() {
+                    Some(port) => format!("{host}:{port}"),
+                    None => host,
+                })
+            })
+            .unwrap_or_default()
+    }
+
     /// `{authority}/{tenant}/oauth2/v2.0/{endpoint}`.
     pub fn endpoint(&self, tenant: &str, endpoint: &str) -> String {
         format!("{}/{tenant}/oauth2/v2.0/{endpoint}", self.0)

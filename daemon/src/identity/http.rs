@@ -5,9 +5,13 @@
 //! server faults (5xx, 429 with Retry-After) reported as transport errors so that they are
 //! classified as transient instead of being parsed as OAuth errors.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use crate::clock::{Clock, unix_seconds};
 
 use oauth2::{HttpRequest, HttpResponse};
 
@@ -42,10 +46,14 @@ pub enum HttpError {
 pub struct IdpHttp {
     client: reqwest::Client,
     max_answer: usize,
+    clock: Arc<dyn Clock>,
+    /// How far each host's clock is ahead of ours (seconds; negative: behind), from the
+    /// `Date` of its last answer.
+    skews: Arc<Mutex<HashMap<String, i64>>>,
 }
 
 impl IdpHttp {
-    pub fn new() -> Result<Self, HttpError> {
+    pub fn new(clock: Arc<dyn Clock>) -> Result<Self, HttpError> {
         install_crypto_provider();
         let client = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
@@ -61,7 +69,35 @@ impl IdpHttp {
         Ok(IdpHttp {
             client,
             max_answer: MAX_ANSWER_BYTES,
+            clock,
+            skews: Arc::default(),
         })
+    }
+
+    /// How far `host`'s clock was ahead of this machine's at its last answer, in seconds
+    /// (within the second or so a `Date` header and the trip take); 0 when it never said.
+    pub fn skew(&self, host: &str) -> i64 {
+        self.skews
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(host)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn note_date(&self, host: &str, headers: &http::HeaderMap) {
+        let Some(date) = headers
+            .get(http::header::DATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| httpdate::parse_http_date(v).ok())
+        else {
+            return;
+        };
+        let skew = unix_seconds(date).saturating_sub(unix_seconds(self.clock.now()));
+        self.skews
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(host.to_string(), skew);
     }
 
     /// Sends `request` and reads the answer, within the time and size limits, whatever its
@@ -119,6 +155,7 @@ impl IdpHttp {
             .map(|a| a.to_string())
             .unwrap_or_default();
         let response = self.fetch(request).await?;
+        self.note_date(&host, response.headers());
         let status = response.status();
         if status.is_server_error() || status == http::StatusCode::TOO_MANY_REQUESTS {
             return Err(HttpError::ServerFault {

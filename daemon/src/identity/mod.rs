@@ -192,7 +192,7 @@ pub struct IdentityClient {
 impl IdentityClient {
     pub fn new(clock: std::sync::Arc<dyn Clock>) -> Result<Self, IdentityError> {
         Ok(IdentityClient {
-            http: IdpHttp::new()?,
+            http: IdpHttp::new(clock.clone())?,
             clock,
             imds_endpoint: managed_identity::endpoint(),
         })
@@ -229,7 +229,7 @@ impl IdentityClient {
             .request_async(&self.http)
             .await
             .map_err(|e| IdentityError::from_request(e, IdentityError::rejected))?;
-        Ok(self.token_set(answer))
+        Ok(self.token_set(answer, target))
     }
 
     /// The client credentials grant with a client secret (kubelogin `spn`).
@@ -250,7 +250,7 @@ impl IdentityClient {
             .request_async(&self.http)
             .await
             .map_err(|e| IdentityError::from_request(e, IdentityError::rejected))?;
-        Ok(self.token_set(answer))
+        Ok(self.token_set(answer, target))
     }
 
     /// The client credentials grant with a signed client assertion: a certificate's, or a
@@ -269,7 +269,7 @@ impl IdentityClient {
             .request_async(&self.http)
             .await
             .map_err(|e| IdentityError::from_request(e, IdentityError::rejected))?;
-        Ok(self.token_set(answer))
+        Ok(self.token_set(answer, target))
     }
 
     /// The client credentials grant with a certificate (kubelogin `spn` with a PEM or PFX).
@@ -329,7 +329,7 @@ impl IdentityClient {
             .request_async(&self.http)
             .await
             .map_err(|e| IdentityError::from_request(e, IdentityError::rejected))?;
-        Ok(self.token_set(answer))
+        Ok(self.token_set(answer, target))
     }
 
     /// A managed identity's token from IMDS (kubelogin `msi`).
@@ -376,21 +376,35 @@ impl IdentityClient {
         flows::auth_code::run(self, target, prompt, timeout).await
     }
 
-    fn token_set(&self, answer: EntraTokenResponse) -> TokenSet {
-        token_set(&answer, self.clock.now())
+    /// The tokens of an answer from `target`'s token endpoint, read on the issuer's clock.
+    fn token_set(&self, answer: EntraTokenResponse, target: &Target) -> TokenSet {
+        let skew = self.http.skew(&target.authority.host());
+        token_set(&answer, self.clock.now(), skew)
     }
 }
 
-/// What a successful token answer means, read at `now`.
-fn token_set(answer: &EntraTokenResponse, now: std::time::SystemTime) -> TokenSet {
-    let lifetime = answer.expires_in().unwrap_or(ASSUMED_LIFETIME);
+/// What a successful token answer means, read at `now`, the issuer's clock `skew` seconds
+/// ahead of ours. The token expires `expires_in` from now, or at its own `exp` (issuer time,
+/// so less the skew), whichever is sooner: a token the API server (on the issuer's clock)
+/// already refuses is never served as fresh, and an answer without `expires_in` (which OAuth
+/// only recommends) still has its real lifetime.
+fn token_set(answer: &EntraTokenResponse, now: std::time::SystemTime, skew: i64) -> TokenSet {
     let extra = answer.extra_fields();
+    let secret = answer.access_token().secret();
+    let by_lifetime = answer
+        .expires_in()
+        .map(|lifetime| AccessToken::expiring_in(secret.clone().into(), now, lifetime).expires_at);
+    let by_exp = token::jwt_expiry(secret).map(|exp| {
+        let local = crate::clock::from_unix_seconds(exp.saturating_sub(skew));
+        AccessToken::expiring_at(secret.clone().into(), now, local).expires_at
+    });
+    let expires_at = match (by_lifetime, by_exp) {
+        (Some(a), Some(b)) => a.min(b),
+        (Some(a), None) | (None, Some(a)) => a,
+        (None, None) => now + ASSUMED_LIFETIME,
+    };
     TokenSet {
-        access: AccessToken::expiring_in(
-            answer.access_token().secret().clone().into(),
-            now,
-            lifetime,
-        ),
+        access: AccessToken::new(secret.clone().into(), expires_at),
         refresh: answer
             .refresh_token()
             .map(|rt| RefreshToken::new(rt.secret().clone().into())),
@@ -410,7 +424,7 @@ pub mod fuzzing {
     /// A token endpoint's success answer, parsed and read as brokerd reads it.
     pub fn token_answer(body: &[u8]) {
         if let Ok(answer) = serde_json::from_slice::<EntraTokenResponse>(body) {
-            let set = token_set(&answer, std::time::SystemTime::now());
+            let set = token_set(&answer, std::time::SystemTime::now(), 0);
             let _ = set.access.remaining(std::time::SystemTime::now());
         }
     }
@@ -470,6 +484,45 @@ mod tests {
         assert_eq!(answer.refresh_token().unwrap().secret(), "rt");
     }
 
+    fn jwt_expiring(exp: u64) -> String {
+        use base64::Engine;
+        let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        format!(
+            "{}.{}.sig",
+            b64(r#"{"alg":"RS256"}"#),
+            b64(&format!(r#"{{"exp":{exp}}}"#))
+        )
+    }
+
+    #[test]
+    fn expiry_is_judged_on_the_issuers_clock() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        // The issuer's clock is ten minutes ahead; its token lives half an hour by its clock.
+        let exp = 1_800_000_000 + 600 + 1800;
+        let answer = |extra: &str| -> EntraTokenResponse {
+            serde_json::from_str(&format!(
+                r#"{{"access_token":"{}","token_type":"Bearer"{extra}}}"#,
+                jwt_expiring(exp)
+            ))
+            .unwrap()
+        };
+        // No expires_in (OAuth only recommends it): exp less the skew, not exp as it stands.
+        let set = token_set(&answer(""), now, 600);
+        assert_eq!(set.access.expires_at, now + Duration::from_secs(1800));
+        // With expires_in too, the sooner of the two.
+        let set = token_set(&answer(r#","expires_in":3600"#), now, 600);
+        assert_eq!(set.access.expires_at, now + Duration::from_secs(1800));
+        let set = token_set(&answer(r#","expires_in":900"#), now, 600);
+        assert_eq!(set.access.expires_at, now + Duration::from_secs(900));
+        // An opaque token without expires_in: the short assumption.
+        let opaque: EntraTokenResponse =
+            serde_json::from_str(r#"{"access_token":"opaque","token_type":"Bearer"}"#).unwrap();
+        assert_eq!(
+            token_set(&opaque, now, 600).access.expires_at,
+            now + ASSUMED_LIFETIME
+        );
+    }
+
     #[test]
     fn absurd_lifetimes_are_cut_down_instead_of_overflowing() {
         let answer: EntraTokenResponse = serde_json::from_str(
@@ -477,7 +530,7 @@ mod tests {
         )
         .unwrap();
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
-        let set = token_set(&answer, now);
+        let set = token_set(&answer, now, 0);
         assert_eq!(set.access.expires_at, now + token::MAX_LIFETIME);
         assert_eq!(set.refresh_in, Some(token::MAX_LIFETIME));
     }

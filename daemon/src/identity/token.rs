@@ -104,6 +104,28 @@ impl fmt::Debug for IdToken {
     }
 }
 
+/// The `exp` claim of a token that is a JWT (Unix seconds, the issuer's clock); `None` for
+/// an opaque token. Read for timing only: the token came straight from the token endpoint
+/// over TLS, and nothing is trusted on its say-so but when to stop using it.
+pub fn jwt_expiry(token: &str) -> Option<i64> {
+    #[derive(Deserialize)]
+    struct Expiry {
+        exp: Option<serde_json::Number>,
+    }
+    let mut parts = token.split('.');
+    let (_, payload, _) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let claims: Expiry = serde_json::from_slice(&bytes).ok()?;
+    let exp = claims.exp?;
+    exp.as_i64()
+        .or_else(|| exp.as_f64().filter(|f| f.is_finite()).map(|f| f as i64))
+}
+
 #[derive(Deserialize)]
 struct AccountClaims {
     preferred_username: Option<String>,

@@ -165,6 +165,7 @@ impl broker_server::Broker for BrokerService {
             .map_err(|e| to_status(&e))?;
         Ok(Response::new(v1::LogoutResponse {
             session_ids: removed.iter().map(ToString::to_string).collect(),
+            secret_store: self.broker.store_backend().to_string(),
         }))
     }
 

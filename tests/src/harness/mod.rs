@@ -44,10 +44,24 @@ pub fn require(what: &str, available: bool) -> bool {
     if system_tests_required() {
         panic!("{what} is required (TOKEN_BROKER_REQUIRE_SYSTEM_TESTS=1) but not available");
     }
-    eprintln!(
-        "SKIPPED: {what} is not available; set TOKEN_BROKER_REQUIRE_SYSTEM_TESTS=1 to fail instead"
-    );
+    skipped(&format!(
+        "{what} is not available; set TOKEN_BROKER_REQUIRE_SYSTEM_TESTS=1 to fail instead"
+    ));
     false
+}
+
+/// Says that the running test skips its checks, and why: straight to the process's stderr,
+/// past the test harness's capture of `eprintln!`, so that `cargo test` shows every skip
+/// without `--nocapture`.
+pub fn skipped(why: &str) {
+    use std::io::Write;
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("a test")
+        .to_string();
+    let _ = std::io::stderr()
+        .lock()
+        .write_all(format!("SKIPPED: {test}: {why}\n").as_bytes());
 }
 
 /// Whether `program` is on PATH.

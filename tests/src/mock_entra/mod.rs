@@ -55,6 +55,12 @@ pub struct MockConfig {
     /// presenting a used one again revokes every token descended from the same sign-in (reuse
     /// detection). Entra keeps the old one valid instead.
     pub strict_rotation: bool,
+    /// How far the IdP's clock is ahead of the machine's (seconds; negative: behind): its
+    /// tokens' `iat`, `nbf` and `exp` and its `Date` headers are on that clock.
+    pub clock_offset: i64,
+    /// Token answers without `expires_in` (which OAuth only recommends): the token's `exp`
+    /// is all a client has.
+    pub omit_expires_in: bool,
     /// A hostile IdP: its device code instructions, user codes and error descriptions carry
     /// terminal escape sequences (a window title, a screen clear) and bidi overrides.
     pub hostile_text: bool,
@@ -72,6 +78,8 @@ impl Default for MockConfig {
             unknown_tenants: Vec::new(),
             hostile_text: false,
             strict_rotation: false,
+            clock_offset: 0,
+            omit_expires_in: false,
             user: MockUser {
                 upn: "alice@contoso.example".into(),
                 name: "Alice Example".into(),

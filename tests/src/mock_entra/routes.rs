@@ -196,10 +196,25 @@ async fn token(Extract(state): Shared, Path(tenant): Path<String>, body: Bytes) 
             );
         }
     };
-    match result {
+    let mut response = match result {
         Ok(answer) => json_response(StatusCode::OK, &answer),
         Err(refusal) => *refusal,
+    };
+    // The Date of the IdP's own clock.
+    let offset = state.lock().config.clock_offset;
+    let date = std::time::SystemTime::now()
+        .checked_add(std::time::Duration::from_secs(offset.unsigned_abs()))
+        .filter(|_| offset >= 0)
+        .or_else(|| {
+            std::time::SystemTime::now()
+                .checked_sub(std::time::Duration::from_secs(offset.unsigned_abs()))
+        });
+    if let Some(date) = date
+        && let Ok(value) = HeaderValue::from_str(&httpdate::fmt_http_date(date))
+    {
+        response.headers_mut().insert(header::DATE, value);
     }
+    response
 }
 
 async fn imds(

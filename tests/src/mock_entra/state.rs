@@ -702,7 +702,7 @@ impl State {
         base: &GrantBase,
         form: &HashMap<String, String>,
     ) -> Value {
-        let now = now_unix();
+        let now = now_unix().saturating_add_signed(inner.config.clock_offset);
         let continued_family = inner.issuing_family.take();
         let user = inner.config.user.clone();
         let tid = if is_guid(&base.tenant) {
@@ -744,6 +744,12 @@ impl State {
         });
         if let Some(refresh_in) = inner.config.refresh_in {
             answer["refresh_in"] = json!(refresh_in);
+        }
+        if inner.config.omit_expires_in
+            && let Some(fields) = answer.as_object_mut()
+        {
+            fields.remove("expires_in");
+            fields.remove("ext_expires_in");
         }
         if base.scopes.iter().any(|s| s == "offline_access") {
             // Entra's refresh tokens are opaque and long; so are these.

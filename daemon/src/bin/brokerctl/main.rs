@@ -164,13 +164,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     all: false,
                 }
             };
-            let removed = connect(&socket)
-                .await?
-                .logout(request)
-                .await?
-                .into_inner()
-                .session_ids;
-            output::print_logout(&removed, output);
+            let answer = connect(&socket).await?.logout(request).await?.into_inner();
+            output::print_logout(&answer, output);
             Ok(ExitCode::SUCCESS)
         }
         Command::Refresh { session, output } => {

@@ -158,13 +158,21 @@ pub fn short_duration(d: Duration) -> String {
     }
 }
 
-pub fn print_logout(removed: &[String], format: Format) {
+pub fn print_logout(answer: &v1::LogoutResponse, format: Format) {
+    let removed = &answer.session_ids;
+    let store = if answer.secret_store == "memory" {
+        "brokerd's memory".to_string()
+    } else if answer.secret_store.is_empty() {
+        "the secret store".to_string()
+    } else {
+        format!("the keyring ({})", answer.secret_store)
+    };
     match format {
         Format::Json => outln!("{}", json!({ "logged_out": removed })),
         Format::Text if removed.is_empty() => outln!("No sessions to log out of."),
         Format::Text => {
             for id in removed {
-                outln!("Logged out of session {id}; its refresh token left the keyring.");
+                outln!("Logged out of session {id}; its refresh token left {store}.");
             }
         }
     }

@@ -50,5 +50,5 @@ pub(in crate::identity) async fn run(
         .request_async(&identity.http)
         .await
         .map_err(|e| IdentityError::from_request(e, IdentityError::rejected))?;
-    Ok(identity.token_set(answer))
+    Ok(identity.token_set(answer, target))
 }

@@ -55,7 +55,7 @@ pub(in crate::identity) async fn run(
         .request_async(&identity.http, tokio::time::sleep, Some(wait))
         .await
         .map_err(|e| IdentityError::from_request(e, |body| poll_failure(&body, wait)))?;
-    Ok(identity.token_set(answer))
+    Ok(identity.token_set(answer, target))
 }
 
 /// What a final device-flow error answer means. Entra's `authorization_declined` and
