@@ -1,7 +1,8 @@
 //! An HTTPS fake of the Kubernetes API server, for real kubectl to talk to. kubectl runs exec
 //! plugins only for TLS servers, so it serves TLS with a throwaway CA. It accepts exactly the
-//! bearer tokens the mock Entra ID signed for the AKS server application, and answers `/api`
-//! and `/version` as a real API server would.
+//! bearer tokens the mock Entra ID signed for the AKS server application (checked in process,
+//! or against the keys the mock publishes, for the `fake-apiserver` binary), and answers
+//! `/api` and `/version` as a real API server would.
 
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr};
@@ -15,7 +16,12 @@ use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, 
 use serde_json::json;
 use tokio::sync::oneshot;
 
+use crate::jwt::AccessClaims;
 use crate::mock_entra::{AKS_SERVER_ID, State};
+
+/// Checks a bearer token for an audience: the claims when the issuer signed it for that
+/// audience and it has not expired.
+pub type Verifier = dyn Fn(&str, &str) -> Result<AccessClaims, String> + Send + Sync;
 
 /// A running fake API server. Stops when dropped.
 pub struct FakeApiServer {
@@ -72,10 +78,17 @@ fn make_tls() -> Tls {
 impl FakeApiServer {
     /// Starts on a free loopback port, trusting tokens that `mock` signs.
     pub fn start(mock: Arc<State>) -> Self {
+        let verifier: Arc<Verifier> =
+            Arc::new(move |token, audience| mock.key.verify(token, audience));
+        Self::start_on(verifier, 0).expect("a free port on 127.0.0.1")
+    }
+
+    /// Starts on `127.0.0.1:port` (0: any free port), trusting what `verifier` accepts.
+    pub fn start_on(verifier: Arc<Verifier>, port: u16) -> std::io::Result<Self> {
         let tls = make_tls();
-        let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind");
-        listener.set_nonblocking(true).expect("nonblocking");
-        let url = format!("https://{}", listener.local_addr().expect("addr"));
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port))?;
+        listener.set_nonblocking(true)?;
+        let url = format!("https://{}", listener.local_addr()?);
         let seen = Arc::new(Mutex::new(Vec::new()));
         let audiences = Arc::new(Mutex::new(vec![AKS_SERVER_ID.to_string()]));
         let audiences_for_server = audiences.clone();
@@ -84,8 +97,7 @@ impl FakeApiServer {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
-            .build()
-            .expect("runtime");
+            .build()?;
         let seen_by_server = seen.clone();
         std::thread::spawn(move || {
             runtime.block_on(async move {
@@ -96,7 +108,7 @@ impl FakeApiServer {
                             continue;
                         };
                         let acceptor = acceptor.clone();
-                        let mock = mock.clone();
+                        let verifier = verifier.clone();
                         let seen = seen_by_server.clone();
                         let audiences = audiences_for_server.clone();
                         tokio::spawn(async move {
@@ -104,7 +116,7 @@ impl FakeApiServer {
                                 return;
                             };
                             let service = hyper::service::service_fn(move |request| {
-                                let answer = answer(&request, &mock, &seen, &audiences);
+                                let answer = answer(&request, &*verifier, &seen, &audiences);
                                 async move { Ok::<_, Infallible>(answer) }
                             });
                             let _ = hyper::server::conn::http1::Builder::new()
@@ -119,13 +131,13 @@ impl FakeApiServer {
                 }
             });
         });
-        FakeApiServer {
+        Ok(FakeApiServer {
             url,
             ca_pem: tls.ca_pem,
             seen,
             audiences,
             stop: Some(stop),
-        }
+        })
     }
 
     /// `https://127.0.0.1:PORT`.
@@ -161,7 +173,7 @@ impl Drop for FakeApiServer {
 
 fn answer<B>(
     request: &Request<B>,
-    mock: &State,
+    verifier: &Verifier,
     seen: &Mutex<Vec<Seen>>,
     audiences: &Mutex<Vec<String>>,
 ) -> Response<Full<Bytes>> {
@@ -174,7 +186,7 @@ fn answer<B>(
     let claims = token.and_then(|t| {
         audiences
             .iter()
-            .find_map(|audience| mock.key.verify(t, audience).ok())
+            .find_map(|audience| verifier(t, audience).ok())
     });
     let path = request.uri().path().to_string();
     seen.lock().unwrap_or_else(|p| p.into_inner()).push(Seen {

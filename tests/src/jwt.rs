@@ -124,6 +124,49 @@ impl SigningKey {
     }
 }
 
+/// The keys an issuer publishes (its JWKS), for checking its tokens from another process.
+pub struct PublishedKeys {
+    keys: Vec<(String, DecodingKey)>,
+}
+
+impl PublishedKeys {
+    /// Reads a JSON Web Key Set of RSA keys.
+    pub fn from_jwks(jwks: &Value) -> Result<Self, String> {
+        let keys = jwks["keys"]
+            .as_array()
+            .ok_or("the key set has no keys")?
+            .iter()
+            .filter_map(|key| {
+                let kid = key["kid"].as_str()?.to_string();
+                let decoding =
+                    DecodingKey::from_rsa_components(key["n"].as_str()?, key["e"].as_str()?)
+                        .ok()?;
+                Some((kid, decoding))
+            })
+            .collect::<Vec<_>>();
+        if keys.is_empty() {
+            return Err("the key set has no usable RSA key".into());
+        }
+        Ok(PublishedKeys { keys })
+    }
+
+    /// As [`SigningKey::verify`], with whichever published key the token names.
+    pub fn verify(&self, token: &str, audience: &str) -> Result<AccessClaims, String> {
+        let header = jsonwebtoken::decode_header(token).map_err(|e| e.to_string())?;
+        let (_, decoding) = self
+            .keys
+            .iter()
+            .find(|(kid, _)| header.kid.as_deref() == Some(kid.as_str()))
+            .ok_or("the token names no published key")?;
+        let mut validation = Validation::new(Algorithm::RS256);
+        validation.set_audience(&[audience]);
+        validation.leeway = 0;
+        jsonwebtoken::decode::<AccessClaims>(token, decoding, &validation)
+            .map(|data| data.claims)
+            .map_err(|e| e.to_string())
+    }
+}
+
 fn sha2_digest(bytes: &[u8]) -> Vec<u8> {
     use sha2::Digest;
     sha2::Sha256::digest(bytes).to_vec()

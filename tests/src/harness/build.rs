@@ -11,6 +11,7 @@ pub struct Binaries {
     pub brokerctl: PathBuf,
     pub shim: PathBuf,
     pub mock_entra: PathBuf,
+    pub fake_apiserver: PathBuf,
 }
 
 /// Builds the workspace's binaries (a no-op when they are fresh) with the same cargo and
@@ -69,6 +70,7 @@ pub fn binaries() -> &'static Binaries {
             brokerctl: bin("brokerctl"),
             shim: bin("broker-shim"),
             mock_entra: bin("mock-entra"),
+            fake_apiserver: bin("fake-apiserver"),
         }
     })
 }
