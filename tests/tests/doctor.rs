@@ -154,6 +154,7 @@ fn a_healthy_setup_passes_every_check() {
         "",
     );
     expect(&report, "kubeconfig", "pass", "1 user(s)", "");
+    expect(&report, "session_index", "pass", "is up to date", "");
     assert_eq!(
         SecretService::lookup(&sandbox, "doctor-probe"),
         None,
@@ -163,7 +164,12 @@ fn a_healthy_setup_passes_every_check() {
     let text = sandbox.ctl(&["doctor", "--authority-host", &mock.authority_host()]);
     let stdout = String::from_utf8_lossy(&text.stdout);
     assert!(text.status.success(), "{stdout}");
-    assert!(stdout.contains("All 11 checks passed."), "{stdout}");
+    // The text report counts the same checks as the JSON one.
+    let checks = report["checks"].as_array().expect("checks").len();
+    assert!(
+        stdout.contains(&format!("All {checks} checks passed.")),
+        "{stdout}"
+    );
     assert!(
         !stdout.contains('\u{1b}'),
         "no colour when not on a terminal"

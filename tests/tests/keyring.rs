@@ -47,7 +47,13 @@ fn refresh_tokens_live_in_the_secret_service_and_survive_a_daemon_restart() {
         serde_json::from_str(&success(&sandbox.ctl(&["status", "-o", "json"]), "status")).unwrap();
     assert_eq!(status["sessions"][0]["id"], session.as_str());
     assert_eq!(status["sessions"][0]["account"], "alice@contoso.example");
-    assert_eq!(status["sessions"][0]["state"], "refresh_due");
+    // Signed in, with no access token yet: the scheduler refreshes an active session at once,
+    // so it may already be at work (or done) by the time status asks.
+    let state = status["sessions"][0]["state"].as_str().unwrap();
+    assert!(
+        ["refresh_due", "refreshing", "fresh"].contains(&state),
+        "{state}"
+    );
     let cred = credential(&sandbox.shim(&as_strs(&args), Some(&info)));
     mock.verify(cred["status"]["token"].as_str().unwrap(), AKS_SERVER_ID)
         .expect("a token the mock signed");
