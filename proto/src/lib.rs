@@ -27,10 +27,20 @@ pub const SOCKET_ENV: &str = "TOKEN_BROKER_SOCKET";
 /// Every answer of brokerd carries its version in these response headers, so that a client
 /// newer than the daemon can say so plainly when the daemon does not know what it asks.
 pub const VERSION_HEADER: &str = "tokenbroker-version";
-/// The protocol revision: bumped when an RPC or field that clients rely on is added. Older
-/// clients keep working with newer daemons (fields are only ever added).
+/// The protocol revision, sent with every answer.
+///
+/// The rule: bump it when an RPC, or a field that clients act on, is added to broker.proto;
+/// never reuse or renumber a field, never change what one means. Older clients then keep
+/// working with newer daemons (they ignore what they do not know), and a client newer than the
+/// daemon that calls what the daemon lacks gets UNIMPLEMENTED, which it turns into "brokerd X
+/// (protocol N) is older than this client; restart brokerd". A package upgrade replaces the
+/// binaries while the old brokerd runs on: the next `brokerctl service install`, logout of the
+/// desktop session or SIGTERM brings up the new one; the socket survives under systemd.
+///
+/// 3: Status says whether the secret store answers and the index was written, each session's
+/// unsaved refresh token; Logout names the store.
 pub const PROTOCOL_HEADER: &str = "tokenbroker-protocol";
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Name of the per-user directory that holds the socket.
 const SOCKET_DIR: &str = "token-broker";
@@ -312,7 +322,7 @@ mod client {
     /// The longest any one call may wait for brokerd's answer to begin (a refresh that waits
     /// for the IdP is the slowest honest one). Streams (a login, a watch) then run as long as
     /// they need, kept alive by pings that a stuck daemon would not answer.
-    const CALL_TIMEOUT: Duration = Duration::from_secs(120);
+    const CALL_TIMEOUT: Duration = Duration::from_secs(60);
     const KEEPALIVE: Duration = Duration::from_secs(30);
 
     /// Connects to brokerd's socket, after checking its place ([`super::check_before_connect`])
