@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use super::load::{self, Target};
 use super::system::{context_switches, rss};
-use super::{Row, Scale, mib, ms};
+use super::{NO_WORSE, Row, Scale, mib, ms};
 use crate::harness::Daemon;
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -84,6 +84,39 @@ pub fn under_load(daemon: &Daemon, target: &Target, scale: Scale) -> Vec<Row> {
         Some(after <= 24_000_000 && settle >= Duration::from_secs(60)),
     ));
     rows
+}
+
+/// GetToken throughput of this brokerd and the baseline's, each serving its own signed-in
+/// session, measured in alternating slices, in the order ABBA ABBA …, so that drift and
+/// whatever the one before left behind hit both alike.
+pub fn throughput_beside_baseline(now: &Target, baseline: &Target, scale: Scale) -> Row {
+    let rt = runtime();
+    let slice = Duration::from_secs(2);
+    let (mut answered, mut errors, mut elapsed) = ([0u64; 2], [0u64; 2], [Duration::ZERO; 2]);
+    for round in 0..scale.pick(8, 2) {
+        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for i in order {
+            let target = [now, baseline][i];
+            let outcome = rt.block_on(load::closed_loop(target, 64, slice));
+            answered[i] += outcome.answered;
+            errors[i] += outcome.errors;
+            elapsed[i] += outcome.elapsed;
+        }
+    }
+    let rate = |i: usize| answered[i] as f64 / elapsed[i].as_secs_f64();
+    let ratio = rate(0) / rate(1);
+    Row::new(
+        "GetToken throughput ÷ the baseline's brokerd, 64 connections",
+        format!("{ratio:.2}× ({:.0}/s)", rate(0)),
+        &format!("no worse (≥ {:.2}×)", 1.0 / NO_WORSE),
+        format!(
+            "baseline {:.0}/s; {} and {} errors",
+            rate(1),
+            errors[0],
+            errors[1]
+        ),
+        Some(errors == [0, 0] && ratio * NO_WORSE >= 1.0),
+    )
 }
 
 /// Wake-ups while nothing is due. A wake-up is an episode in which any of brokerd's threads

@@ -25,6 +25,34 @@ impl Scale {
     }
 }
 
+/// Another build's binaries, measured beside this one's in the same run: `broker-bench
+/// --baseline DIR`, where DIR holds the `broker-shim` and `brokerd` of, say, the last release
+/// (`packaging/build-release --target-dir …` on its checkout).
+#[derive(Clone, Debug)]
+pub struct Baseline {
+    pub shim: std::path::PathBuf,
+    pub brokerd: std::path::PathBuf,
+}
+
+impl Baseline {
+    /// The baseline in `dir`, or why it cannot be one.
+    pub fn in_dir(dir: &std::path::Path) -> Result<Self, String> {
+        let baseline = Baseline {
+            shim: dir.join("broker-shim"),
+            brokerd: dir.join("brokerd"),
+        };
+        for binary in [&baseline.shim, &baseline.brokerd] {
+            if !binary.is_file() {
+                return Err(format!("--baseline: {} is not a file", binary.display()));
+            }
+        }
+        Ok(baseline)
+    }
+}
+
+/// The ratio `now ÷ baseline` judged "no worse" with room for the noise of one run.
+pub const NO_WORSE: f64 = 1.05;
+
 /// One line of the results table.
 #[derive(Clone, Debug)]
 pub struct Row {

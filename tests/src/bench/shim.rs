@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::process::{Candidate, compare};
-use super::{Row, Scale, mib, ms};
+use super::{Baseline, NO_WORSE, Row, Scale, mib, ms};
 use crate::apiserver::FakeApiServer;
 use crate::harness::{Sandbox, binaries, exec_info, on_path, session_args};
 use crate::mock_entra::{AKS_SERVER_ID, MockEntra};
@@ -64,8 +64,14 @@ fn which(program: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// Shim, `cat` and (when installed) gke-gcloud-auth-plugin, round by round.
-pub fn latency(sandbox: &Sandbox, mock: &MockEntra, scale: Scale) -> Vec<Row> {
+/// Shim, `cat`, (when installed) gke-gcloud-auth-plugin and (when given) the baseline's shim,
+/// round by round, all against the same brokerd.
+pub fn latency(
+    sandbox: &Sandbox,
+    mock: &MockEntra,
+    scale: Scale,
+    baseline: Option<&Baseline>,
+) -> Vec<Row> {
     let shim = binaries().shim.clone();
     let socket = sandbox.socket.clone();
     let home = sandbox.home.clone();
@@ -77,20 +83,22 @@ pub fn latency(sandbox: &Sandbox, mock: &MockEntra, scale: Scale) -> Vec<Row> {
     std::fs::write(&small_file, "x".repeat(600)).expect("small file");
     let cat = which("cat").expect("cat");
 
+    let shim_candidate = |name: &str, shim: PathBuf| Candidate {
+        name: name.into(),
+        command: Box::new({
+            let (home, args, socket, info) =
+                (home.clone(), args.clone(), socket.clone(), info.clone());
+            move || {
+                let mut c = bare(&shim, &home);
+                c.args(&args)
+                    .env("TOKEN_BROKER_SOCKET", &socket)
+                    .env("KUBERNETES_EXEC_INFO", &info);
+                c
+            }
+        }),
+    };
     let mut candidates = vec![
-        Candidate {
-            name: "broker-shim".into(),
-            command: Box::new({
-                let home = home.clone();
-                move || {
-                    let mut c = bare(&shim, &home);
-                    c.args(&args)
-                        .env("TOKEN_BROKER_SOCKET", &socket)
-                        .env("KUBERNETES_EXEC_INFO", &info);
-                    c
-                }
-            }),
-        },
+        shim_candidate("broker-shim", shim),
         Candidate {
             name: "cat".into(),
             command: Box::new({
@@ -103,13 +111,18 @@ pub fn latency(sandbox: &Sandbox, mock: &MockEntra, scale: Scale) -> Vec<Row> {
             }),
         },
     ];
-    if let Some(gke) = which("gke-gcloud-auth-plugin") {
+    let gke = which("gke-gcloud-auth-plugin").map(|gke| {
         let gke_home = gke_home(sandbox.root());
         candidates.push(Candidate {
             name: "gke-gcloud-auth-plugin".into(),
             command: Box::new(move || bare(&gke, &gke_home)),
         });
-    }
+        candidates.len() - 1
+    });
+    let before = baseline.map(|b| {
+        candidates.push(shim_candidate("baseline broker-shim", b.shim.clone()));
+        candidates.len() - 1
+    });
     let rounds = scale.pick(600, 100);
     let samples = compare(&candidates, 20, rounds);
     let shim = &samples[0];
@@ -129,7 +142,7 @@ pub fn latency(sandbox: &Sandbox, mock: &MockEntra, scale: Scale) -> Vec<Row> {
         format!("cat {}", ms(cat.median())),
         Some(ratio <= 1.3),
     ));
-    match samples.get(2) {
+    match gke.map(|i| &samples[i]) {
         Some(gke) => {
             let ratio = shim.median().as_secs_f64() / gke.median().as_secs_f64();
             rows.push(Row::new(
@@ -147,6 +160,16 @@ pub fn latency(sandbox: &Sandbox, mock: &MockEntra, scale: Scale) -> Vec<Row> {
             "gke-gcloud-auth-plugin is not installed".into(),
             None,
         )),
+    }
+    if let Some(before) = before.map(|i| &samples[i]) {
+        let ratio = shim.median().as_secs_f64() / before.median().as_secs_f64();
+        rows.push(Row::new(
+            "shim ÷ the baseline's shim, same brokerd (medians)",
+            format!("{ratio:.2}×"),
+            &format!("no worse (≤ {NO_WORSE}×)"),
+            format!("baseline shim {}", ms(before.median())),
+            Some(ratio <= NO_WORSE),
+        ));
     }
     rows
 }

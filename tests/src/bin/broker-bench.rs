@@ -22,12 +22,24 @@ struct Args {
     /// Only these parts (size, shim, kubectl, load, wakeups, storm); all by default
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// A directory holding another build's broker-shim and brokerd, measured beside this one
+    /// (shim latency against the same brokerd, and throughput)
+    #[arg(long, value_name = "DIR")]
+    baseline: Option<std::path::PathBuf>,
 }
 
 fn main() {
     let args = Args::parse();
     let scale = Scale { quick: args.quick };
     let wanted = |part: &str| args.only.is_empty() || args.only.iter().any(|p| p == part);
+    let baseline = match args.baseline.as_deref().map(bench::Baseline::in_dir) {
+        Some(Err(why)) => {
+            eprintln!("broker-bench: {why}");
+            std::process::exit(2);
+        }
+        Some(Ok(baseline)) => Some(baseline),
+        None => None,
+    };
     if cfg!(debug_assertions) {
         eprintln!("broker-bench: built without --release; the numbers measure debug binaries");
     }
@@ -57,7 +69,12 @@ fn main() {
         success(&sandbox.ctl(&login), "brokerctl login");
         if wanted("shim") {
             eprintln!("broker-bench: shim");
-            rows.extend(bench::shim::latency(&sandbox, &mock, scale));
+            rows.extend(bench::shim::latency(
+                &sandbox,
+                &mock,
+                scale,
+                baseline.as_ref(),
+            ));
         }
         if wanted("kubectl") {
             eprintln!("broker-bench: kubectl");
@@ -78,6 +95,25 @@ fn main() {
                 },
             };
             rows.extend(bench::daemon::under_load(&daemon, &target, scale));
+            if let Some(baseline) = &baseline {
+                eprintln!("broker-bench: load, beside the baseline");
+                // Two fresh daemons, each in its own sandbox with its session signed in: the
+                // one above has just been through the burst.
+                let fresh = |brokerd: &std::path::Path| {
+                    let sandbox = Sandbox::new();
+                    let daemon =
+                        sandbox.start_daemon_binary(brokerd, &["--store", "memory"], "warn");
+                    success(&sandbox.ctl(&login), "brokerctl login");
+                    let target = Target {
+                        socket: sandbox.socket.clone(),
+                        ..target.clone()
+                    };
+                    (sandbox, daemon, target)
+                };
+                let (_now_sandbox, _now, now) = fresh(&binaries().brokerd);
+                let (_old_sandbox, _old, old) = fresh(&baseline.brokerd);
+                rows.push(bench::daemon::throughput_beside_baseline(&now, &old, scale));
+            }
         }
         if wanted("wakeups") {
             eprintln!("broker-bench: wake-ups");

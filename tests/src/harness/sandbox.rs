@@ -222,6 +222,12 @@ impl Sandbox {
 
     /// Starts brokerd with `args` and RUST_LOG set to `filter`.
     pub fn start_daemon_logging(&self, args: &[&str], filter: &str) -> Daemon {
+        self.start_daemon_binary(&binaries().brokerd, args, filter)
+    }
+
+    /// Starts the brokerd at `brokerd` (another build's, for a benchmark's baseline) with
+    /// `args` and RUST_LOG set to `filter`.
+    pub fn start_daemon_binary(&self, brokerd: &Path, args: &[&str], filter: &str) -> Daemon {
         let log = self.root().join(format!(
             "brokerd-{}.log",
             std::time::SystemTime::now()
@@ -230,7 +236,7 @@ impl Sandbox {
                 .unwrap_or(0)
         ));
         let mut child = self
-            .command(&binaries().brokerd)
+            .command(brokerd)
             .args(args)
             .env("RUST_LOG", filter)
             .stdout(Stdio::piped())
