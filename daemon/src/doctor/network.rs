@@ -1,7 +1,6 @@
 //! How brokerd reaches identity providers: through which proxy, trusting which certificates,
 //! and whether each provider answers and agrees with this machine's clock.
 
-use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use super::{Check, Env};
@@ -149,7 +148,10 @@ fn system_trust_store() -> Check {
 
 #[cfg(not(target_os = "macos"))]
 fn system_trust_store() -> Check {
-    match SYSTEM_BUNDLES.iter().find(|p| Path::new(p).is_file()) {
+    match SYSTEM_BUNDLES
+        .iter()
+        .find(|p| std::path::Path::new(p).is_file())
+    {
         Some(bundle) => Check::pass("trust_store", format!("the OS trust store ({bundle})")),
         None => Check::fail(
             "trust_store",

@@ -6,8 +6,6 @@
 
 use super::Check;
 
-const ID: &str = "keyring";
-
 /// Blocks (D-Bus calls): run it on a blocking thread. `None` where there is no Secret Service
 /// to ask (macOS: the Keychain is checked by the round trip alone).
 #[cfg(not(all(
@@ -25,6 +23,7 @@ pub fn diagnose() -> Option<Check> {
 pub fn diagnose() -> Option<Check> {
     use secret_service::blocking::SecretService;
     use secret_service::{EncryptionType, Error};
+    const ID: &str = "keyring";
 
     let bus = match zbus::blocking::Connection::session() {
         Ok(bus) => bus,

@@ -61,7 +61,7 @@ fn parent_of(pid: i32) -> Option<i32> {
     // SAFETY: the buffer is a proc_bsdinfo of `size` bytes; proc_pidinfo writes at most that.
     let written =
         unsafe { libc::proc_pidinfo(pid, libc::PROC_PIDTBSDINFO, 0, (&raw mut info).cast(), size) };
-    (written == size).then(|| info.pbi_ppid as i32)
+    (written == size).then_some(info.pbi_ppid as i32)
 }
 
 #[cfg(not(any(target_os = "linux", target_os = "macos")))]
