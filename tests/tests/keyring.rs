@@ -399,3 +399,44 @@ fn a_session_index_that_cannot_be_written_loses_no_session() {
     let status = success(&sandbox.ctl(&["status"]), "status");
     assert!(status.contains("alice@contoso.example"), "{status}");
 }
+
+/// Refresh tokens have no size a store may assume: Windows' Credential Manager holds 2,560
+/// bytes, and tools that write macOS's Keychain through the `security` command fail near 4 KB
+/// (int128/kubelogin #1255). A 16 KB one is kept whole and redeemed after a restart.
+#[test]
+fn a_refresh_token_of_16_kb_is_kept_whole_and_redeemed_after_a_restart() {
+    if !require(
+        "D-Bus and gnome-keyring (packages dbus, gnome-keyring, libsecret-tools)",
+        SecretService::available(),
+    ) {
+        return;
+    }
+    let mock = broker_tests::mock_entra::MockEntra::start(broker_tests::mock_entra::MockConfig {
+        device_code_interval: 1,
+        refresh_token_length: 16 * 1024,
+        ..Default::default()
+    });
+    let mut sandbox = Sandbox::new();
+    let _keyring = SecretService::start(&mut sandbox);
+    let mut daemon = sandbox.start_daemon(&[]);
+    let done = device_login(&sandbox, &mock);
+    let key = format!("refresh-token/{}", done["session_id"].as_str().unwrap());
+    let issued = mock.issued_refresh_tokens();
+    assert_eq!(issued[0].len(), 16 * 1024);
+    assert_eq!(
+        SecretService::lookup(&sandbox, &key).as_deref(),
+        Some(issued[0].as_str())
+    );
+    assert!(daemon.stop().success());
+
+    let _daemon = sandbox.start_daemon(&[]);
+    let info = exec_info(EXEC_V1, false);
+    let cred = credential(&sandbox.shim(&as_strs(&session_args(&mock)), Some(&info)));
+    mock.verify(cred["status"]["token"].as_str().unwrap(), AKS_SERVER_ID)
+        .expect("a token the mock signed");
+    assert_eq!(mock.requests("devicecode"), 1, "no second login");
+    assert!(
+        mock.requests("refresh_token") >= 1,
+        "redeemed from the store"
+    );
+}

@@ -109,6 +109,18 @@ impl KeyringStore {
     }
 }
 
+/// The label a person sees for an item in their keyring's UI, where the store takes one.
+/// Secret Service items have a label (Seahorse shows it). The Keychain store takes no such
+/// modifier (it refuses unknown ones, so passing it would fail every write); Keychain Access
+/// shows the service, `token-broker`, and the account, the key.
+fn label_modifier(label: &str) -> Option<HashMap<&'static str, &str>> {
+    if cfg!(target_os = "macos") {
+        None
+    } else {
+        Some(HashMap::from([("label", label)]))
+    }
+}
+
 /// What the platform's error means for the user, first; its own words after.
 fn explain_unavailable(raw: &str) -> String {
     let bus = std::env::var("DBUS_SESSION_BUS_ADDRESS").ok();
@@ -178,8 +190,8 @@ impl SecretStore for KeyringStore {
     }
 
     fn save(&self, key: &str, label: &str, secret: &SecretString) -> Result<(), StoreError> {
-        let modifiers = HashMap::from([("label", label)]);
-        self.with_entry(key, Some(&modifiers), |entry| {
+        let modifiers = label_modifier(label);
+        self.with_entry(key, modifiers.as_ref(), |entry| {
             entry.set_password(secret.expose_secret())
         })
         .map_err(|e| self.error(key, e))
@@ -190,6 +202,55 @@ impl SecretStore for KeyringStore {
             Ok(()) => Ok(true),
             Err(KeyringError::NoEntry) => Ok(false),
             Err(e) => Err(self.error(key, e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The Keychain, for real: a 16 KB secret stored, read back whole and removed. Runs in the
+    /// macOS CI job, on a temporary keychain it makes the default
+    /// (`TOKEN_BROKER_KEYCHAIN_TESTS=1`); never against a developer's login keychain unasked.
+    #[cfg(target_os = "macos")]
+    #[test]
+    fn the_keychain_keeps_a_16_kb_secret_whole() {
+        use broker_tests::harness::require;
+        if !require(
+            "a throwaway default keychain (TOKEN_BROKER_KEYCHAIN_TESTS=1)",
+            std::env::var_os("TOKEN_BROKER_KEYCHAIN_TESTS").is_some(),
+        ) {
+            return;
+        }
+        let store = KeyringStore::new();
+        let key = format!("test/{}", std::process::id());
+        let secret: String = (0..16 * 1024)
+            .map(|i| (b'a' + (i % 26) as u8) as char)
+            .collect();
+        store
+            .save(
+                &key,
+                "token-broker test",
+                &SecretString::from(secret.clone()),
+            )
+            .unwrap();
+        let back = store.load(&key).unwrap().expect("stored");
+        assert_eq!(back.expose_secret(), secret);
+        assert!(store.delete(&key).unwrap());
+        assert!(store.load(&key).unwrap().is_none());
+    }
+
+    #[test]
+    fn items_are_labelled_only_where_the_store_takes_a_label() {
+        let modifiers = label_modifier("token-broker refresh token for 0afd6a203d41");
+        if cfg!(target_os = "macos") {
+            assert!(modifiers.is_none());
+        } else {
+            assert_eq!(
+                modifiers.unwrap().get("label").copied(),
+                Some("token-broker refresh token for 0afd6a203d41")
+            );
         }
     }
 }

@@ -64,6 +64,11 @@ pub struct MockConfig {
     /// A hostile IdP: its device code instructions, user codes and error descriptions carry
     /// terminal escape sequences (a window title, a screen clear) and bidi overrides.
     pub hostile_text: bool,
+    /// How long the refresh tokens it issues are, in characters. Entra's are opaque and a
+    /// few KB at most in practice; a test of the stores' item limits asks for more
+    /// (Windows' Credential Manager holds 2,560 bytes; tools that go through macOS's
+    /// `security` command fail near 4 KB).
+    pub refresh_token_length: usize,
     pub user: MockUser,
 }
 
@@ -80,6 +85,7 @@ impl Default for MockConfig {
             strict_rotation: false,
             clock_offset: 0,
             omit_expires_in: false,
+            refresh_token_length: 703,
             user: MockUser {
                 upn: "alice@contoso.example".into(),
                 name: "Alice Example".into(),

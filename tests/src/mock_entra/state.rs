@@ -753,7 +753,8 @@ impl State {
         }
         if base.scopes.iter().any(|s| s == "offline_access") {
             // Entra's refresh tokens are opaque and long; so are these.
-            let refresh_token = format!("1.A{}", random_text(700, URL_SAFE));
+            let length = inner.config.refresh_token_length.saturating_sub(3);
+            let refresh_token = format!("1.A{}", random_text(length, URL_SAFE));
             let family = continued_family.unwrap_or_else(|| {
                 inner.next_family += 1;
                 inner.next_family
