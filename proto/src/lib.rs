@@ -61,10 +61,16 @@ pub fn socket_path(explicit: Option<&Path>) -> PathBuf {
 /// `$XDG_RUNTIME_DIR/token-broker/broker.sock`. Where there is no runtime dir (macOS, or a
 /// Linux session without pam_systemd) the socket goes under the temp dir in a directory named
 /// for the user, as tmux and ssh-agent do; brokerd checks that directory's owner and mode.
+///
+/// On macOS the temp dir is the user's own (`/var/folders/…/T/`), which is what `TMPDIR` holds
+/// in a login session. Processes launchd starts without it (an agent, a cron job) ask the OS
+/// for the same directory (`confstr(_CS_DARWIN_USER_TEMP_DIR)`), so that they meet the
+/// terminal's clients instead of starting a second brokerd under `/tmp`.
 pub fn default_socket_path() -> PathBuf {
     default_socket_path_from(
         std::env::var_os("XDG_RUNTIME_DIR"),
         std::env::var_os("TMPDIR"),
+        user_temp_dir,
         current_uid(),
     )
 }
@@ -72,6 +78,7 @@ pub fn default_socket_path() -> PathBuf {
 fn default_socket_path_from(
     runtime_dir: Option<std::ffi::OsString>,
     tmp_dir: Option<std::ffi::OsString>,
+    os_temp_dir: impl FnOnce() -> Option<PathBuf>,
     uid: u32,
 ) -> PathBuf {
     let absolute =
@@ -79,8 +86,37 @@ fn default_socket_path_from(
     if let Some(runtime) = absolute(runtime_dir) {
         return runtime.join(SOCKET_DIR).join(SOCKET_FILE);
     }
-    let tmp = absolute(tmp_dir).unwrap_or_else(|| PathBuf::from("/tmp"));
+    let tmp = absolute(tmp_dir)
+        .or_else(|| os_temp_dir().filter(|d| d.is_absolute()))
+        .unwrap_or_else(|| PathBuf::from("/tmp"));
     tmp.join(format!("{SOCKET_DIR}-{uid}")).join(SOCKET_FILE)
+}
+
+/// The user's own temp dir as the OS knows it, whatever the environment says: macOS only.
+#[cfg(target_os = "macos")]
+fn user_temp_dir() -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut buffer = vec![0u8; 1024];
+    // SAFETY: the buffer is valid for writes of its length, which is passed; confstr writes at
+    // most that many bytes, NUL included.
+    let needed = unsafe {
+        libc::confstr(
+            libc::_CS_DARWIN_USER_TEMP_DIR,
+            buffer.as_mut_ptr().cast(),
+            buffer.len(),
+        )
+    };
+    // 0: no such value; more than the buffer: cut short (a path this long is no temp dir).
+    if needed == 0 || needed > buffer.len() {
+        return None;
+    }
+    let text = buffer.get(..needed - 1)?;
+    Some(PathBuf::from(std::ffi::OsStr::from_bytes(text)))
+}
+
+#[cfg(not(target_os = "macos"))]
+fn user_temp_dir() -> Option<PathBuf> {
+    None
 }
 
 /// The real user id of this process.
@@ -398,18 +434,34 @@ mod tests {
 
     #[test]
     fn the_default_socket_follows_xdg_then_falls_back_to_a_per_user_temp_dir() {
+        let none = || None;
         assert_eq!(
-            default_socket_path_from(Some("/run/user/1000".into()), Some("/var/tmp".into()), 1000),
+            default_socket_path_from(
+                Some("/run/user/1000".into()),
+                Some("/var/tmp".into()),
+                none,
+                1000
+            ),
             PathBuf::from("/run/user/1000/token-broker/broker.sock")
         );
         // macOS: no runtime dir, a per-user TMPDIR.
+        let darwin = || Some(PathBuf::from("/var/folders/ab/cd/T/"));
         assert_eq!(
-            default_socket_path_from(None, Some("/var/folders/ab/T/".into()), 501),
-            PathBuf::from("/var/folders/ab/T/token-broker-501/broker.sock")
+            default_socket_path_from(None, Some("/var/folders/ab/cd/T/".into()), darwin, 501),
+            PathBuf::from("/var/folders/ab/cd/T/token-broker-501/broker.sock")
+        );
+        // A process launchd started without TMPDIR meets the terminal's at the same place.
+        assert_eq!(
+            default_socket_path_from(None, None, darwin, 501),
+            PathBuf::from("/var/folders/ab/cd/T/token-broker-501/broker.sock")
         );
         // Relative or empty values are ignored, as the XDG spec says.
         assert_eq!(
-            default_socket_path_from(Some("".into()), Some("tmp".into()), 7),
+            default_socket_path_from(Some("".into()), Some("tmp".into()), none, 7),
+            PathBuf::from("/tmp/token-broker-7/broker.sock")
+        );
+        assert_eq!(
+            default_socket_path_from(None, None, || Some("relative".into()), 7),
             PathBuf::from("/tmp/token-broker-7/broker.sock")
         );
     }
