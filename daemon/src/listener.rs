@@ -72,11 +72,15 @@ impl Listener {
     }
 }
 
-/// The listening socket a service manager passed (systemd: `LISTEN_PID`/`LISTEN_FDS`), if any.
-/// Call it first thing in `main`, while the process has one thread: it unsets the variables,
-/// so that processes brokerd starts do not take the socket for theirs.
+/// The listening socket a service manager passed, if any: launchd's (the LaunchAgent's
+/// `Sockets` entry, macOS) or systemd's (`LISTEN_PID`/`LISTEN_FDS`). Call it first thing in
+/// `main`, while the process has one thread: it unsets systemd's variables, so that processes
+/// brokerd starts do not take the socket for theirs.
 pub fn take_inherited() -> Result<Option<std::os::unix::net::UnixListener>, ListenError> {
-    use std::os::fd::FromRawFd;
+    if let Some(fd) = launchd::activate()? {
+        return listening_socket(fd, "the LaunchAgent's Sockets entry needs SockType stream")
+            .map(Some);
+    }
     let inherited = |e: std::io::Error| ListenError::Inherited(e.to_string());
     let mut fds = sd_notify::listen_fds().map_err(inherited)?;
     let Some(fd) = fds.next() else {
@@ -87,17 +91,138 @@ pub fn take_inherited() -> Result<Option<std::os::unix::net::UnixListener>, List
             "more than one socket was passed; brokerd serves one (check the .socket unit)".into(),
         ));
     }
+    use std::os::fd::FromRawFd;
     // SAFETY: sd_listen_fds hands the fd over to this process, and it is taken exactly once.
     let owned = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    listening_socket(owned, "the .socket unit needs ListenStream=").map(Some)
+}
+
+/// A passed descriptor, once it is known to be a listening stream socket; `fix` says what the
+/// service's definition needs otherwise.
+fn listening_socket(
+    owned: std::os::fd::OwnedFd,
+    fix: &str,
+) -> Result<std::os::unix::net::UnixListener, ListenError> {
+    let inherited = |e: std::io::Error| ListenError::Inherited(e.to_string());
     let kind = rustix::net::sockopt::socket_type(&owned).map_err(|e| inherited(e.into()))?;
-    let listening =
-        rustix::net::sockopt::socket_acceptconn(&owned).map_err(|e| inherited(e.into()))?;
+    let listening = is_listening(&owned).map_err(inherited)?;
     if kind != rustix::net::SocketType::STREAM || !listening {
-        return Err(ListenError::Inherited(
-            "it is not a listening stream socket (the .socket unit needs ListenStream=)".into(),
-        ));
+        return Err(ListenError::Inherited(format!(
+            "it is not a listening stream socket ({fix})"
+        )));
     }
-    Ok(Some(std::os::unix::net::UnixListener::from(owned)))
+    Ok(std::os::unix::net::UnixListener::from(owned))
+}
+
+/// launchd's socket activation (macOS): the LaunchAgent's `Sockets` entry `Listeners`, which
+/// launchd binds and listens on before it starts brokerd, and starts brokerd for when a client
+/// connects. brokerd takes it with `launch_activate_socket`.
+pub mod launchd {
+    use std::os::fd::OwnedFd;
+
+    use super::ListenError;
+
+    /// The name of the entry in the agent's `Sockets` dictionary.
+    pub const SOCKETS_KEY: &str = "Listeners";
+
+    /// What launch_activate_socket's answer means: the one socket, none (brokerd was not
+    /// started by launchd, or by an agent without the entry, such as `brew services`'), or an
+    /// agent that is set up wrong.
+    pub fn answer(code: i32, fds: Vec<OwnedFd>) -> Result<Option<OwnedFd>, ListenError> {
+        match code {
+            0 => {
+                let count = fds.len();
+                let mut fds = fds.into_iter();
+                match (fds.next(), count) {
+                    (fd, 0 | 1) => Ok(fd),
+                    // The extra ones close as they drop.
+                    (_, many) => Err(ListenError::Inherited(format!(
+                        "launchd passed {many} sockets for {SOCKETS_KEY}; brokerd serves one \
+                         (check the LaunchAgent's SockPathName)"
+                    ))),
+                }
+            }
+            code if code == libc::ESRCH || code == libc::ENOENT => Ok(None),
+            code if code == libc::EALREADY => Err(ListenError::Inherited(
+                "launchd's socket was already taken by this process".into(),
+            )),
+            code => Err(ListenError::Inherited(format!(
+                "launchd did not pass its socket: {}",
+                std::io::Error::from_raw_os_error(code)
+            ))),
+        }
+    }
+
+    #[cfg(target_os = "macos")]
+    pub fn activate() -> Result<Option<OwnedFd>, ListenError> {
+        use std::os::fd::FromRawFd;
+
+        // <launch.h>, in libSystem since macOS 10.9.
+        unsafe extern "C" {
+            fn launch_activate_socket(
+                name: *const libc::c_char,
+                fds: *mut *mut libc::c_int,
+                cnt: *mut libc::size_t,
+            ) -> libc::c_int;
+        }
+        let name = std::ffi::CString::new(SOCKETS_KEY)
+            .map_err(|e| ListenError::Inherited(e.to_string()))?;
+        let mut array: *mut libc::c_int = std::ptr::null_mut();
+        let mut count: libc::size_t = 0;
+        // SAFETY: the name is a NUL-terminated string that outlives the call; both
+        // out-parameters are valid for writes.
+        let code = unsafe { launch_activate_socket(name.as_ptr(), &raw mut array, &raw mut count) };
+        let mut fds = Vec::new();
+        if code == 0 && !array.is_null() {
+            for i in 0..count {
+                // SAFETY: on success launchd's array holds `count` descriptors, each handed to
+                // this process and taken exactly once here.
+                fds.push(unsafe { OwnedFd::from_raw_fd(*array.add(i)) });
+            }
+        }
+        if !array.is_null() {
+            // SAFETY: the array was allocated by launch_activate_socket for the caller to free,
+            // and is not used after this.
+            unsafe { libc::free(array.cast()) };
+        }
+        answer(code, fds)
+    }
+
+    /// Only launchd passes sockets this way.
+    #[cfg(not(target_os = "macos"))]
+    pub fn activate() -> Result<Option<OwnedFd>, ListenError> {
+        Ok(None)
+    }
+}
+
+/// Whether `socket` is listening (SO_ACCEPTCONN).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn is_listening(socket: &std::os::fd::OwnedFd) -> std::io::Result<bool> {
+    Ok(rustix::net::sockopt::socket_acceptconn(socket)?)
+}
+
+/// Whether `socket` is listening (SO_ACCEPTCONN), which rustix leaves out on Apple platforms
+/// although their kernels answer it.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn is_listening(socket: &std::os::fd::OwnedFd) -> std::io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: the descriptor is open for the call (borrowed from `socket`), and the kernel
+    // writes at most `len` bytes into `value`, which is that large.
+    let result = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ACCEPTCONN,
+            (&raw mut value).cast(),
+            &raw mut len,
+        )
+    };
+    if result != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(value != 0)
 }
 
 /// Adopts a socket passed by a service manager, after the checks a bound one gets: a Unix
@@ -328,6 +453,44 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700)).unwrap();
         dir
+    }
+
+    fn descriptors(n: usize) -> Vec<std::os::fd::OwnedFd> {
+        (0..n)
+            .map(|_| File::open("/dev/null").unwrap().into())
+            .collect()
+    }
+
+    #[test]
+    fn launchds_answer_is_one_socket_none_or_a_plain_reason() {
+        use launchd::answer;
+        assert!(answer(0, descriptors(1)).unwrap().is_some());
+        // Started from a terminal or on demand, or by `brew services`' agent (no such entry).
+        assert!(answer(libc::ESRCH, Vec::new()).unwrap().is_none());
+        assert!(answer(libc::ENOENT, Vec::new()).unwrap().is_none());
+        assert!(answer(0, Vec::new()).unwrap().is_none());
+        let many = answer(0, descriptors(2)).unwrap_err().to_string();
+        assert!(many.contains("passed 2 sockets for Listeners"), "{many}");
+        let again = answer(libc::EALREADY, Vec::new()).unwrap_err().to_string();
+        assert!(again.contains("already taken"), "{again}");
+        let other = answer(libc::EPERM, Vec::new()).unwrap_err().to_string();
+        assert!(other.contains("launchd did not pass its socket"), "{other}");
+    }
+
+    #[test]
+    fn a_passed_socket_must_be_a_listening_stream_socket() {
+        let dir = private_tempdir();
+        let bound = std::os::unix::net::UnixListener::bind(dir.path().join("s.sock")).unwrap();
+        let owned: std::os::fd::OwnedFd = bound.into();
+        assert!(listening_socket(owned, "fix").is_ok());
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let error = listening_socket(a.into(), "the fix")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("not a listening stream socket (the fix)"),
+            "{error}"
+        );
     }
 
     #[test]

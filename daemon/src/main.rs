@@ -128,11 +128,10 @@ async fn run(
             settings.path().display()
         );
     }
-    let state_dir = match args.state_dir {
-        Some(dir) => Some(dir),
-        None => paths::state_dir(),
-    };
-    let log_file = match (&start, &state_dir) {
+    let state_dir = args.state_dir.clone().or_else(paths::state_dir);
+    // An explicit state dir (tests, odd set-ups) keeps the log beside the index.
+    let log_dir = args.state_dir.clone().or_else(paths::log_dir);
+    let log_file = match (&start, &log_dir) {
         (Some(_), Some(dir)) => Some(paths::open_log(dir)?),
         (Some(_), None) => anyhow::bail!("cannot find a home directory for brokerd.log"),
         (None, _) => None,

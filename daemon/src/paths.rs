@@ -22,6 +22,17 @@ pub fn state_dir() -> Option<PathBuf> {
     )
 }
 
+/// Where a brokerd started on demand keeps brokerd.log: the state directory, or on macOS
+/// `~/Library/Logs/token-broker`, where Console.app looks and where the LaunchAgent's brokerd
+/// logs too, so that one file holds both.
+pub fn log_dir() -> Option<PathBuf> {
+    if cfg!(target_os = "macos") {
+        let home = directories::BaseDirs::new()?.home_dir().to_path_buf();
+        return Some(home.join("Library/Logs").join(APP));
+    }
+    state_dir()
+}
+
 /// brokerd.log in `dir`, for a brokerd started on demand, which has no terminal or journal to
 /// log to. Appended to; a log past 4 MiB is moved to brokerd.log.1 first, so there are never
 /// more than two.

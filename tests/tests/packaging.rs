@@ -134,6 +134,9 @@ fn the_launch_agent_is_a_property_list_launchd_can_read() {
              assert d['KeepAlive'] == {'SuccessfulExit': False}, d\n\
              assert d['ProgramArguments'][0].endswith('/brokerd'), d\n\
              assert '/Library/Logs/token-broker/' in d['StandardErrorPath'], d\n\
+             l = d['Sockets']['Listeners']\n\
+             assert l['SockPathMode'] == 0o600 and l['SockType'] == 'stream', l\n\
+             assert d['ProgramArguments'][1:] == ['--socket', l['SockPathName']], d\n\
              print('ok')",
         )
         .arg(&plist)

@@ -243,3 +243,75 @@ fn status_and_logs_ask_the_service_manager() {
         ]
     );
 }
+
+#[test]
+fn a_dry_run_shows_the_files_and_commands_and_changes_nothing() {
+    let mut sandbox = Sandbox::new();
+    let record = fake_systemd(&mut sandbox, None);
+    success(&sandbox.ctl(&["status"]), "status");
+    let running = sandbox.serving_pid().expect("brokerd started on demand");
+
+    let said = success(
+        &sandbox.ctl(&["service", "install", "--dry-run"]),
+        "service install --dry-run",
+    );
+    let dir = unit_dir(&sandbox);
+    assert!(
+        said.contains(&format!(
+            "Would write {}:",
+            dir.join("token-broker.service").display()
+        )),
+        "{said}"
+    );
+    assert!(
+        said.contains(&format!("    ExecStart={}", binaries().brokerd.display())),
+        "{said}"
+    );
+    assert!(
+        said.contains(
+            "Would run: systemctl --user enable --now token-broker.socket token-broker.service"
+        ),
+        "{said}"
+    );
+    assert!(!dir.exists(), "nothing written");
+    assert!(calls(&record).is_empty(), "{:?}", calls(&record));
+    assert_eq!(sandbox.serving_pid(), Some(running), "brokerd left running");
+}
+
+/// A command of the install that fails stops it with the command's words, and says which
+/// files it had written (they are kept: the user can look at them, or run the rest).
+#[test]
+fn a_failing_step_stops_the_install_and_names_what_it_wrote() {
+    let mut sandbox = Sandbox::new();
+    let record = sandbox.root().join("systemd-calls");
+    let bin = sandbox
+        .script(
+            "systemctl",
+            &format!(
+                "echo \"systemctl $*\" >> {}\ncase \"$*\" in *enable*) echo 'Unit file is \
+                 masked.' >&2; exit 1;; esac",
+                record.display()
+            ),
+        )
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    sandbox.prepend_path(&bin);
+    let err = failure(&sandbox.ctl(&["service", "install"]), "service install");
+    let dir = unit_dir(&sandbox);
+    assert!(
+        err.contains(
+            "`systemctl --user enable --now token-broker.socket token-broker.service` failed"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("Unit file is masked."), "{err}");
+    assert!(
+        err.contains(&format!(
+            "written and kept: {}",
+            dir.join("token-broker.socket").display()
+        )),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}

@@ -158,19 +158,57 @@ pub fn user_service(env: Env<'_>) -> Check {
         return Check::warn("user_service", "HOME is not set", "set HOME");
     };
     let plist = home.join(format!("Library/LaunchAgents/{label}.plist"));
-    if plist.exists() {
-        Check::pass(
-            "user_service",
-            format!(
-                "{} is installed (launchd loads it at login)",
-                plist.display()
-            ),
-        )
-    } else {
-        Check::warn(
+    let socket = broker_proto::default_socket_path();
+    launch_agent(&plist, broker_proto::socket::socket_dir(&socket))
+}
+
+/// The LaunchAgent: installed, and the directory launchd binds its socket in still there
+/// (launchd does not make it; `brokerctl service install` does).
+pub fn launch_agent(plist: &Path, socket_dir: Option<&Path>) -> Check {
+    if !plist.exists() {
+        return Check::warn(
             "user_service",
             "brokerd is not installed as a LaunchAgent, so nothing starts it at login",
             "brokerctl service install",
-        )
+        );
+    }
+    match socket_dir {
+        Some(dir) if !dir.is_dir() => Check::fail(
+            "user_service",
+            format!(
+                "{} is installed, but {} is gone, so launchd cannot listen on the socket there",
+                plist.display(),
+                dir.display()
+            ),
+            "brokerctl service install (it makes the directory again)",
+        ),
+        _ => Check::pass(
+            "user_service",
+            format!(
+                "{} is installed (launchd loads it at login and listens on the socket)",
+                plist.display()
+            ),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::doctor::Level;
+
+    #[test]
+    fn a_launch_agent_without_its_socket_directory_fails_with_the_fix() {
+        let home = tempfile::tempdir().unwrap();
+        let plist = home.path().join("dev.token-broker.brokerd.plist");
+        let dir = home.path().join("token-broker-501");
+        assert_eq!(launch_agent(&plist, Some(&dir)).level, Level::Warn);
+        std::fs::write(&plist, "<plist/>").unwrap();
+        let missing = launch_agent(&plist, Some(&dir));
+        assert_eq!(missing.level, Level::Fail);
+        assert!(missing.summary.contains("is gone"), "{}", missing.summary);
+        assert!(missing.fix.unwrap().contains("brokerctl service install"));
+        std::fs::create_dir(&dir).unwrap();
+        assert_eq!(launch_agent(&plist, Some(&dir)).level, Level::Pass);
     }
 }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::output::outln;
 use anyhow::{Context, Result, bail};
+use brokerd::service::{OnFailure, Plan, Step};
 use clap::Subcommand;
 
 #[derive(Subcommand, Debug)]
@@ -19,6 +20,10 @@ pub enum ServiceCommand {
         /// (`--store memory`), which forgets them
         #[arg(long)]
         force: bool,
+        /// Print the files the install would write and the commands it would run; change
+        /// nothing
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Stop, disable and remove the user service
     Uninstall,
@@ -37,10 +42,15 @@ pub enum ServiceCommand {
 
 pub async fn run(command: ServiceCommand, socket: &Path) -> Result<ExitCode> {
     match command {
-        ServiceCommand::Install { force } => {
+        ServiceCommand::Install { force, dry_run } => {
             // Everything that can stop the install is checked before anything changes: a
             // failed install must not leave the user with the running brokerd stopped.
             let brokerd = installed_brokerd()?;
+            let plan = platform::plan(&brokerd, socket)?;
+            if dry_run {
+                show(&plan);
+                return Ok(ExitCode::SUCCESS);
+            }
             platform::manager()?;
             let running = running_brokerd(socket).await;
             if let Some(running) = &running
@@ -58,7 +68,7 @@ pub async fn run(command: ServiceCommand, socket: &Path) -> Result<ExitCode> {
             if let Some(running) = running {
                 stop_unmanaged_brokerd(running.pid).await?;
             }
-            platform::install(&brokerd)?;
+            carry_out(&plan)?;
             Ok(ExitCode::SUCCESS)
         }
         ServiceCommand::Uninstall => {
@@ -123,14 +133,117 @@ async fn stop_unmanaged_brokerd(pid: u32) -> Result<()> {
     Ok(())
 }
 
+/// What an install would do, for `--dry-run`.
+fn show(plan: &Plan) {
+    for step in &plan.steps {
+        match step {
+            Step::Dir { path, mode } => {
+                outln!("Would create {} (mode {mode:04o})", path.display());
+            }
+            Step::File { path, text } => {
+                outln!("Would write {}:", path.display());
+                for line in text.lines() {
+                    outln!("    {line}");
+                }
+            }
+            Step::Run { argv, .. } => outln!("Would run: {}", argv.join(" ")),
+        }
+    }
+}
+
+/// Carries out an install's steps in order, each printed as it is done. A failure stops it
+/// with one line; what was written stays, and the line says where.
+fn carry_out(plan: &Plan) -> Result<()> {
+    let mut written: Vec<&Path> = Vec::new();
+    let kept = |written: &[&Path]| {
+        if written.is_empty() {
+            String::new()
+        } else {
+            let list: Vec<String> = written.iter().map(|p| p.display().to_string()).collect();
+            format!(" (written and kept: {})", list.join(", "))
+        }
+    };
+    for step in &plan.steps {
+        match step {
+            Step::Dir { path, mode } => make_dir(path, *mode)?,
+            Step::File { path, text } => {
+                write_file(path, text)?;
+                written.push(path);
+            }
+            Step::Run { argv, on_failure } => {
+                let Some((program, args)) = argv.split_first() else {
+                    continue;
+                };
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                let mut tries = 0;
+                loop {
+                    match (run_step(program, &args), on_failure) {
+                        (Ok(()), _) => break,
+                        (Err(_), OnFailure::Ignore) => break,
+                        (
+                            Err(StepError::Status { code, .. }),
+                            OnFailure::Retry {
+                                status,
+                                times,
+                                pause,
+                            },
+                        ) if code == Some(*status) && tries < *times => {
+                            tries += 1;
+                            std::thread::sleep(*pause);
+                        }
+                        (Err(e), _) => bail!("{e}{}", kept(&written)),
+                    }
+                }
+            }
+        }
+    }
+    outln!("{}", plan.done);
+    Ok(())
+}
+
+/// A directory the install needs, private when it makes it.
+fn make_dir(path: &Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if path.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    outln!("Created {}", path.display());
+    Ok(())
+}
+
+/// A command of an install that did not succeed.
+#[derive(Debug, thiserror::Error)]
+enum StepError {
+    #[error("cannot run {program}: {source}")]
+    Spawn {
+        program: String,
+        source: std::io::Error,
+    },
+    #[error("`{shown}` failed ({status}): {said}")]
+    Status {
+        shown: String,
+        status: std::process::ExitStatus,
+        code: Option<i32>,
+        said: String,
+    },
+}
+
 /// Runs `program args`, printing it first; a failure is one line with what it said.
-fn run_step(program: &str, args: &[&str]) -> Result<()> {
+fn run_step(program: &str, args: &[&str]) -> Result<(), StepError> {
     let shown = format!("{program} {}", args.join(" "));
     outln!("Running: {shown}");
     let output = Command::new(program)
         .args(args)
         .output()
-        .with_context(|| format!("cannot run {program}"))?;
+        .map_err(|source| StepError::Spawn {
+            program: program.to_string(),
+            source,
+        })?;
     if !output.status.success() {
         let said = String::from_utf8_lossy(&output.stderr);
         let said = said
@@ -138,7 +251,12 @@ fn run_step(program: &str, args: &[&str]) -> Result<()> {
             .find(|l| !l.trim().is_empty())
             .unwrap_or("")
             .trim();
-        bail!("`{shown}` failed ({}): {said}", output.status);
+        return Err(StepError::Status {
+            shown,
+            status: output.status,
+            code: output.status.code(),
+            said: broker_proto::text::printable(said).into_owned(),
+        });
     }
     Ok(())
 }
@@ -185,7 +303,7 @@ mod platform {
 
     /// The log a brokerd started on demand writes, where there is no service manager's journal.
     fn on_demand_log() -> Option<PathBuf> {
-        brokerd::paths::state_dir().map(|dir| dir.join("brokerd.log"))
+        brokerd::paths::log_dir().map(|dir| dir.join("brokerd.log"))
     }
 
     fn no_manager_words() -> String {
@@ -233,20 +351,10 @@ mod platform {
         )
     }
 
-    pub fn install(brokerd: &Path) -> Result<()> {
-        let dir = unit_dir()?;
-        for (name, text) in brokerd::service::systemd_units(brokerd) {
-            write_file(&dir.join(name), &text)?;
-        }
-        let enable = ["--user", "enable", "--now", UNITS[0], UNITS[1]];
-        run_step("systemctl", &["--user", "daemon-reload"])
-            .and_then(|()| run_step("systemctl", &enable))
-            .with_context(|| format!("the units are in {}", dir.display()))?;
-        outln!(
-            "brokerd now starts at login and on the first connection to its socket; see \
-             `brokerctl service status`."
-        );
-        Ok(())
+    /// The units name no socket: the socket unit's `%t/token-broker/broker.sock` is the
+    /// default path wherever systemd runs a user manager.
+    pub fn plan(brokerd: &Path, _socket: &Path) -> Result<Plan> {
+        Ok(brokerd::service::systemd_plan(&unit_dir()?, brokerd))
     }
 
     pub fn uninstall() -> Result<()> {
@@ -347,83 +455,69 @@ mod platform {
 mod platform {
     use super::*;
 
-    use brokerd::paths::LAUNCHD_LABEL;
+    use brokerd::service::{HOMEBREW_LABEL, LaunchAgent};
 
-    fn home() -> Result<PathBuf> {
-        directories::BaseDirs::new()
+    fn agent(brokerd: &Path, socket: &Path) -> Result<LaunchAgent> {
+        let home = directories::BaseDirs::new()
             .map(|b| b.home_dir().to_path_buf())
-            .context("cannot find the home directory")
+            .context("cannot find the home directory")?;
+        Ok(LaunchAgent {
+            home,
+            uid: broker_proto::current_uid(),
+            brokerd: brokerd.to_path_buf(),
+            socket: std::path::absolute(socket)
+                .with_context(|| format!("cannot make {} absolute", socket.display()))?,
+        })
     }
 
-    fn plist_path() -> Result<PathBuf> {
-        Ok(home()?
-            .join("Library/LaunchAgents")
-            .join(format!("{LAUNCHD_LABEL}.plist")))
+    /// The agent as installed for this user (paths other than brokerd's do not depend on it).
+    fn installed() -> Result<LaunchAgent> {
+        agent(Path::new("brokerd"), &broker_proto::default_socket_path())
     }
 
-    fn log_path() -> Result<PathBuf> {
-        Ok(home()?.join("Library/Logs/token-broker/brokerd.log"))
+    pub fn plan(brokerd: &Path, socket: &Path) -> Result<Plan> {
+        Ok(agent(brokerd, socket)?.plan())
     }
 
-    fn domain() -> String {
-        format!("gui/{}", broker_proto::current_uid())
-    }
-
-    /// launchd is always there on macOS; `launchctl` answering is all that is asked.
+    /// launchd is always there on macOS: what is asked is that launchctl answers, and that
+    /// `brew services` does not run a brokerd of its own on the same socket.
     pub fn manager() -> Result<()> {
         Command::new("launchctl")
             .arg("version")
             .output()
             .context("cannot run launchctl")?;
-        Ok(())
-    }
-
-    pub fn install(brokerd: &Path) -> Result<()> {
-        let plist = plist_path()?;
-        let log = log_path()?;
-        if let Some(dir) = log.parent() {
-            std::fs::create_dir_all(dir)?;
+        let agent = installed()?;
+        let homebrew = agent.homebrew_plist_path();
+        if homebrew.exists() {
+            bail!(
+                "`brew services` already runs brokerd ({HOMEBREW_LABEL}, {}); nothing was \
+                 changed; use one or the other: `brew services stop token-broker` first",
+                homebrew.display()
+            );
         }
-        let (_, text) = brokerd::service::launchd_agent(brokerd, &log);
-        let target = format!("{}/{LAUNCHD_LABEL}", domain());
-        // An agent loaded before is replaced; that it was not loaded is no error.
-        let _ = Command::new("launchctl")
-            .args(["bootout", &target])
-            .output();
-        write_file(&plist, &text)?;
-        run_step(
-            "launchctl",
-            &["bootstrap", &domain(), &plist.display().to_string()],
-        )?;
-        outln!(
-            "brokerd now starts at login and is kept running; its log is {}.",
-            log.display()
-        );
         Ok(())
     }
 
     pub fn uninstall() -> Result<()> {
-        let plist = plist_path()?;
+        let agent = installed()?;
+        let plist = agent.plist_path();
         if !plist.exists() {
-            outln!("No {} : nothing to do.", plist.display());
+            outln!("No {}: nothing to do.", plist.display());
             return Ok(());
         }
-        let target = format!("{}/{LAUNCHD_LABEL}", domain());
-        run_step("launchctl", &["bootout", &target])?;
+        // Booted out first, so that launchd lets go of the socket; not loaded is no error.
+        let _ = run_step("launchctl", &["bootout", &agent.service_target()]);
         std::fs::remove_file(&plist)?;
         outln!("Removed {}", plist.display());
         Ok(())
     }
 
     pub async fn status(_socket: &Path) -> Result<ExitCode> {
-        pass_through(
-            "launchctl",
-            &["print", &format!("{}/{LAUNCHD_LABEL}", domain())],
-        )
+        pass_through("launchctl", &["print", &installed()?.service_target()])
     }
 
     pub fn logs(follow: bool, lines: u32) -> Result<ExitCode> {
-        let log = log_path()?.display().to_string();
+        let log = installed()?.log_path().display().to_string();
         let lines = lines.to_string();
         let mut args = vec!["-n", &lines];
         if follow {
