@@ -20,11 +20,13 @@ class TokenBroker < Formula
 
   # `brew services start token-broker` runs brokerd at login, as `brokerctl service install`
   # would; use one or the other.
+  # launchd opens the log but does not make its directory: var/log exists in every prefix.
+  # brokerd finds its socket without TMPDIR, which launchd may not set.
   service do
     run [opt_bin/"brokerd"]
     keep_alive successful_exit: false
-    log_path var/"log/token-broker/brokerd.log"
-    error_log_path var/"log/token-broker/brokerd.log"
+    log_path var/"log/token-broker.log"
+    error_log_path var/"log/token-broker.log"
   end
 
   test do
