@@ -51,8 +51,13 @@ pub struct DaemonArgs {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum StoreChoice {
-    /// The OS keyring: Secret Service on Linux, the Keychain on macOS.
+    /// The OS keyring: the Keychain on macOS; on Linux the Secret Service, or the kernel
+    /// keyring when no Secret Service answers at start
     Keyring,
-    /// Process memory.
+    /// Linux: the Secret Service only (gnome-keyring, KeePassXC, KWallet)
+    SecretService,
+    /// Linux: the kernel's persistent keyring for this user (survives logouts, not reboots)
+    KernelKeyring,
+    /// Process memory: forgets every login when brokerd stops
     Memory,
 }

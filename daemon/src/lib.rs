@@ -14,6 +14,7 @@ pub mod identity;
 pub mod incoming;
 pub mod kubeconfig;
 pub mod listener;
+pub mod notify;
 pub mod paths;
 pub mod rpc;
 pub mod server;

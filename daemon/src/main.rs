@@ -142,13 +142,15 @@ async fn run(
     }
 
     let (store, index): (Arc<dyn SecretStore>, Option<SessionIndex>) = match args.store {
-        StoreChoice::Keyring => {
+        StoreChoice::Keyring | StoreChoice::SecretService | StoreChoice::KernelKeyring => {
             let state_dir = state_dir
                 .context("cannot find a home directory for the session index; give --state-dir")?;
-            (
-                Arc::new(KeyringStore::new()),
-                Some(SessionIndex::new(&state_dir)),
-            )
+            let store: Arc<dyn SecretStore> = match args.store {
+                StoreChoice::SecretService => Arc::new(KeyringStore::new()),
+                StoreChoice::KernelKeyring => kernel_keyring()?,
+                _ => brokerd::store::os_keyring(STORE_PROBE),
+            };
+            (store, Some(SessionIndex::new(&state_dir)))
         }
         StoreChoice::Memory => {
             tracing::warn!(
@@ -176,10 +178,20 @@ async fn run(
         None => listener::bind(&socket, uid)?,
     };
     let socket = listener.path.clone();
+    // The forwarding socket, under the same rules; brokerd serves without one if it cannot.
+    let forward_path = broker_proto::forward_socket_path(&socket);
+    let forward = listener::bind(&forward_path, uid).map_err(|e| {
+        tracing::warn!("no forwarding socket: {e}");
+        e.to_string()
+    });
     // The store that is really there: a question that needs no unlock, briefly.
-    let store = match broker.store_reachable(STORE_PROBE).await {
-        None => broker.store_backend().to_string(),
-        Some(problem) => format!("{}, NOT usable now: {problem}", broker.store_backend()),
+    let store = match (
+        broker.store_reachable(STORE_PROBE).await,
+        broker.store().caveat(),
+    ) {
+        (None, None) => broker.store_backend().to_string(),
+        (None, Some(caveat)) => format!("{}, {caveat}", broker.store_backend()),
+        (Some(problem), _) => format!("{}, NOT usable now: {problem}", broker.store_backend()),
     };
     tracing::info!(
         "serving on {}{} (secret store: {}; configuration: {})",
@@ -227,6 +239,7 @@ async fn run(
     // pool, and accepting there would cost every new connection a hop between threads.
     let served = tokio::spawn(server::serve(
         listener,
+        forward,
         broker.clone(),
         test_clock,
         shutdown,
@@ -243,6 +256,18 @@ async fn run(
     }
     served??;
     Ok(())
+}
+
+/// `--store kernel-keyring`: only where Linux has one, and the kernel lets brokerd use it.
+fn kernel_keyring() -> Result<Arc<dyn SecretStore>> {
+    #[cfg(target_os = "linux")]
+    {
+        Ok(Arc::new(brokerd::store::KernelKeyringStore::open()?))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        anyhow::bail!("--store kernel-keyring: the kernel keyring exists on Linux only")
+    }
 }
 
 /// Points stdin, stdout and stderr at /dev/null.

@@ -12,7 +12,7 @@ use crate::broker::Broker;
 use crate::hardening::Reclaimer;
 use crate::incoming::{self, Incoming};
 use crate::listener::Listener;
-use crate::rpc::{BrokerService, TestClockService, peer_check};
+use crate::rpc::{BrokerService, ForwardSocket, TestClockService, peer_check};
 
 /// How long in-flight calls (a login waiting for its user, say) may run after shutdown starts.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -44,9 +44,12 @@ fn stamp_version<B>(mut response: http::Response<B>) -> http::Response<B> {
 }
 
 /// Serves until `shutdown` completes and in-flight calls finish (or the drain time runs out),
-/// then removes the socket file. `test_clock` adds the clock-moving service tests use.
+/// then removes the socket files. `forward` is the forwarding socket beside the main one (or
+/// why there is none), served by the same broker with every call but GetToken refused.
+/// `test_clock` adds the clock-moving service tests use, on the main socket only.
 pub async fn serve(
     listener: Listener,
+    forward: Result<Listener, String>,
     broker: Arc<Broker>,
     test_clock: Option<TestClockService>,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -54,17 +57,88 @@ pub async fn serve(
     let path = listener.path.clone();
     let uid = broker_proto::current_uid();
     let socket = tokio::net::UnixListener::from_std(listener.socket.try_clone()?)?;
-    let service = BrokerService::new(broker, path.clone());
+    let forward_socket = match &forward {
+        Ok(listener) => ForwardSocket::Serving(listener.path.clone()),
+        Err(why) => ForwardSocket::NotServed(why.clone()),
+    };
+    let service = BrokerService::new(broker, path.clone(), forward_socket);
 
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-    let signal = async move {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
+    tokio::spawn(async move {
         shutdown.await;
         tracing::info!("shutting down");
+        let _ = stop_tx.send(true);
         let _ = stopping_tx.send(());
-    };
+    });
     let reclaimer = Reclaimer::start();
+    let forwarded = match &forward {
+        Ok(listener) => Some((
+            tokio::net::UnixListener::from_std(listener.socket.try_clone()?)?,
+            service.forwarded(),
+        )),
+        Err(_) => None,
+    };
+    let main = one_socket(
+        socket,
+        service,
+        test_clock,
+        uid,
+        reclaimer.clone(),
+        stopped(),
+    );
+    let servers = async move {
+        match forwarded {
+            Some((socket, service)) => {
+                let (main, forwarded) = tokio::join!(
+                    main,
+                    one_socket(socket, service, None, uid, reclaimer, stopped())
+                );
+                main.and(forwarded)
+            }
+            None => main.await,
+        }
+    };
+
+    let drain_deadline = async move {
+        if stopping_rx.await.is_ok() {
+            tokio::time::sleep(DRAIN_TIMEOUT).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    let result = tokio::select! {
+        result = servers => result.map_err(std::io::Error::other),
+        () = drain_deadline => {
+            tracing::warn!("in-flight calls did not finish within {} s; stopping anyway", DRAIN_TIMEOUT.as_secs());
+            Ok(())
+        }
+    };
+    listener.remove();
+    drop(listener);
+    if let Ok(forward) = forward {
+        forward.remove();
+    }
+    result
+}
+
+/// tonic on one socket: the peer check in front, the version headers on every answer.
+async fn one_socket(
+    socket: tokio::net::UnixListener,
+    service: BrokerService,
+    test_clock: Option<TestClockService>,
+    uid: u32,
+    reclaimer: Reclaimer,
+    stopped: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
     let broker_server = BrokerServer::new(service).max_decoding_message_size(MAX_REQUEST_BYTES);
-    let server = tonic::transport::Server::builder()
+    tonic::transport::Server::builder()
         .max_concurrent_streams(Some(CALLS_PER_CONNECTION))
         .http2_max_header_list_size(Some(MAX_HEADER_BYTES))
         // A client that no longer answers pings is gone; one that does keeps its connection.
@@ -81,23 +155,6 @@ pub async fn serve(
         .add_optional_service(
             test_clock.map(|clock| TestClockServer::with_interceptor(clock, peer_check(uid))),
         )
-        .serve_with_incoming_shutdown(Incoming::new(socket, incoming::Limits::serving()), signal);
-
-    let drain_deadline = async move {
-        if stopping_rx.await.is_ok() {
-            tokio::time::sleep(DRAIN_TIMEOUT).await;
-        } else {
-            std::future::pending::<()>().await;
-        }
-    };
-    let result = tokio::select! {
-        result = server => result.map_err(std::io::Error::other),
-        () = drain_deadline => {
-            tracing::warn!("in-flight calls did not finish within {} s; stopping anyway", DRAIN_TIMEOUT.as_secs());
-            Ok(())
-        }
-    };
-    listener.remove();
-    drop(listener);
-    result
+        .serve_with_incoming_shutdown(Incoming::new(socket, incoming::Limits::serving()), stopped)
+        .await
 }

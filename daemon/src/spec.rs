@@ -367,6 +367,24 @@ fn normalise_guid(value: &str) -> String {
     }
 }
 
+/// The session as the wire names it: what clients are told, and what `brokerctl login …`
+/// commands are built from.
+impl From<&SessionSpec> for broker_proto::v1::SessionSpec {
+    fn from(spec: &SessionSpec) -> Self {
+        broker_proto::v1::SessionSpec {
+            environment: spec.environment.clone(),
+            authority_host: spec.authority_host.clone(),
+            tenant_id: spec.tenant_id.clone(),
+            client_id: spec.client_id.clone(),
+            server_id: spec.server_id.clone(),
+            login_mode: broker_proto::v1::LoginMode::from(spec.login_mode) as i32,
+            profile: String::new(),
+            username: spec.username.clone(),
+            identity_resource_id: spec.identity_resource_id.clone(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -39,8 +39,10 @@ pub const VERSION_HEADER: &str = "tokenbroker-version";
 ///
 /// 3: Status says whether the secret store answers and the index was written, each session's
 /// unsaved refresh token; Logout names the store.
+/// 4: the forwarding socket (SetForwarding, Login's allow_forwarding, Status's forwarding
+/// fields), GetToken's `interactive` and Status's pending logins, the store's caveat.
 pub const PROTOCOL_HEADER: &str = "tokenbroker-protocol";
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// Name of the per-user directory that holds the socket.
 const SOCKET_DIR: &str = "token-broker";
@@ -117,6 +119,24 @@ fn user_temp_dir() -> Option<PathBuf> {
 #[cfg(not(target_os = "macos"))]
 fn user_temp_dir() -> Option<PathBuf> {
     None
+}
+
+/// The forwarding socket brokerd serves beside `socket` (for SSH hosts, devcontainers, WSL):
+/// `forward.sock` beside `broker.sock`, and `NAME-forward.sock` beside any other `NAME.sock`.
+pub fn forward_socket_path(socket: &Path) -> PathBuf {
+    let name = socket
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let forward = if name == SOCKET_FILE {
+        "forward.sock".to_string()
+    } else {
+        match name.strip_suffix(".sock") {
+            Some(stem) => format!("{stem}-forward.sock"),
+            None => format!("{name}-forward"),
+        }
+    };
+    socket.with_file_name(forward)
 }
 
 /// The real user id of this process.
@@ -463,6 +483,22 @@ mod tests {
         assert_eq!(
             default_socket_path_from(None, None, || Some("relative".into()), 7),
             PathBuf::from("/tmp/token-broker-7/broker.sock")
+        );
+    }
+
+    #[test]
+    fn the_forwarding_socket_is_beside_the_socket() {
+        assert_eq!(
+            forward_socket_path(Path::new("/run/user/1/token-broker/broker.sock")),
+            PathBuf::from("/run/user/1/token-broker/forward.sock")
+        );
+        assert_eq!(
+            forward_socket_path(Path::new("/tmp/x/test.sock")),
+            PathBuf::from("/tmp/x/test-forward.sock")
+        );
+        assert_eq!(
+            forward_socket_path(Path::new("/tmp/x/sock")),
+            PathBuf::from("/tmp/x/sock-forward")
         );
     }
 

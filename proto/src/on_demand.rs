@@ -36,6 +36,11 @@ pub enum ConnectError {
         path: PathBuf,
         reason: String,
     },
+    /// Nothing listened, and there is no brokerd on this machine to start: the broker is
+    /// meant to be reached through a forward from another machine, which is not there.
+    NoBrokerHere {
+        path: PathBuf,
+    },
     Other {
         path: PathBuf,
         reason: String,
@@ -101,6 +106,15 @@ impl std::fmt::Display for ConnectError {
                 "brokerd is not running (no answer on {}) and could not be started: {reason}",
                 path.display()
             ),
+            ConnectError::NoBrokerHere { path } => write!(
+                f,
+                "nothing answers on {0} and no brokerd is installed here: the broker on the \
+                 other end is unreachable; forward it from the machine that runs it \
+                 (`brokerctl forward ssh THIS-HOST` there, or `RemoteForward {0} <its \
+                 forward.sock>` in its ~/.ssh/config; a devcontainer bind-mounts forward.sock \
+                 at {0})",
+                path.display()
+            ),
             ConnectError::Other { path, reason } => {
                 write!(f, "cannot reach brokerd on {}: {reason}", path.display())
             }
@@ -136,10 +150,26 @@ pub fn check_before_connect(path: &Path) -> Result<(), ConnectError> {
 /// queues behind any other start, so that many clients racing here start one daemon; the
 /// losers answer `ready` as soon as the winner serves.
 pub fn start_daemon(path: &Path) -> Result<(), ConnectError> {
+    if !brokerd_installed() {
+        return Err(ConnectError::NoBrokerHere {
+            path: path.to_path_buf(),
+        });
+    }
     start(path).map_err(|reason| ConnectError::StartFailed {
         path: path.to_path_buf(),
         reason,
     })
+}
+
+/// Whether there is a brokerd to start: beside this binary, or on PATH. A machine with only
+/// broker-shim (an SSH host, a container) reaches a brokerd elsewhere through a forward.
+fn brokerd_installed() -> bool {
+    let program = brokerd_program();
+    if program.is_absolute() {
+        return program.is_file();
+    }
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(&program).is_file()))
 }
 
 fn start(path: &Path) -> Result<(), String> {

@@ -10,18 +10,35 @@ use broker_proto::v1::{GetTokenRequest, LoginEvent, LoginRequest, login_event::E
 
 use broker_shim::grpc::{self, Channel};
 
+/// Why a login did not happen.
+pub enum LoginError {
+    /// brokerd does not sign in on this socket (the forwarding socket: sign-ins happen where
+    /// brokerd runs).
+    NotHere,
+    Failed(String),
+}
+
 /// Runs the login brokerd asks for, for the session `request` names, until it ends.
-pub fn run(channel: &mut Channel, request: &GetTokenRequest) -> Result<(), String> {
+pub fn run(channel: &mut Channel, request: &GetTokenRequest) -> Result<(), LoginError> {
     let login = LoginRequest {
         spec: request.spec.clone(),
         credentials: request.credentials.clone(),
         remember_password: false,
+        allow_forwarding: false,
+    };
+    let failed = |e: grpc::CallError| match e {
+        grpc::CallError::Failed(failure)
+            if failure.reason() == broker_proto::v1::ErrorReason::PermissionDenied =>
+        {
+            LoginError::NotHere
+        }
+        e => LoginError::Failed(e.to_message()),
     };
     let mut call = channel
         .start::<_, LoginEvent>(grpc::LOGIN, &login)
-        .map_err(|e| e.to_message())?;
+        .map_err(failed)?;
     loop {
-        match call.next_message().map_err(|e| e.to_message())? {
+        match call.next_message().map_err(failed)? {
             Some(LoginEvent {
                 event: Some(Event::DeviceCode(code)),
             }) => {
@@ -52,14 +69,18 @@ pub fn run(channel: &mut Channel, request: &GetTokenRequest) -> Result<(), Strin
                     eprintln!("Signed in as {}.", printable(&done.account));
                 }
                 // Reads the end of the call, so that the connection is ready for the next.
-                while call.next_message().map_err(|e| e.to_message())?.is_some() {}
+                while call.next_message().map_err(failed)?.is_some() {}
                 return Ok(());
             }
             Some(LoginEvent {
                 event: Some(Event::Failed(failure)),
-            }) => return Err(printable(&failure.message).into_owned()),
+            }) => return Err(LoginError::Failed(printable(&failure.message).into_owned())),
             Some(LoginEvent { event: None }) => {}
-            None => return Err("brokerd ended the login without a result".into()),
+            None => {
+                return Err(LoginError::Failed(
+                    "brokerd ended the login without a result".into(),
+                ));
+            }
         }
     }
 }

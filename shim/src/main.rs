@@ -90,13 +90,19 @@ fn get_token(
     let request = GetTokenRequest {
         spec: Some(spec),
         credentials: Some(credentials),
+        interactive: info.interactive,
     };
     let answer: GetTokenResponse = match channel.unary(grpc::GET_TOKEN, &request) {
         Ok(answer) => answer,
         Err(CallError::Failed(failure))
             if failure.reason() == ErrorReason::LoginRequired && info.interactive =>
         {
-            login::run(&mut channel, &request)?;
+            match login::run(&mut channel, &request) {
+                Ok(()) => {}
+                // A forwarded brokerd signs in where it runs; its answer said how.
+                Err(login::LoginError::NotHere) => return Err(failure.to_message()),
+                Err(login::LoginError::Failed(why)) => return Err(why),
+            }
             channel
                 .unary(grpc::GET_TOKEN, &request)
                 .map_err(|e| e.to_message())?

@@ -251,7 +251,7 @@ fn an_unreachable_keyring_is_a_clear_error_naming_the_backend_before_any_prompt(
         "DBUS_SESSION_BUS_ADDRESS",
         format!("unix:path={}", sandbox.root().join("no-bus").display()),
     );
-    let _daemon = sandbox.start_daemon(&[]);
+    let _daemon = sandbox.start_daemon(&["--store", "secret-service"]);
     let args = session_args(&mock);
     let mut login = sandbox.start_login(&as_strs(&args));
     let failed = login.next_event();

@@ -229,13 +229,13 @@ fn the_memory_store_is_a_warning() {
     );
 }
 
-/// Starts brokerd on the keyring (its default) in `setup`, and returns doctor's keyring check.
+/// Starts brokerd on the Secret Service in `setup`, and returns doctor's keyring check.
 fn keyring_check(setup: KeyringSetup, after: impl FnOnce(&SecretService, &Sandbox)) -> Value {
     let mock = fast_mock();
     let mut sandbox = Sandbox::new();
     let keyring = SecretService::start_with(&mut sandbox, setup);
     after(&keyring, &sandbox);
-    let _daemon = sandbox.start_daemon(&[]);
+    let _daemon = sandbox.start_daemon(&["--store", "secret-service"]);
     let (code, report) = doctor(&sandbox, &mock);
     assert!(code >= 1, "{report:#}");
     check(&report, "keyring").clone()
@@ -267,7 +267,7 @@ fn no_session_bus_fails() {
         "DBUS_SESSION_BUS_ADDRESS",
         format!("unix:path={}", nowhere.display()),
     );
-    let _daemon = sandbox.start_daemon(&[]);
+    let _daemon = sandbox.start_daemon(&["--store", "secret-service"]);
     let (code, report) = doctor(&sandbox, &mock);
     assert_eq!(code, 2);
     expect(

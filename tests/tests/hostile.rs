@@ -105,6 +105,7 @@ fn an_oversized_call_is_refused_and_the_daemon_serves_on() {
                     client_secret: "x".repeat(1024 * 1024),
                     ..Default::default()
                 }),
+                interactive: false,
             })
             .await
             .expect_err("a 1 MiB request is refused")

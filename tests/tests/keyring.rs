@@ -306,7 +306,9 @@ fn a_hung_keyring_delays_nothing_memory_can_serve_and_loses_no_rotated_token() {
     // A restarted brokerd needs the keyring for its first token: with the keyring hung, the
     // shim hears why within seconds.
     keyring.hang(true);
-    let _daemon = sandbox.start_daemon(&[]);
+    // Told to use the Secret Service: left to choose, brokerd would take the kernel keyring
+    // over one that does not answer at start.
+    let _daemon = sandbox.start_daemon(&["--store", "secret-service"]);
     let started = std::time::Instant::now();
     let said = failure(&sandbox.shim(&as_strs(&args), Some(&info)), "shim");
     assert!(started.elapsed() < std::time::Duration::from_secs(30));

@@ -14,6 +14,7 @@ pub enum Reason {
     StoreUnavailable,
     NotFound,
     LoginFailed,
+    PermissionDenied,
     Internal,
 }
 
@@ -60,17 +61,32 @@ pub enum BrokerError {
     StoreUnusable { why: String, backend: String },
     #[error("no session {0}; `brokerctl status` lists the sessions")]
     NotFound(String),
+    /// A caller on the forwarding socket asked for a session that is not allowed there.
+    #[error(
+        "session {id} ({described}) is not allowed on the forwarding socket; on the machine \
+         brokerd runs on: brokerctl forward allow {id}"
+    )]
+    NotForwarded {
+        id: crate::spec::SessionId,
+        described: String,
+    },
     #[error("internal error: {0}")]
     Internal(String),
 }
 
 /// What to do when the secret store cannot keep a refresh token.
 fn store_fix(backend: &str) -> String {
-    let start = if backend == "Secret Service" {
-        "start brokerd inside your desktop session (where DBUS_SESSION_BUS_ADDRESS points at \
-         a bus with a keyring such as gnome-keyring or KeePassXC), unlock the keyring"
-    } else {
-        "unlock the keyring"
+    let start = match backend {
+        "Secret Service" => {
+            "start brokerd inside your desktop session (where DBUS_SESSION_BUS_ADDRESS points \
+             at a bus with a keyring such as gnome-keyring or KeePassXC), unlock the keyring"
+        }
+        crate::store::NO_STORE => {
+            "sign in on a machine that has a keyring and forward its brokerd here \
+             (`brokerctl forward ssh THIS-HOST` there), allow keyctl (a container's seccomp \
+             profile), start a Secret Service"
+        }
+        _ => "unlock the keyring",
     };
     format!("{start}, or run brokerd --store memory (forgets every login when it stops)")
 }
@@ -93,6 +109,7 @@ impl BrokerError {
             | BrokerError::Refused { .. } => Reason::Config,
             BrokerError::Store(_) | BrokerError::StoreUnusable { .. } => Reason::StoreUnavailable,
             BrokerError::NotFound(_) => Reason::NotFound,
+            BrokerError::NotForwarded { .. } => Reason::PermissionDenied,
             BrokerError::Internal(_) => Reason::Internal,
         }
     }

@@ -177,6 +177,7 @@ impl Broker {
         self.save_index().await;
         self.wake_scheduler();
         let id = session.id.clone();
+        self.pending.clear(&id);
         let account = session.account();
         tracing::info!(
             "session {id} signed in as {}",

@@ -16,6 +16,7 @@ mod credentials;
 mod error;
 mod events;
 mod federated;
+mod forwarding;
 mod login;
 mod persist;
 mod refresh;
@@ -48,6 +49,7 @@ use std::time::SystemTime;
 pub use crate::spec::{LoginMode, SessionId, SessionSpec, SpecInput};
 pub use error::{BrokerError, Reason};
 pub use events::{EventKind, SessionEvent};
+pub use forwarding::PendingLogin;
 pub use login::LoggedIn;
 use session::Remembered;
 pub use session::{Session, SessionState, SessionStatus};
@@ -96,6 +98,9 @@ pub struct Broker {
     /// Wakes the scheduler: a session changed, or the clock moved.
     wake: tokio::sync::Notify,
     events: events::Events,
+    /// Sign-ins that callers without a terminal needed, and how the user is told of them.
+    pending: forwarding::PendingLogins,
+    notifier: Arc<dyn crate::notify::Notifier>,
 }
 
 impl Broker {
@@ -129,6 +134,8 @@ impl Broker {
             federated: federated::FederatedFiles::default(),
             wake: tokio::sync::Notify::new(),
             events: events::Events::default(),
+            pending: forwarding::PendingLogins::default(),
+            notifier: crate::notify::desktop(),
         })
     }
 
@@ -421,6 +428,7 @@ impl Broker {
                 .write()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&session.id);
+            self.pending.clear(&session.id);
             tracing::info!("session {} logged out", session.id);
             self.emit(&session.id, EventKind::LoggedOut, None);
             removed.push(session.id.clone());

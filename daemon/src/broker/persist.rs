@@ -148,6 +148,7 @@ fn session_from_index(record: &IndexedSession, now: SystemTime) -> Result<Sessio
         last_refresh: indexed_time(record.last_refresh_at, now),
         certificate_path: path(&record.certificate_path),
         federated_token_file: path(&record.federated_token_file),
+        allow_forwarding: record.allow_forwarding,
     };
     Ok(Session::new(spec, remembered))
 }
@@ -176,6 +177,7 @@ fn index_record(session: &Session) -> IndexedSession {
         identity_resource_id: spec.identity_resource_id.clone(),
         certificate_path: text(&remembered.certificate_path),
         federated_token_file: text(&remembered.federated_token_file),
+        allow_forwarding: remembered.allow_forwarding,
     }
 }
 

@@ -97,6 +97,10 @@ pub struct SessionStatus {
     /// Why the current refresh token lives in memory only (the store refused it); `None` once
     /// it is stored.
     pub unsaved: Option<String>,
+    /// Served on the forwarding socket (allowed for the session itself; a profile may allow
+    /// it too, which the broker adds), and how many of `tokens_served` went there.
+    pub forwarding_allowed: bool,
+    pub forwarded_served: u64,
 }
 
 /// A passing failure being retried.
@@ -115,6 +119,8 @@ pub(super) struct Remembered {
     pub last_refresh: Option<SystemTime>,
     pub certificate_path: Option<PathBuf>,
     pub federated_token_file: Option<PathBuf>,
+    /// Served on the forwarding socket, to machines the user forwards brokerd to.
+    pub allow_forwarding: bool,
 }
 
 /// The facts a session's state and schedule are derived from.
@@ -173,6 +179,8 @@ pub struct Session {
     pub(super) credentials: tokio::sync::Mutex<Credentials>,
     facts: Mutex<Facts>,
     tokens_served: AtomicU64,
+    /// Of those, the ones served on the forwarding socket.
+    forwarded_served: AtomicU64,
     /// Unix seconds of the last token served; 0 = never.
     last_served: AtomicI64,
     /// A scheduler task is on its way for this session.
@@ -232,6 +240,7 @@ impl Session {
                 unsaved: None,
             }),
             tokens_served: AtomicU64::new(0),
+            forwarded_served: AtomicU64::new(0),
             last_served: AtomicI64::new(0),
             scheduled: AtomicBool::new(false),
         }
@@ -260,6 +269,24 @@ impl Session {
     pub(super) fn served(&self, now: SystemTime) {
         self.tokens_served.fetch_add(1, Ordering::Relaxed);
         self.last_served.store(unix_seconds(now), Ordering::Relaxed);
+    }
+
+    /// Counts a token handed out on the forwarding socket (besides [`Session::served`]).
+    pub(super) fn served_forwarded(&self) {
+        self.forwarded_served.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Whether the session itself is allowed on the forwarding socket.
+    pub(super) fn forwarding_allowed(&self) -> bool {
+        self.facts().remembered.allow_forwarding
+    }
+
+    /// Allows or denies the session on the forwarding socket; true when that changed it.
+    pub(super) fn set_forwarding(&self, allowed: bool) -> bool {
+        let mut facts = self.facts();
+        let changed = facts.remembered.allow_forwarding != allowed;
+        facts.remembered.allow_forwarding = allowed;
+        changed
     }
 
     fn last_served(&self) -> Option<SystemTime> {
@@ -570,6 +597,8 @@ impl Session {
             refreshes: facts.refreshes,
             refresh_failures: facts.failures,
             unsaved: facts.unsaved.as_ref().map(|(why, _)| why.clone()),
+            forwarding_allowed: facts.remembered.allow_forwarding,
+            forwarded_served: self.forwarded_served.load(Ordering::Relaxed),
         }
     }
 }

@@ -78,6 +78,9 @@ fn profile_table(profile: &Profile) -> Table {
             table.insert(key, value(text));
         }
     }
+    if profile.allow_forwarding {
+        table.insert("allow_forwarding", value(true));
+    }
     table
 }
 
@@ -112,6 +115,7 @@ mod tests {
             login: Some("interactive".into()),
             username: String::new(),
             identity_resource_id: String::new(),
+            allow_forwarding: false,
         }
     }
 

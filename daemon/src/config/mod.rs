@@ -81,12 +81,17 @@ pub struct LoginPolicy {
     /// How long a login waits for the user before it fails and frees its waiters.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+    /// Raise one desktop notification when a caller without a terminal (a GUI, a background
+    /// tool) needs a sign-in; false turns notifications off (the callers still fail fast with
+    /// the command to run).
+    pub notify: bool,
 }
 
 impl Default for LoginPolicy {
     fn default() -> Self {
         LoginPolicy {
             timeout: Duration::from_secs(5 * 60),
+            notify: true,
         }
     }
 }
@@ -113,6 +118,9 @@ pub struct Profile {
     /// Managed identity: a user-assigned identity's ARM resource id.
     #[serde(default)]
     pub identity_resource_id: String,
+    /// The session this profile names is served on the forwarding socket too.
+    #[serde(default)]
+    pub allow_forwarding: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -394,6 +402,7 @@ mod tests {
             login: Some("interactive".into()),
             username: String::new(),
             identity_resource_id: String::new(),
+            allow_forwarding: false,
         };
         let given = SpecInput {
             tenant_id: "other.example".into(),

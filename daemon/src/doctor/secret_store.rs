@@ -26,6 +26,32 @@ pub async fn check(store: Arc<dyn SecretStore>) -> Vec<Check> {
              login after brokerd restarts",
             "run brokerd without `--store memory` to keep them in the OS keyring",
         ));
+    } else if store.backend() == crate::store::NO_STORE {
+        // What every call of that store says: both stores' reasons.
+        let reasons = match store.load(PROBE_KEY) {
+            Err(e) => e.to_string(),
+            Ok(_) => String::new(),
+        };
+        checks.push(Check::fail(
+            "keyring",
+            format!("no store can keep a refresh token here, so no one can sign in: {reasons}"),
+            "sign in on a machine with a keyring and forward its brokerd here (`brokerctl \
+             forward ssh THIS-HOST` there); or allow keyctl (a container's seccomp profile); or \
+             start a Secret Service; or run brokerd --store memory (forgets every login when it \
+             stops)",
+        ));
+        return checks;
+    } else if let Some(caveat) = store.caveat() {
+        checks.push(Check::warn(
+            "keyring",
+            format!(
+                "{}: {caveat}; a reboot means signing in again",
+                store.backend()
+            ),
+            "to keep sign-ins across reboots, run brokerd where a Secret Service answers (a \
+             desktop session), or forward brokerd from a machine that has one (brokerctl \
+             forward ssh)",
+        ));
     } else if let Some(found) = diagnose_platform().await {
         let stop = found.level == super::Level::Fail;
         checks.push(found);

@@ -10,7 +10,10 @@ use std::path::PathBuf;
 
 use broker_proto::text::escaped;
 
-pub(super) fn token_served(session: &str, pid: Option<i32>) {
+/// One line for a token handed out. `forwarded`: on the forwarding socket, where the caller
+/// the kernel names is the forwarding process (ssh, a container runtime), and the program that
+/// wanted the token is on the other side.
+pub(super) fn token_served(session: &str, pid: Option<i32>, forwarded: bool) {
     if !tracing::enabled!(target: "audit", tracing::Level::INFO) {
         return;
     }
@@ -19,6 +22,7 @@ pub(super) fn token_served(session: &str, pid: Option<i32>) {
     tracing::info!(
         target: "audit",
         session = %session,
+        via = %if forwarded { "forward.sock" } else { "broker.sock" },
         pid = %pid,
         exe = %exe,
         parent_pid = %parent_pid,

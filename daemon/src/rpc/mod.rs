@@ -4,6 +4,10 @@
 //! the conversions in [`wire`], the one mapping from broker errors to statuses in [`status`],
 //! the audit trail in [`audit`]. Every call first passes the peer check: the caller's uid
 //! (SO_PEERCRED / getpeereid) must be the daemon's own.
+//!
+//! The same service answers on two sockets. On the forwarding socket ([`Origin::Forwarded`])
+//! every call but GetToken is refused, and GetToken takes no credentials and serves only the
+//! sessions allowed there (see `broker::forwarding`).
 
 mod audit;
 mod status;
@@ -27,18 +31,62 @@ use crate::identity::credential::Supplied;
 use crate::spec::SessionSpec;
 use status::{error_detail, invalid, status, to_status};
 
+/// Which socket a call came in on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// `broker.sock`: the user's own machine.
+    Local,
+    /// `forward.sock`: wherever the user forwarded brokerd to.
+    Forwarded,
+}
+
+/// The forwarding socket as status reports it: where brokerd serves it, or why it does not.
+#[derive(Clone, Debug)]
+pub enum ForwardSocket {
+    Serving(PathBuf),
+    NotServed(String),
+}
+
+#[derive(Clone)]
 pub struct BrokerService {
     broker: Arc<Broker>,
     socket: PathBuf,
+    forward: ForwardSocket,
+    origin: Origin,
     started: Instant,
 }
 
 impl BrokerService {
-    pub fn new(broker: Arc<Broker>, socket: PathBuf) -> Self {
+    pub fn new(broker: Arc<Broker>, socket: PathBuf, forward: ForwardSocket) -> Self {
         BrokerService {
             broker,
             socket,
+            forward,
+            origin: Origin::Local,
             started: Instant::now(),
+        }
+    }
+
+    /// The same service, answering on the forwarding socket.
+    pub fn forwarded(&self) -> Self {
+        BrokerService {
+            origin: Origin::Forwarded,
+            ..self.clone()
+        }
+    }
+
+    /// Refuses `what` on the forwarding socket.
+    fn local_only(&self, what: &str) -> Result<(), Status> {
+        match self.origin {
+            Origin::Local => Ok(()),
+            Origin::Forwarded => Err(status(
+                Code::PermissionDenied,
+                v1::ErrorReason::PermissionDenied,
+                format!(
+                    "permission denied: {what} is not served on the forwarding socket, only \
+                     tokens of the sessions allowed there; run it on the machine brokerd runs on"
+                ),
+            )),
         }
     }
 }
@@ -91,13 +139,46 @@ impl broker_server::Broker for BrokerService {
             .and_then(|cred| cred.pid());
         let request = request.into_inner();
         let spec = self.session_spec(request.spec)?;
-        let supplied = Supplied::from(request.credentials);
-        let grant = self
-            .broker
-            .get_token(&spec, &supplied)
-            .await
-            .map_err(|e| to_status(&e))?;
-        audit::token_served(grant.session_id.as_str(), caller_pid);
+        let result = match self.origin {
+            Origin::Local => {
+                let supplied = Supplied::from(request.credentials);
+                self.broker.get_token(&spec, &supplied).await
+            }
+            Origin::Forwarded => {
+                if request
+                    .credentials
+                    .is_some_and(|c| c != v1::Credentials::default())
+                {
+                    return Err(status(
+                        Code::PermissionDenied,
+                        v1::ErrorReason::PermissionDenied,
+                        "permission denied: the forwarding socket takes no credentials; keep \
+                         them on the machine brokerd runs on (brokerctl login there)"
+                            .into(),
+                    ));
+                }
+                self.broker.get_token_forwarded(&spec).await
+            }
+        };
+        let grant = match result {
+            Ok(grant) => grant,
+            Err(error) => {
+                // Nobody at a terminal here can sign in: one pending login, one notice.
+                let cannot_prompt = !request.interactive || self.origin == Origin::Forwarded;
+                if cannot_prompt && error.reason() == crate::broker::Reason::LoginRequired {
+                    self.broker.login_needed_without_terminal(&spec);
+                }
+                return Err(match self.origin {
+                    Origin::Local => to_status(&error),
+                    Origin::Forwarded => status::forwarded(&error),
+                });
+            }
+        };
+        audit::token_served(
+            grant.session_id.as_str(),
+            caller_pid,
+            self.origin == Origin::Forwarded,
+        );
         Ok(Response::new(v1::GetTokenResponse {
             access_token: grant.token.expose().to_string(),
             expires_at_unix: unix_seconds(grant.expires_at),
@@ -111,10 +192,12 @@ impl broker_server::Broker for BrokerService {
         &self,
         request: Request<v1::LoginRequest>,
     ) -> Result<Response<Self::LoginStream>, Status> {
+        self.local_only("signing in")?;
         let request = request.into_inner();
         let spec = self.session_spec(request.spec)?;
         let supplied = Supplied::from(request.credentials);
         let remember_password = request.remember_password;
+        let allow_forwarding = request.allow_forwarding;
         let (events, stream) = mpsc::channel(8);
         let broker = self.broker.clone();
         tokio::spawn(async move {
@@ -128,6 +211,14 @@ impl broker_server::Broker for BrokerService {
                 outcome = broker.login(&spec, &supplied, remember_password, &prompt) => outcome,
                 () = events.closed() => return,
             };
+            if allow_forwarding
+                && let Ok(done) = &outcome
+                && let Err(error) = broker
+                    .set_forwarding(&Selector::Id(done.session_id.to_string()), true)
+                    .await
+            {
+                tracing::warn!("session {}: {error}", done.session_id);
+            }
             let event = match outcome {
                 Ok(done) => login_event::Event::LoggedIn(v1::LoggedIn {
                     session_id: done.session_id.to_string(),
@@ -151,6 +242,7 @@ impl broker_server::Broker for BrokerService {
         &self,
         request: Request<v1::LogoutRequest>,
     ) -> Result<Response<v1::LogoutResponse>, Status> {
+        self.local_only("logout")?;
         let request = request.into_inner();
         let selector = match (request.session, request.all) {
             (None, true) => None,
@@ -173,17 +265,31 @@ impl broker_server::Broker for BrokerService {
         &self,
         _request: Request<v1::StatusRequest>,
     ) -> Result<Response<v1::StatusResponse>, Status> {
+        self.local_only("status")?;
         let config = self.broker.config_status();
+        let (forward_socket, forward_socket_problem) = match &self.forward {
+            ForwardSocket::Serving(path) => (path.display().to_string(), String::new()),
+            ForwardSocket::NotServed(why) => (String::new(), why.clone()),
+        };
         Ok(Response::new(v1::StatusResponse {
             version: env!("CARGO_PKG_VERSION").to_string(),
             uptime_seconds: self.started.elapsed().as_secs(),
             socket_path: self.socket.display().to_string(),
             secret_store: self.broker.store_backend().to_string(),
+            secret_store_caveat: self.broker.store().caveat().unwrap_or_default().into(),
             sessions: self
                 .broker
                 .status()
                 .into_iter()
                 .map(v1::SessionInfo::from)
+                .collect(),
+            forward_socket,
+            forward_socket_problem,
+            pending_logins: self
+                .broker
+                .pending_logins()
+                .into_iter()
+                .map(v1::PendingLogin::from)
                 .collect(),
             pid: std::process::id(),
             secret_store_problem: self.broker.store_problem().unwrap_or_default(),
@@ -201,6 +307,7 @@ impl broker_server::Broker for BrokerService {
         &self,
         request: Request<v1::RememberRequest>,
     ) -> Result<Response<v1::RememberResponse>, Status> {
+        self.local_only("keeping credentials")?;
         let request = request.into_inner();
         let spec = self.session_spec(request.spec)?;
         let id = self
@@ -217,6 +324,7 @@ impl broker_server::Broker for BrokerService {
         &self,
         request: Request<v1::DiagnoseRequest>,
     ) -> Result<Response<v1::DiagnoseResponse>, Status> {
+        self.local_only("doctor")?;
         let env = |name: &str| std::env::var(name).ok();
         let sessions = self.broker.status().into_iter().map(|s| s.spec.authority);
         let authorities =
@@ -242,6 +350,7 @@ impl broker_server::Broker for BrokerService {
         &self,
         _request: Request<v1::WatchEventsRequest>,
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
+        self.local_only("watching sessions")?;
         let mut events = self.broker.watch();
         let (tx, stream) = mpsc::channel(16);
         let broker = self.broker.clone();
@@ -271,6 +380,7 @@ impl broker_server::Broker for BrokerService {
         &self,
         request: Request<v1::RefreshRequest>,
     ) -> Result<Response<v1::RefreshResponse>, Status> {
+        self.local_only("refresh")?;
         let session = request
             .into_inner()
             .session
@@ -283,6 +393,25 @@ impl broker_server::Broker for BrokerService {
         Ok(Response::new(v1::RefreshResponse {
             session_id: grant.session_id.to_string(),
             expires_at_unix: unix_seconds(grant.token.expires_at),
+        }))
+    }
+
+    async fn set_forwarding(
+        &self,
+        request: Request<v1::SetForwardingRequest>,
+    ) -> Result<Response<v1::SetForwardingResponse>, Status> {
+        self.local_only("allowing forwarding")?;
+        let request = request.into_inner();
+        let session = request
+            .session
+            .ok_or_else(|| invalid("name the session to allow or deny"))?;
+        let id = self
+            .broker
+            .set_forwarding(&self.selector(session)?, request.allowed)
+            .await
+            .map_err(|e| to_status(&e))?;
+        Ok(Response::new(v1::SetForwardingResponse {
+            session_id: id.to_string(),
         }))
     }
 }

@@ -16,6 +16,7 @@ impl From<Reason> for v1::ErrorReason {
             Reason::StoreUnavailable => v1::ErrorReason::StoreUnavailable,
             Reason::NotFound => v1::ErrorReason::NotFound,
             Reason::LoginFailed => v1::ErrorReason::LoginFailed,
+            Reason::PermissionDenied => v1::ErrorReason::PermissionDenied,
             Reason::Internal => v1::ErrorReason::Internal,
         }
     }
@@ -37,6 +38,26 @@ pub(super) fn error_detail(error: &BrokerError) -> v1::ErrorDetail {
     }
 }
 
+/// A broker error as a caller on the forwarding socket sees it: a sign-in cannot happen there,
+/// so the command is for the machine brokerd runs on.
+pub(super) fn forwarded(error: &BrokerError) -> Status {
+    match error {
+        BrokerError::LoginRequired { spec, .. } => broker_proto::status_with_detail(
+            Code::Unauthenticated,
+            v1::ErrorDetail {
+                reason: v1::ErrorReason::LoginRequired as i32,
+                message: format!(
+                    "{error}; sign in on the machine brokerd runs on (it was told, if it has a \
+                     desktop): {}",
+                    broker_proto::login_command(&v1::SessionSpec::from(spec.as_ref()))
+                ),
+                idp_error_codes: error.idp_codes().to_vec(),
+            },
+        ),
+        _ => to_status(error),
+    }
+}
+
 /// A broker error as a gRPC status.
 pub(super) fn to_status(error: &BrokerError) -> Status {
     let code = match error.reason() {
@@ -45,6 +66,7 @@ pub(super) fn to_status(error: &BrokerError) -> Status {
         Reason::IdpUnavailable | Reason::StoreUnavailable => Code::Unavailable,
         Reason::NotFound => Code::NotFound,
         Reason::LoginFailed => Code::Aborted,
+        Reason::PermissionDenied => Code::PermissionDenied,
         Reason::Internal => Code::Internal,
     };
     broker_proto::status_with_detail(code, error_detail(error))

@@ -7,28 +7,11 @@ use std::path::PathBuf;
 use broker_proto::v1::{self, login_event};
 use secrecy::SecretString;
 
-use crate::broker::{Broker, EventKind, SessionEvent, SessionState, SessionStatus};
+use crate::broker::{Broker, EventKind, PendingLogin, SessionEvent, SessionState, SessionStatus};
 use crate::clock::unix_seconds;
 use crate::doctor;
 use crate::identity::LoginPrompt;
 use crate::identity::credential::{CertificateSource, Supplied};
-use crate::spec::SessionSpec;
-
-impl From<&SessionSpec> for v1::SessionSpec {
-    fn from(spec: &SessionSpec) -> Self {
-        v1::SessionSpec {
-            environment: spec.environment.clone(),
-            authority_host: spec.authority_host.clone(),
-            tenant_id: spec.tenant_id.clone(),
-            client_id: spec.client_id.clone(),
-            server_id: spec.server_id.clone(),
-            login_mode: v1::LoginMode::from(spec.login_mode) as i32,
-            profile: String::new(),
-            username: spec.username.clone(),
-            identity_resource_id: spec.identity_resource_id.clone(),
-        }
-    }
-}
 
 /// The credentials a caller sent, as the broker takes them. Empty strings are "not given".
 impl From<Option<v1::Credentials>> for Supplied {
@@ -78,6 +61,22 @@ impl From<SessionStatus> for v1::SessionInfo {
             last_error_codes: status.last_error_codes,
             last_served_unix: unix_or_zero(status.last_served),
             unsaved_refresh_token: status.unsaved.unwrap_or_default(),
+            forwarding_allowed: status.forwarding_allowed,
+            forwarded_tokens_served: status.forwarded_served,
+        }
+    }
+}
+
+impl From<PendingLogin> for v1::PendingLogin {
+    fn from(pending: PendingLogin) -> Self {
+        let spec = v1::SessionSpec::from(&pending.spec);
+        v1::PendingLogin {
+            session_id: pending.id.to_string(),
+            command: broker_proto::login_command(&spec),
+            spec: Some(spec),
+            since_unix: unix_seconds(pending.since),
+            callers: pending.callers,
+            notified: pending.notified,
         }
     }
 }

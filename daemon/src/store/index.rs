@@ -42,6 +42,9 @@ pub struct IndexedSession {
     /// Workload identity's federated token file.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub federated_token_file: String,
+    /// Served on the forwarding socket (`brokerctl forward allow`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_forwarding: bool,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -188,6 +191,7 @@ mod tests {
             identity_resource_id: String::new(),
             certificate_path: "/etc/app/cert.pem".into(),
             federated_token_file: String::new(),
+            allow_forwarding: false,
         }
     }
 

@@ -37,6 +37,7 @@ fn request(authority: &str, i: usize) -> GetTokenRequest {
             client_secret: SECRET.into(),
             ..Default::default()
         }),
+        interactive: false,
     }
 }
 

@@ -92,6 +92,7 @@ fn main() {
                         ..Default::default()
                     }),
                     credentials: None,
+                    interactive: false,
                 },
             };
             rows.extend(bench::daemon::under_load(&daemon, &target, scale));

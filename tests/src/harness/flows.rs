@@ -122,6 +122,7 @@ pub fn get_token_reason(
             .get_token(broker_proto::v1::GetTokenRequest {
                 spec: Some(spec),
                 credentials: Some(credentials),
+                interactive: false,
             })
             .await
         {

@@ -13,6 +13,9 @@ mod flows;
 mod keyring;
 mod process;
 mod sandbox;
+#[cfg(target_os = "linux")]
+pub mod seccomp;
+pub mod ssh;
 
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
@@ -22,7 +25,7 @@ pub use certs::ClientCert;
 pub use flows::*;
 pub use keyring::{KeyringSetup, SecretService};
 pub use process::{CtlRun, Daemon, wait_for_exit};
-pub use sandbox::{KubeUser, Sandbox};
+pub use sandbox::{KubeUser, Sandbox, files_containing, files_under};
 
 /// How long any single wait may take before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(60);

@@ -21,6 +21,8 @@ pub struct Sandbox {
     extra_env: Vec<(OsString, OsString)>,
     socket_env: bool,
     runtime_dir_env: bool,
+    /// brokerd runs with keyctl blocked, as in a container (Linux).
+    pub without_keyctl: bool,
 }
 
 impl Drop for Sandbox {
@@ -64,6 +66,7 @@ impl Sandbox {
             extra_env: Vec::new(),
             socket_env: true,
             runtime_dir_env: true,
+            without_keyctl: false,
         }
     }
 
@@ -235,8 +238,12 @@ impl Sandbox {
                 .map(|d| d.as_nanos())
                 .unwrap_or(0)
         ));
-        let mut child = self
-            .command(brokerd)
+        let mut command = self.command(brokerd);
+        #[cfg(target_os = "linux")]
+        if self.without_keyctl {
+            super::seccomp::without_keyctl(&mut command);
+        }
+        let mut child = command
             .args(args)
             .env("RUST_LOG", filter)
             .stdout(Stdio::piped())
@@ -307,37 +314,47 @@ impl Sandbox {
 
     /// Every regular file under the sandbox, for scanning.
     pub fn files(&self) -> Vec<PathBuf> {
-        let mut out = Vec::new();
-        let mut stack = vec![self.root().to_path_buf()];
-        while let Some(dir) = stack.pop() {
-            let Ok(entries) = std::fs::read_dir(&dir) else {
-                continue;
-            };
-            for entry in entries.flatten() {
-                let path = entry.path();
-                match entry.file_type() {
-                    Ok(t) if t.is_dir() => stack.push(path),
-                    Ok(t) if t.is_file() => out.push(path),
-                    _ => {}
-                }
-            }
-        }
-        out
+        files_under(self.root())
     }
 
     /// Files under the sandbox that contain `needle`.
     pub fn files_containing(&self, needle: &str) -> Vec<PathBuf> {
-        self.files()
-            .into_iter()
-            .filter(|path| {
-                std::fs::read(path).is_ok_and(|bytes| {
-                    bytes
-                        .windows(needle.len())
-                        .any(|window| window == needle.as_bytes())
-                })
-            })
-            .collect()
+        files_containing(self.root(), needle)
     }
+}
+
+/// Every regular file under `dir`.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            match entry.file_type() {
+                Ok(t) if t.is_dir() => stack.push(path),
+                Ok(t) if t.is_file() => out.push(path),
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
+/// Files under `dir` that contain `needle`.
+pub fn files_containing(dir: &Path, needle: &str) -> Vec<PathBuf> {
+    files_under(dir)
+        .into_iter()
+        .filter(|path| {
+            std::fs::read(path).is_ok_and(|bytes| {
+                bytes
+                    .windows(needle.len())
+                    .any(|window| window == needle.as_bytes())
+            })
+        })
+        .collect()
 }
 
 /// A kubeconfig user that runs broker-shim.

@@ -21,7 +21,9 @@ use crate::spec::SpecArgs;
 #[command(
     after_help = "With --profile NAME and session flags, the flags are saved as profile \
     NAME in brokerd's configuration (over what it held), so that `--profile NAME` alone names \
-    the session afterwards, in brokerctl and in broker-shim."
+    the session afterwards, in brokerctl and in broker-shim.\n\nWithout any session flag, it \
+    completes the sign-in that a program without a terminal is waiting for (or lists them, when \
+    several are)."
 )]
 pub struct LoginArgs {
     #[command(flatten)]
@@ -33,6 +35,10 @@ pub struct LoginArgs {
     /// runs out
     #[arg(long)]
     remember_password: bool,
+    /// Serve the session on the forwarding socket too, to the machines brokerd is forwarded
+    /// to (`brokerctl forward`)
+    #[arg(long)]
+    allow_forwarding: bool,
     /// `json` prints one JSON object per line per event
     #[arg(long, short = 'o', value_enum, default_value_t = Format::Text)]
     output: Format,
@@ -41,6 +47,20 @@ pub struct LoginArgs {
 /// `brokerctl login`: saves the profile when asked to, then signs in.
 pub async fn command(args: LoginArgs, socket: &Path) -> Result<ExitCode> {
     let mut client = crate::connect(socket).await?;
+    if args.spec.profile.is_none() && !args.spec.names_session_fields() {
+        return match pending_login(&mut client).await? {
+            Some(spec) => {
+                let request = v1::LoginRequest {
+                    spec: Some(spec),
+                    credentials: Some(v1::Credentials::default()),
+                    remember_password: args.remember_password,
+                    allow_forwarding: args.allow_forwarding,
+                };
+                run(&mut client, request, args.no_browser, args.output).await
+            }
+            None => Ok(ExitCode::FAILURE),
+        };
+    }
     let spec = match &args.spec.profile {
         Some(name) if args.spec.names_session_fields() => {
             remember_profile(&mut client, name, &args.spec).await?
@@ -53,8 +73,46 @@ pub async fn command(args: LoginArgs, socket: &Path) -> Result<ExitCode> {
         spec: Some(spec),
         credentials: Some(credentials),
         remember_password: args.remember_password,
+        allow_forwarding: args.allow_forwarding,
     };
     run(&mut client, request, args.no_browser, args.output).await
+}
+
+/// The one sign-in that programs without a terminal are waiting for. With none or several,
+/// says so (listing them) and returns `None`.
+async fn pending_login(client: &mut BrokerClient<Channel>) -> Result<Option<v1::SessionSpec>> {
+    let status = client.status(v1::StatusRequest {}).await?.into_inner();
+    let mut pending = status.pending_logins;
+    match pending.len() {
+        0 => {
+            errln!(
+                "brokerctl: no sign-in is waiting; name the session to sign in to: --server-id \
+                 and --tenant-id (kubelogin's flags), or --profile NAME"
+            );
+            Ok(None)
+        }
+        1 => {
+            let one = pending.remove(0);
+            errln!(
+                "Signing in to session {}, which {} program(s) without a terminal asked for.",
+                one.session_id,
+                one.callers
+            );
+            Ok(one.spec)
+        }
+        n => {
+            errln!("brokerctl: {n} sign-ins are waiting; run the one you want:");
+            for one in &pending {
+                errln!(
+                    "  {}   (session {}, asked by {} program(s))",
+                    printable(&one.command),
+                    one.session_id,
+                    one.callers
+                );
+            }
+            Ok(None)
+        }
+    }
 }
 
 /// Writes profile `name` (what the configuration held, with the flags over it) into the

@@ -2,6 +2,7 @@
 
 mod docs;
 mod doctor;
+mod forward;
 mod kubeconfig;
 mod login;
 mod output;
@@ -80,6 +81,12 @@ enum Command {
         #[command(subcommand)]
         command: KubeconfigCommand,
     },
+    /// Tokens for other machines: the sessions the forwarding socket serves, and SSH
+    /// sessions that carry it
+    Forward {
+        #[command(subcommand)]
+        command: forward::ForwardCommand,
+    },
     /// Run brokerd as a user service (systemd on Linux, launchd on macOS)
     Service {
         #[command(subcommand)]
@@ -129,6 +136,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         } => kubeconfig::run(args, &socket).await,
         Command::Doctor(args) => doctor::run(args, &socket).await,
         Command::Service { command } => service::run(command, &socket).await,
+        Command::Forward { command } => forward::run(command, &socket).await,
         Command::Completions { shell } => {
             docs::completions(shell, Cli::command());
             Ok(ExitCode::SUCCESS)

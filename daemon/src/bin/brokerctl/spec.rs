@@ -83,6 +83,7 @@ impl SpecArgs {
             login: self.login.clone().or_else(|| profile.login.clone()),
             username: pick(&self.username, &profile.username),
             identity_resource_id: pick(&self.identity_resource_id, &profile.identity_resource_id),
+            allow_forwarding: profile.allow_forwarding,
         }
     }
 

@@ -283,6 +283,8 @@ fn session_json(s: &v1::SessionInfo) -> Value {
         "tokens_served": s.tokens_served,
         "refreshes": s.refreshes,
         "refresh_failures": s.refresh_failures,
+        "forwarding_allowed": s.forwarding_allowed,
+        "forwarded_tokens_served": s.forwarded_tokens_served,
     })
 }
 
@@ -313,7 +315,19 @@ fn to_json(status: &v1::StatusResponse, contexts: &[ContextRow]) -> Value {
         "secret_store": status.secret_store,
         "secret_store_problem": (!status.secret_store_problem.is_empty())
             .then_some(&status.secret_store_problem),
+        "secret_store_caveat": (!status.secret_store_caveat.is_empty())
+            .then_some(&status.secret_store_caveat),
         "index_error": (!status.index_error.is_empty()).then_some(&status.index_error),
+        "forward_socket": (!status.forward_socket.is_empty()).then_some(&status.forward_socket),
+        "forward_socket_problem": (!status.forward_socket_problem.is_empty())
+            .then_some(&status.forward_socket_problem),
+        "pending_logins": status.pending_logins.iter().map(|p| json!({
+            "session_id": p.session_id,
+            "command": p.command,
+            "since": timestamp(p.since_unix),
+            "callers": p.callers,
+            "notified": p.notified,
+        })).collect::<Vec<_>>(),
         "config": {
             "path": config.path,
             "loaded_at": timestamp(config.loaded_at_unix),
@@ -323,6 +337,38 @@ fn to_json(status: &v1::StatusResponse, contexts: &[ContextRow]) -> Value {
         "sessions": sessions,
         "contexts": contexts,
     })
+}
+
+/// What the forwarding socket serves, in one line.
+fn forwarding_line(status: &v1::StatusResponse) -> String {
+    if status.forward_socket.is_empty() {
+        return format!(
+            "forwarding: not served ({})",
+            if status.forward_socket_problem.is_empty() {
+                "this brokerd does not say why"
+            } else {
+                &status.forward_socket_problem
+            }
+        );
+    }
+    let allowed: Vec<String> = status
+        .sessions
+        .iter()
+        .filter(|s| s.forwarding_allowed)
+        .map(|s| format!("{} ({} served)", s.session_id, s.forwarded_tokens_served))
+        .collect();
+    if allowed.is_empty() {
+        format!(
+            "forwarding: {} serves no session (allow one: brokerctl forward allow SESSION)",
+            status.forward_socket
+        )
+    } else {
+        format!(
+            "forwarding: {} serves {}",
+            status.forward_socket,
+            allowed.join(", ")
+        )
+    }
 }
 
 /// A cell no wider than `max` characters: longer text ends in an ellipsis.
@@ -381,7 +427,13 @@ fn print_text(status: &v1::StatusResponse, contexts: &[ContextRow], wide: bool) 
         short_duration(std::time::Duration::from_secs(status.uptime_seconds)),
         status.socket_path
     );
-    if status.secret_store_problem.is_empty() {
+    if status.secret_store_problem.is_empty() && !status.secret_store_caveat.is_empty() {
+        outln!(
+            "secret store: {} ({})",
+            status.secret_store,
+            status.secret_store_caveat
+        );
+    } else if status.secret_store_problem.is_empty() {
         outln!("secret store: {}", status.secret_store);
     } else {
         outln!(
@@ -406,6 +458,7 @@ fn print_text(status: &v1::StatusResponse, contexts: &[ContextRow], wide: bool) 
             status.index_error
         );
     }
+    outln!("{}", forwarding_line(status));
     if status.sessions.is_empty() {
         outln!(
             "\nNo sessions yet. Sign in with: brokerctl login --server-id <id> --tenant-id <id>"
@@ -514,6 +567,19 @@ fn print_text(status: &v1::StatusResponse, contexts: &[ContextRow], wide: bool) 
         print_table(&header, &rows, |state| {
             state_style(state.split(':').next().unwrap_or(state))
         });
+    }
+    for pending in &status.pending_logins {
+        outln!(
+            "\nWaiting for a sign-in ({} program(s) without a terminal asked{}): {}\n  \
+             `brokerctl login` with no arguments completes it.",
+            pending.callers,
+            if pending.notified {
+                "; a desktop notification was raised"
+            } else {
+                ""
+            },
+            pending.command
+        );
     }
     for s in &status.sessions {
         if !s.unsaved_refresh_token.is_empty() {
