@@ -11,6 +11,8 @@ mod build;
 mod certs;
 mod flows;
 mod keyring;
+#[cfg(target_os = "linux")]
+pub mod notifications;
 mod process;
 mod sandbox;
 #[cfg(target_os = "linux")]
