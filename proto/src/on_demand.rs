@@ -128,7 +128,7 @@ impl std::error::Error for ConnectError {}
 /// above it, and the socket file ([`crate::socket`]). A missing directory or socket means
 /// brokerd is not running.
 pub fn check_before_connect(path: &Path) -> Result<(), ConnectError> {
-    use crate::socket::{DirProblem, check_dir, check_socket_file, socket_dir};
+    use crate::socket::{DirProblem, check_client_dir, check_socket_file, socket_dir};
     let uid = crate::current_uid();
     let untrusted = |problem: DirProblem| match problem {
         DirProblem::Missing { .. } => ConnectError::NotRunning {
@@ -142,7 +142,7 @@ pub fn check_before_connect(path: &Path) -> Result<(), ConnectError> {
     let dir = socket_dir(path).ok_or_else(|| ConnectError::BadPath {
         path: path.to_path_buf(),
     })?;
-    check_dir(dir, uid).map_err(untrusted)?;
+    check_client_dir(dir, uid).map_err(untrusted)?;
     check_socket_file(path, uid).map_err(untrusted)
 }
 

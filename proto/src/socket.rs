@@ -15,7 +15,8 @@
 //!   `getpeereid` elsewhere).
 //!
 //! brokerd applies the first three to the path it binds, so that a path it accepts is one its
-//! clients accept.
+//! clients accept. Clients also accept a socket directory of root's that nobody else can write
+//! ([`check_client_dir`]): where a container runtime mounts a forwarded socket.
 
 use std::fmt;
 use std::fs;
@@ -108,6 +109,28 @@ impl fmt::Display for DirProblem {
 }
 
 impl std::error::Error for DirProblem {}
+
+/// What a client accepts of the directory its socket is in: what brokerd demands
+/// ([`check_dir`]), or a directory of root's that nobody else can write to. Only root or the
+/// user can have put a socket there, and the socket file and the listener are checked as the
+/// user's own after this. That is where container runtimes make a bind mount's mount point
+/// (a devcontainer given forward.sock), and where an administrator may put it.
+pub fn check_client_dir(dir: &Path, uid: u32) -> Result<(), DirProblem> {
+    match check_dir(dir, uid) {
+        Err(DirProblem::Owner { owner: 0, .. }) => {
+            let meta = fs::symlink_metadata(dir).map_err(|e| examine_error(dir, &e))?;
+            let mode = meta.mode() & 0o7777;
+            if mode & 0o022 != 0 {
+                return Err(DirProblem::Mode {
+                    path: dir.to_path_buf(),
+                    mode,
+                });
+            }
+            check_ancestors(dir, uid)
+        }
+        other => other,
+    }
+}
 
 /// Checks that `dir` may hold `uid`'s private socket: the directory itself, then every
 /// directory above it (as written, and as symbolic links resolve).
@@ -315,6 +338,30 @@ mod tests {
     fn mkdir(path: &Path, mode: u32) {
         fs::DirBuilder::new().mode(mode).create(path).unwrap();
         fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    /// A mount point a container runtime made (root's, 0755) may hold the user's socket as
+    /// far as a client is concerned; one that others can write to may not.
+    #[test]
+    fn a_client_takes_a_directory_of_roots_that_nobody_else_can_write() {
+        if uid() != 0 {
+            // Only root can make a directory of root's (CI runs the tests as root).
+            return;
+        }
+        let tmp = private_tempdir();
+        let mount = tmp.path().join("run-token-broker");
+        mkdir(&mount, 0o755);
+        let user = 1000;
+        assert!(matches!(
+            check_dir(&mount, user),
+            Err(DirProblem::Owner { owner: 0, .. })
+        ));
+        check_client_dir(&mount, user).unwrap();
+        fs::set_permissions(&mount, fs::Permissions::from_mode(0o775)).unwrap();
+        assert!(matches!(
+            check_client_dir(&mount, user),
+            Err(DirProblem::Mode { mode: 0o775, .. })
+        ));
     }
 
     #[test]
