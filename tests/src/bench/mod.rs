@@ -5,6 +5,7 @@
 //! report, they do not assert.
 
 pub mod daemon;
+pub mod forward;
 pub mod load;
 pub mod process;
 pub mod shim;

@@ -19,9 +19,14 @@ struct Args {
     /// Shorter runs, for a look: the numbers are noisier and some targets are not judged
     #[arg(long)]
     quick: bool,
-    /// Only these parts (size, shim, kubectl, load, wakeups, storm); all by default
+    /// Only these parts (size, shim, kubectl, load, wakeups, forward, cold, storm); all by
+    /// default
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Connect to this socket, send one byte and read it back: the echo candidate of the
+    /// forwarding benchmark
+    #[arg(long, hide = true, value_name = "SOCKET")]
+    echo_client: Option<std::path::PathBuf>,
     /// A directory holding another build's broker-shim and brokerd, measured beside this one
     /// (shim latency against the same brokerd, and throughput)
     #[arg(long, value_name = "DIR")]
@@ -30,6 +35,13 @@ struct Args {
 
 fn main() {
     let args = Args::parse();
+    if let Some(socket) = &args.echo_client {
+        if let Err(e) = bench::forward::echo_client(socket) {
+            eprintln!("broker-bench: echo: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let scale = Scale { quick: args.quick };
     let wanted = |part: &str| args.only.is_empty() || args.only.iter().any(|p| p == part);
     let baseline = match args.baseline.as_deref().map(bench::Baseline::in_dir) {
@@ -53,7 +65,12 @@ fn main() {
     if wanted("size") {
         rows.push(bench::shim::size());
     }
-    if wanted("shim") || wanted("kubectl") || wanted("load") || wanted("wakeups") {
+    if wanted("shim")
+        || wanted("kubectl")
+        || wanted("load")
+        || wanted("wakeups")
+        || wanted("forward")
+    {
         let mock = MockEntra::start(MockConfig {
             auto_approve: true,
             device_code_interval: 1,
@@ -116,10 +133,18 @@ fn main() {
                 rows.push(bench::daemon::throughput_beside_baseline(&now, &old, scale));
             }
         }
+        if wanted("forward") {
+            eprintln!("broker-bench: forwarding over ssh");
+            rows.push(bench::forward::through_ssh(&sandbox, &mock, scale));
+        }
         if wanted("wakeups") {
             eprintln!("broker-bench: wake-ups");
             rows.push(bench::daemon::wakeups(&daemon, scale));
         }
+    }
+    if wanted("cold") {
+        eprintln!("broker-bench: cold start on demand");
+        rows.push(bench::forward::cold_start(scale));
     }
     if wanted("storm") {
         eprintln!("broker-bench: refresh storm");

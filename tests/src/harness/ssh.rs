@@ -86,12 +86,10 @@ impl Sshd {
         // The remote side's programs: broker-shim and brokerctl, and no brokerd.
         let bin = dir.path().join("bin");
         std::fs::create_dir(&bin).expect("bin");
-        for program in [&binaries().shim, &binaries().brokerctl] {
-            let to = bin.join(program.file_name().expect("a file name"));
-            std::fs::copy(program, &to).expect("copy");
-            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-        }
         std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        for program in [&binaries().shim, &binaries().brokerctl] {
+            install(&bin, program);
+        }
 
         let port = free_port();
         let config = dir.path().join("sshd_config");
@@ -170,6 +168,11 @@ impl Sshd {
             .to_string()
     }
 
+    /// Copies `program` where the remote user can run it; its path there.
+    pub fn install_remote(&self, program: &Path) -> PathBuf {
+        install(&self.dir.path().join("bin"), program)
+    }
+
     /// Runs `command` on the remote side over plain ssh (no forward).
     pub fn run(&self, command: &[&str]) -> std::process::Output {
         Command::new("ssh")
@@ -181,6 +184,15 @@ impl Sshd {
             .output()
             .expect("ssh runs")
     }
+}
+
+/// `program` copied into `bin`, runnable by anyone.
+fn install(bin: &Path, program: &Path) -> PathBuf {
+    let to = bin.join(program.file_name().expect("a file name"));
+    std::fs::copy(program, &to)
+        .unwrap_or_else(|e| panic!("cannot copy {} to {}: {e}", program.display(), to.display()));
+    std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    to
 }
 
 fn free_port() -> u16 {
