@@ -31,6 +31,7 @@ pub enum LoginMode {
     AzureCli,
     AzureDeveloperCli,
     WorkloadIdentity,
+    AzurePipelines,
 }
 
 impl From<LoginMode> for broker_proto::v1::LoginMode {
@@ -45,6 +46,7 @@ impl From<LoginMode> for broker_proto::v1::LoginMode {
             LoginMode::AzureCli => Wire::AzureCli,
             LoginMode::AzureDeveloperCli => Wire::AzureDeveloperCli,
             LoginMode::WorkloadIdentity => Wire::WorkloadIdentity,
+            LoginMode::AzurePipelines => Wire::AzurePipelines,
         }
     }
 }
@@ -63,6 +65,7 @@ impl LoginMode {
             Wire::AzureCli => LoginMode::AzureCli,
             Wire::AzureDeveloperCli => LoginMode::AzureDeveloperCli,
             Wire::WorkloadIdentity => LoginMode::WorkloadIdentity,
+            Wire::AzurePipelines => LoginMode::AzurePipelines,
         })
     }
 
@@ -109,6 +112,11 @@ pub enum SpecError {
         value: String,
         why: &'static str,
     },
+    #[error("{flag} is not supported by this token-broker yet: {why}")]
+    Unsupported {
+        flag: &'static str,
+        why: &'static str,
+    },
 }
 
 /// A session's parameters as a caller gives them; an empty field is "not given".
@@ -122,6 +130,13 @@ pub struct SpecInput {
     pub login_mode: Option<LoginMode>,
     pub username: String,
     pub identity_resource_id: String,
+    pub login_hint: String,
+    pub redirect_url: String,
+    pub subscription: String,
+    pub azure_config_dir: String,
+    pub legacy: bool,
+    pub pop_claims: String,
+    pub service_connection_id: String,
 }
 
 impl SpecInput {
@@ -142,6 +157,13 @@ impl SpecInput {
             login_mode,
             username: spec.username,
             identity_resource_id: spec.identity_resource_id,
+            login_hint: spec.login_hint,
+            redirect_url: spec.redirect_url,
+            subscription: spec.subscription,
+            azure_config_dir: spec.azure_config_dir,
+            legacy: spec.legacy,
+            pop_claims: spec.pop_claims,
+            service_connection_id: spec.service_connection_id,
         };
         Ok((spec.profile, input))
     }
@@ -165,6 +187,17 @@ pub struct SessionSpec {
     pub username: String,
     /// Managed identity only.
     pub identity_resource_id: String,
+    /// Device code and interactive: the account the session signs in as (lower case); empty
+    /// for whoever signs in.
+    pub login_hint: String,
+    /// Interactive only: where Entra sends the browser back. Not part of the identity.
+    pub redirect_url: String,
+    /// Azure CLI only: the subscription `az` is asked for.
+    pub subscription: String,
+    /// Azure CLI only: its configuration directory (absolute); empty for its default.
+    pub azure_config_dir: String,
+    /// Azure Pipelines only: the service connection.
+    pub service_connection_id: String,
 }
 
 /// A short, stable name for a session, derived from what identifies it.
@@ -199,7 +232,7 @@ impl SessionSpec {
         let tenant_id = input.tenant_id.trim();
         let tenant_needed = matches!(
             mode,
-            DeviceCode | Interactive | ServicePrincipal | Ropc | WorkloadIdentity
+            DeviceCode | Interactive | ServicePrincipal | Ropc | WorkloadIdentity | AzurePipelines
         );
         if tenant_needed && tenant_id.is_empty() {
             return Err(SpecError::Missing {
@@ -225,7 +258,7 @@ impl SessionSpec {
 
         let client_id = match (mode, input.client_id.trim()) {
             (DeviceCode | Interactive | Ropc, "") => AKS_CLIENT_ID,
-            (ServicePrincipal | WorkloadIdentity, "") => {
+            (ServicePrincipal | WorkloadIdentity | AzurePipelines, "") => {
                 return Err(SpecError::MissingFor {
                     flag: "--client-id",
                     mode: mode.name(),
@@ -260,6 +293,71 @@ impl SessionSpec {
         }
         check_token_value("--identity-resource-id", identity_resource_id)?;
 
+        // kubelogin's flags that belong to some modes only are ignored by the others, as
+        // kubelogin ignores them; where they mean something they are checked here.
+        let only = |modes: &[LoginMode], value: &str| {
+            if modes.contains(&mode) {
+                value.trim().to_string()
+            } else {
+                String::new()
+            }
+        };
+        let login_hint = only(&[DeviceCode, Interactive], &input.login_hint).to_ascii_lowercase();
+        check_account("--login-hint", &login_hint)?;
+        let redirect_url = only(&[Interactive], &input.redirect_url);
+        if !redirect_url.is_empty() {
+            check_redirect_url(&redirect_url)?;
+        }
+        let subscription = only(&[AzureCli], &input.subscription);
+        // An id or a display name (which may hold spaces), as azidentity allows: never
+        // something `az` could read as an option.
+        let subscription_ok = subscription.len() <= 256
+            && !subscription.starts_with('-')
+            && subscription
+                .chars()
+                .all(|c| c.is_alphanumeric() || " -_.()".contains(c));
+        if !subscription_ok {
+            return Err(SpecError::Invalid {
+                flag: "--subscription",
+                value: subscription.chars().take(60).collect(),
+                why: "a subscription is an id or a name (letters, digits, spaces, - _ . ( ))",
+            });
+        }
+        let azure_config_dir = only(&[AzureCli], &input.azure_config_dir);
+        if !azure_config_dir.is_empty() && !azure_config_dir.starts_with('/') {
+            return Err(SpecError::Invalid {
+                flag: "AZURE_CONFIG_DIR",
+                value: azure_config_dir,
+                why: "it must be an absolute path",
+            });
+        }
+        let service_connection_id = only(&[AzurePipelines], &input.service_connection_id);
+        if mode == AzurePipelines && service_connection_id.is_empty() {
+            return Err(SpecError::MissingFor {
+                flag: "--azure-pipelines-service-connection-id",
+                mode: mode.name(),
+            });
+        }
+        check_token_value(
+            "--azure-pipelines-service-connection-id",
+            &service_connection_id,
+        )?;
+        if input.legacy && matches!(mode, DeviceCode | ServicePrincipal) {
+            return Err(SpecError::Unsupported {
+                flag: "--legacy",
+                why: "Entra v1.0 tokens (audience spn:<server id>); drop the flag: AKS takes \
+                      v2.0 tokens",
+            });
+        }
+        if !input.pop_claims.trim().is_empty()
+            && matches!(mode, Interactive | Ropc | ServicePrincipal)
+        {
+            return Err(SpecError::Unsupported {
+                flag: "--pop-enabled",
+                why: "proof-of-possession tokens (Azure Arc-enabled clusters)",
+            });
+        }
+
         Ok(SessionSpec {
             environment: input.environment.trim().to_string(),
             authority_host: input.authority_host.trim().to_string(),
@@ -275,6 +373,11 @@ impl SessionSpec {
             login_mode: mode,
             username: username.to_ascii_lowercase(),
             identity_resource_id: identity_resource_id.to_string(),
+            login_hint,
+            redirect_url,
+            subscription,
+            azure_config_dir,
+            service_connection_id,
         })
     }
 
@@ -311,6 +414,21 @@ impl SessionSpec {
         ] {
             hasher.update(part.as_bytes());
             hasher.update([0u8]);
+        }
+        // Parameters added later count only when given, so that every session named before
+        // them keeps its id (and its refresh token in the keyring).
+        for (name, value) in [
+            ("login_hint", &self.login_hint),
+            ("subscription", &self.subscription),
+            ("azure_config_dir", &self.azure_config_dir),
+            ("service_connection_id", &self.service_connection_id),
+        ] {
+            if !value.is_empty() {
+                hasher.update(name.as_bytes());
+                hasher.update([b'=']);
+                hasher.update(value.as_bytes());
+                hasher.update([0u8]);
+            }
         }
         let digest = hasher.finalize();
         SessionId(digest[..6].iter().map(|b| format!("{b:02x}")).collect())
@@ -349,6 +467,46 @@ fn check_token_value(flag: &'static str, value: &str) -> Result<(), SpecError> {
     Ok(())
 }
 
+/// An account name as Entra spells one (`alice@contoso.com`): one short line, no spaces.
+fn check_account(flag: &'static str, value: &str) -> Result<(), SpecError> {
+    check_token_value(flag, value)?;
+    if value.len() > 256 {
+        return Err(SpecError::Invalid {
+            flag,
+            value: value.chars().take(40).collect(),
+            why: "an account name is at most 256 characters",
+        });
+    }
+    Ok(())
+}
+
+/// `--redirect-url`: Entra sends the browser back to a loopback address over plain http (any
+/// port it is given, as it ignores the port of a loopback redirect URI), and brokerd must be
+/// able to listen there.
+fn check_redirect_url(value: &str) -> Result<(), SpecError> {
+    let invalid = |why| SpecError::Invalid {
+        flag: "--redirect-url",
+        value: value.chars().take(200).collect(),
+        why,
+    };
+    let url = url::Url::parse(value).map_err(|_| invalid("it is not a URL"))?;
+    if url.scheme() != "http" {
+        return Err(invalid(
+            "brokerd receives the browser on http://localhost:PORT/…",
+        ));
+    }
+    if !matches!(url.host_str(), Some("localhost" | "127.0.0.1" | "[::1]")) {
+        return Err(invalid("the host must be localhost, 127.0.0.1 or [::1]"));
+    }
+    if url.port().is_none() {
+        return Err(invalid("it needs a port, such as http://localhost:8400/"));
+    }
+    if url.fragment().is_some() || url.query().is_some() {
+        return Err(invalid("it must not carry a query or a fragment"));
+    }
+    Ok(())
+}
+
 /// GUIDs compare case-insensitively; lower-case them so that one session serves every
 /// spelling. Other values (`api://...` server ids, other IdPs' client ids) are kept as given.
 fn normalise_guid(value: &str) -> String {
@@ -381,6 +539,13 @@ impl From<&SessionSpec> for broker_proto::v1::SessionSpec {
             profile: String::new(),
             username: spec.username.clone(),
             identity_resource_id: spec.identity_resource_id.clone(),
+            login_hint: spec.login_hint.clone(),
+            redirect_url: spec.redirect_url.clone(),
+            subscription: spec.subscription.clone(),
+            azure_config_dir: spec.azure_config_dir.clone(),
+            legacy: false,
+            pop_claims: String::new(),
+            service_connection_id: spec.service_connection_id.clone(),
         }
     }
 }
@@ -391,6 +556,8 @@ mod tests {
 
     const SERVER: &str = "6dae42f8-4368-4678-94ff-3960e28e3630";
     const TENANT: &str = "00000000-0000-0000-0000-000000000001";
+    // SHA-256 over the parts as the first release hashed them, computed outside this code.
+    const PINNED_ID: &str = "8ce63678745d";
 
     fn input(mode: LoginMode) -> SpecInput {
         SpecInput {
@@ -563,6 +730,145 @@ mod tests {
         assert_ne!(
             msi("").id(),
             msi("11111111-1111-1111-1111-111111111111").id()
+        );
+    }
+
+    #[test]
+    fn sessions_named_before_the_new_flags_keep_their_ids() {
+        // Pinned: the id a device code session had before login hints existed. A change here
+        // would orphan every stored refresh token.
+        let spec = SessionSpec::new(&input(LoginMode::DeviceCode)).unwrap();
+        assert_eq!(spec.id().as_str(), PINNED_ID);
+        // Flags of other modes are ignored, as kubelogin ignores them: same session.
+        let ignored = SessionSpec::new(&SpecInput {
+            subscription: "sub".into(),
+            service_connection_id: "sc".into(),
+            redirect_url: "http://localhost:8400/".into(),
+            ..input(LoginMode::DeviceCode)
+        })
+        .unwrap();
+        assert_eq!(ignored.id(), spec.id());
+    }
+
+    #[test]
+    fn each_account_of_a_tenant_is_its_own_session() {
+        let hinted = |hint: &str| {
+            SessionSpec::new(&SpecInput {
+                login_hint: hint.into(),
+                ..input(LoginMode::Interactive)
+            })
+            .unwrap()
+        };
+        let alice = hinted("alice@contoso.example");
+        assert_eq!(alice.id(), hinted("Alice@Contoso.Example").id());
+        assert_ne!(alice.id(), hinted("bob@contoso.example").id());
+        assert_ne!(alice.id(), hinted("").id());
+        assert_eq!(alice.login_hint, "alice@contoso.example");
+        let err = SessionSpec::new(&SpecInput {
+            login_hint: "alice smith".into(),
+            ..input(LoginMode::DeviceCode)
+        })
+        .unwrap_err();
+        assert!(err.to_string().starts_with("--login-hint"), "{err}");
+    }
+
+    #[test]
+    fn redirect_urls_are_loopback_http_with_a_port() {
+        let with = |url: &str| {
+            SessionSpec::new(&SpecInput {
+                redirect_url: url.into(),
+                ..input(LoginMode::Interactive)
+            })
+        };
+        for good in [
+            "http://localhost:8400/",
+            "http://127.0.0.1:8400/callback",
+            "http://[::1]:9000",
+        ] {
+            let spec = with(good).unwrap();
+            assert_eq!(spec.redirect_url, good);
+            assert_eq!(
+                spec.id(),
+                with("").unwrap().id(),
+                "not part of the identity"
+            );
+        }
+        for (bad, why) in [
+            ("https://localhost:8400/", "http://localhost"),
+            ("http://example.com:8400/", "the host must be"),
+            ("http://localhost/", "it needs a port"),
+            ("http://localhost:8400/?a=b", "query"),
+            ("not a url", "not a URL"),
+        ] {
+            let err = with(bad).unwrap_err().to_string();
+            assert!(err.contains(why), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn azure_cli_subscription_and_config_dir_name_the_session() {
+        let cli = |subscription: &str, dir: &str| {
+            SessionSpec::new(&SpecInput {
+                subscription: subscription.into(),
+                azure_config_dir: dir.into(),
+                ..input(LoginMode::AzureCli)
+            })
+        };
+        let plain = cli("", "").unwrap();
+        let sub = cli("My Subscription (dev)", "").unwrap();
+        let dir = cli("", "/home/u/.azure-work").unwrap();
+        assert_ne!(plain.id(), sub.id());
+        assert_ne!(plain.id(), dir.id());
+        assert_ne!(sub.id(), dir.id());
+        for bad in ["--help", "a;b", "x\ny"] {
+            assert!(cli(bad, "").is_err(), "{bad:?}");
+        }
+        assert!(cli("", "relative/dir").is_err());
+    }
+
+    #[test]
+    fn pipelines_need_their_service_connection_and_unsupported_flags_say_so() {
+        let pipelines = |sc: &str| {
+            SessionSpec::new(&SpecInput {
+                client_id: "00000000-0000-0000-0000-0000000000aa".into(),
+                service_connection_id: sc.into(),
+                ..input(LoginMode::AzurePipelines)
+            })
+        };
+        let err = pipelines("").unwrap_err().to_string();
+        assert!(
+            err.contains("--azure-pipelines-service-connection-id"),
+            "{err}"
+        );
+        let a = pipelines("sc-1").unwrap();
+        assert_ne!(a.id(), pipelines("sc-2").unwrap().id());
+        let legacy = SessionSpec::new(&SpecInput {
+            legacy: true,
+            ..input(LoginMode::DeviceCode)
+        })
+        .unwrap_err();
+        assert!(
+            legacy.to_string().starts_with("--legacy is not supported"),
+            "{legacy}"
+        );
+        let pop = SessionSpec::new(&SpecInput {
+            pop_claims: "u=/x".into(),
+            ..input(LoginMode::Interactive)
+        })
+        .unwrap_err();
+        assert!(
+            pop.to_string()
+                .starts_with("--pop-enabled is not supported"),
+            "{pop}"
+        );
+        // Where kubelogin ignores them (azurecli, msi, ...), so does brokerd.
+        assert!(
+            SessionSpec::new(&SpecInput {
+                legacy: true,
+                pop_claims: "u=/x".into(),
+                ..input(LoginMode::AzureCli)
+            })
+            .is_ok()
         );
     }
 }

@@ -4,30 +4,61 @@
 
 use crate::v1::{Credentials, LoginMode, SessionSpec};
 
-/// Flags that take a value: the long name, and the short one if any.
-const VALUE_FLAGS: &[(&str, Option<char>)] = &[
-    ("profile", None),
-    ("server-id", None),
-    ("client-id", None),
-    ("tenant-id", Some('t')),
-    ("environment", Some('e')),
-    ("login", Some('l')),
-    ("authority-host", None),
-    ("client-secret", None),
-    ("client-certificate", None),
-    ("client-certificate-password", None),
-    ("username", None),
-    ("password", None),
-    ("identity-resource-id", None),
-    ("federated-token-file", None),
-    ("timeout", None),
-    ("socket", None),
+/// How a flag is read.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Takes a value.
+    Value,
+    /// A boolean: `--name`, `--name=true`, `--name=false`.
+    Switch,
+    /// Takes a value that means nothing here (kubelogin's cache directories, klog's level).
+    IgnoredValue,
+    /// A boolean that means nothing here.
+    IgnoredSwitch,
+}
+
+/// Every flag of Azure kubelogin v0.2.19's `get-token` (its `Options.AddFlags`, and klog's
+/// `-v` and `--logtostderr` that its `main` adds), plus token-broker's `--profile` and
+/// `--socket`: the long name, the short one pflag also accepts, and how it is read.
+const FLAGS: &[(&str, Option<char>, Kind)] = &[
+    ("login", Some('l'), Kind::Value),
+    ("client-id", None, Kind::Value),
+    ("client-secret", None, Kind::Value),
+    ("client-certificate", None, Kind::Value),
+    ("client-certificate-password", None, Kind::Value),
+    ("username", None, Kind::Value),
+    ("password", None, Kind::Value),
+    ("identity-resource-id", None, Kind::Value),
+    ("server-id", None, Kind::Value),
+    ("federated-token-file", None, Kind::Value),
+    ("authority-host", None, Kind::Value),
+    ("azure-pipelines-service-connection-id", None, Kind::Value),
+    ("token-cache-dir", None, Kind::IgnoredValue),
+    ("cache-dir", None, Kind::IgnoredValue),
+    ("tenant-id", Some('t'), Kind::Value),
+    ("subscription", Some('s'), Kind::Value),
+    ("environment", Some('e'), Kind::Value),
+    ("legacy", None, Kind::Switch),
+    ("use-azurerm-env-vars", None, Kind::Switch),
+    ("pop-enabled", None, Kind::Switch),
+    ("timeout", None, Kind::Value),
+    ("pop-claims", None, Kind::Value),
+    ("disable-environment-override", None, Kind::Switch),
+    ("disable-instance-discovery", None, Kind::IgnoredSwitch),
+    ("redirect-url", None, Kind::Value),
+    ("login-hint", None, Kind::Value),
+    ("v", Some('v'), Kind::IgnoredValue),
+    ("logtostderr", None, Kind::IgnoredSwitch),
+    ("profile", None, Kind::Value),
+    ("socket", None, Kind::Value),
 ];
 
-/// kubelogin flags that mean nothing here: brokerd keeps the tokens.
-const IGNORED_VALUE_FLAGS: &[&str] = &["token-cache-dir", "cache-dir"];
-const IGNORED_SWITCHES: &[&str] = &["disable-instance-discovery"];
-const SWITCHES: &[&str] = &["disable-environment-override", "use-azurerm-env-vars"];
+fn flag_kind(name: &str) -> Option<Kind> {
+    FLAGS
+        .iter()
+        .find(|(long, _, _)| *long == name)
+        .map(|(_, _, kind)| *kind)
+}
 
 /// Flags and variables for one `get-token`, before they become a session spec: the login mode
 /// is still a name, because `AAD_LOGIN_METHOD` may replace it.
@@ -38,6 +69,8 @@ pub struct GetTokenOptions {
     pub login: Option<String>,
     pub use_azurerm_env_vars: bool,
     pub disable_environment_override: bool,
+    /// `--pop-enabled`: must come with `--pop-claims`, as kubelogin requires.
+    pub pop_enabled: bool,
     /// kubelogin's `--timeout`: how long the whole `get-token` may take, login included.
     pub timeout: Option<std::time::Duration>,
     /// broker-shim's own `--socket`: brokerd's socket, over `TOKEN_BROKER_SOCKET`.
@@ -52,18 +85,22 @@ impl GetTokenOptions {
         let mut args = args.iter();
         while let Some(arg) = args.next() {
             let (name, inline) = split_flag(arg)?;
-            if IGNORED_SWITCHES.contains(&name.as_str()) || SWITCHES.contains(&name.as_str()) {
-                let on = inline.as_deref().is_none_or(|v| v != "false");
+            let kind =
+                flag_kind(&name).ok_or_else(|| format!("unknown or unsupported flag --{name}"))?;
+            if matches!(kind, Kind::Switch | Kind::IgnoredSwitch) {
+                let on = match inline.as_deref() {
+                    None => true,
+                    Some(value) => parse_bool(value)
+                        .ok_or_else(|| format!("--{name}={value:?}: expected true or false"))?,
+                };
                 match name.as_str() {
                     "disable-environment-override" => options.disable_environment_override = on,
                     "use-azurerm-env-vars" => options.use_azurerm_env_vars = on,
+                    "legacy" => options.spec.legacy = on,
+                    "pop-enabled" => options.pop_enabled = on,
                     _ => {}
                 }
                 continue;
-            }
-            let takes_value = VALUE_FLAGS.iter().any(|(long, _)| *long == name);
-            if !takes_value && !IGNORED_VALUE_FLAGS.contains(&name.as_str()) {
-                return Err(format!("unknown or unsupported flag --{name}"));
             }
             let value = match inline {
                 Some(value) => value,
@@ -88,6 +125,11 @@ impl GetTokenOptions {
                 "password" => creds.password = value,
                 "identity-resource-id" => spec.identity_resource_id = value,
                 "federated-token-file" => creds.federated_token_file = value,
+                "login-hint" => spec.login_hint = value,
+                "redirect-url" => spec.redirect_url = value,
+                "subscription" => spec.subscription = value,
+                "pop-claims" => spec.pop_claims = value,
+                "azure-pipelines-service-connection-id" => spec.service_connection_id = value,
                 "timeout" => {
                     options.timeout = Some(parse_go_duration(&value).ok_or_else(|| {
                         format!("--timeout {value:?} is not a duration (such as 60s, 5m or 1m30s)")
@@ -118,6 +160,14 @@ impl GetTokenOptions {
         flag("authority-host", &spec.authority_host);
         flag("login", self.login.as_deref().unwrap_or(""));
         flag("username", &spec.username);
+        flag("login-hint", &spec.login_hint);
+        flag("redirect-url", &spec.redirect_url);
+        flag("subscription", &spec.subscription);
+        flag(
+            "azure-pipelines-service-connection-id",
+            &spec.service_connection_id,
+        );
+        flag("pop-claims", &spec.pop_claims);
         flag("identity-resource-id", &spec.identity_resource_id);
         flag(
             "client-certificate",
@@ -135,6 +185,12 @@ impl GetTokenOptions {
         if self.use_azurerm_env_vars {
             args.push("--use-azurerm-env-vars".into());
         }
+        if !spec.pop_claims.is_empty() {
+            args.push("--pop-enabled".into());
+        }
+        if spec.legacy {
+            args.push("--legacy".into());
+        }
         if self.disable_environment_override {
             args.push("--disable-environment-override".into());
         }
@@ -144,6 +200,18 @@ impl GetTokenOptions {
     /// Applies kubelogin's variables (its `UpdateFromEnv`), reading them through `env`. A
     /// variable set to an empty value still counts as set, as in kubelogin.
     pub fn apply_environment(&mut self, env: &dyn Fn(&str) -> Option<String>) {
+        // What the tools kubelogin runs read for themselves, whatever the override switch:
+        // the Azure CLI its configuration directory, Azure Pipelines' credential the job's
+        // token and OIDC endpoint. (KUBECACHEDIR, kubelogin's cache, means nothing here.)
+        if let Some(dir) = env("AZURE_CONFIG_DIR").filter(|d| !d.is_empty()) {
+            self.spec.azure_config_dir = dir;
+        }
+        if let Some(token) = env("SYSTEM_ACCESSTOKEN") {
+            self.credentials.system_access_token = token;
+        }
+        if let Some(uri) = env("SYSTEM_OIDCREQUESTURI") {
+            self.credentials.oidc_request_uri = uri;
+        }
         if self.disable_environment_override {
             return;
         }
@@ -213,6 +281,25 @@ impl GetTokenOptions {
             );
             set(&mut spec.authority_host, &["AZURE_AUTHORITY_HOST"]);
         }
+        if self.login.as_deref() == Some("azurepipelines") {
+            let fill = |target: &mut String, name: &str| {
+                if target.is_empty()
+                    && let Some(value) = env(name)
+                {
+                    *target = value;
+                }
+            };
+            fill(&mut spec.client_id, "AZURESUBSCRIPTION_CLIENT_ID");
+            fill(&mut spec.tenant_id, "AZURESUBSCRIPTION_TENANT_ID");
+            fill(
+                &mut spec.service_connection_id,
+                "AZURESUBSCRIPTION_SERVICE_CONNECTION_ID",
+            );
+        }
+        // As kubelogin: a variable that does not parse leaves the flag's timeout.
+        if let Some(timeout) = env("AZURE_CLI_TIMEOUT").and_then(|t| parse_go_duration(&t)) {
+            self.timeout = Some(timeout);
+        }
         // token-broker's own rule, for every mode: AZURE_AUTHORITY_HOST when no flag names one.
         if spec.authority_host.is_empty()
             && let Some(host) = env("AZURE_AUTHORITY_HOST")
@@ -229,8 +316,25 @@ impl GetTokenOptions {
             mut spec,
             mut credentials,
             login,
+            pop_enabled,
             ..
         } = self;
+        // kubelogin's rule: the two PoP flags come together.
+        match (pop_enabled, spec.pop_claims.trim().is_empty()) {
+            (true, true) => {
+                return Err(
+                    "--pop-enabled needs --pop-claims with at least u=<the cluster's ARM \
+                            id>"
+                    .into(),
+                );
+            }
+            (false, false) => return Err("--pop-claims needs --pop-enabled".into()),
+            (true, false) => {
+                spec.pop_claims = canonical_pop_claims(&spec.pop_claims)
+                    .map_err(|why| format!("--pop-claims is not valid: {why}"))?;
+            }
+            (false, true) => spec.pop_claims.clear(),
+        }
         let mode = match login.as_deref() {
             None | Some("") => LoginMode::Unspecified,
             Some(name) => crate::parse_login_mode(name).ok_or_else(|| {
@@ -241,6 +345,12 @@ impl GetTokenOptions {
             })?,
         };
         spec.set_login_mode(mode);
+        // Every step of a pipeline has the job's token in its environment; only the mode
+        // that needs it sends it on.
+        if mode != LoginMode::AzurePipelines {
+            credentials.system_access_token.clear();
+            credentials.oidc_request_uri.clear();
+        }
         if spec.profile.is_empty() {
             if spec.server_id.is_empty() {
                 return Err("--server-id is required (or --profile)".into());
@@ -260,6 +370,7 @@ impl GetTokenOptions {
         for path in [
             &mut credentials.client_certificate_path,
             &mut credentials.federated_token_file,
+            &mut spec.azure_config_dir,
         ] {
             if !path.is_empty() {
                 let absolute = std::path::absolute(&*path)
@@ -272,6 +383,35 @@ impl GetTokenOptions {
         }
         Ok((spec, credentials))
     }
+}
+
+/// `--pop-claims` (`u=<ARM id>,key=value,…`) checked as kubelogin checks it, the `u` claim
+/// required, and written back in one spelling (keys sorted, spaces trimmed), so that every
+/// spelling of the same claims names one session.
+pub fn canonical_pop_claims(text: &str) -> Result<String, &'static str> {
+    let mut claims = std::collections::BTreeMap::new();
+    for pair in text.split(',') {
+        let (key, value) = pair
+            .split_once('=')
+            .map(|(k, v)| (k.trim(), v.trim()))
+            .filter(|(k, v)| !k.is_empty() && !v.is_empty())
+            .ok_or("each claim is key=value, such as u=<the cluster's ARM id>")?;
+        if !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err("a claim's name is letters, digits and _");
+        }
+        if value.chars().any(|c| c.is_control()) || value.len() > 1024 {
+            return Err("a claim's value is one line of at most 1,024 characters");
+        }
+        claims.insert(key.to_string(), value.to_string());
+    }
+    if !claims.contains_key("u") {
+        return Err("the u claim (the cluster's ARM id, u=<ARM id>) is required");
+    }
+    Ok(claims
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(","))
 }
 
 /// A Go `time.Duration` as pflag parses it: numbers (decimals allowed) each with a unit (`ns`,
@@ -342,6 +482,15 @@ fn is_guid(value: &str) -> bool {
         })
 }
 
+/// A boolean as Go's `strconv.ParseBool` (and so pflag) reads it.
+fn parse_bool(value: &str) -> Option<bool> {
+    match value {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
+        _ => None,
+    }
+}
+
 /// `--name value`, `--name=value`, `-x value`, `-x=value` and `-xvalue`, as pflag allows.
 /// Returns the long name and the inline value, if any.
 fn split_flag(arg: &str) -> Result<(String, Option<String>), String> {
@@ -354,10 +503,10 @@ fn split_flag(arg: &str) -> Result<(String, Option<String>), String> {
     if let Some(short) = arg.strip_prefix('-') {
         let mut chars = short.chars();
         if let Some(letter) = chars.next() {
-            let long = VALUE_FLAGS
+            let long = FLAGS
                 .iter()
-                .find(|(_, s)| *s == Some(letter))
-                .map(|(long, _)| long.to_string())
+                .find(|(_, s, _)| *s == Some(letter))
+                .map(|(long, _, _)| long.to_string())
                 .ok_or_else(|| format!("unknown flag -{letter}"))?;
             let rest = chars.as_str();
             let inline = rest.strip_prefix('=').unwrap_or(rest);
@@ -493,6 +642,207 @@ mod tests {
         ] {
             assert!(check_tenant(bad).is_err(), "{bad}");
         }
+    }
+
+    /// Azure kubelogin v0.2.19's `get-token` flags, from its `Options.AddFlags` (and klog's,
+    /// which its `main` adds): the list that drop-in means.
+    const KUBELOGIN_V0_2_19: &[&str] = &[
+        "login",
+        "client-id",
+        "client-secret",
+        "client-certificate",
+        "client-certificate-password",
+        "username",
+        "password",
+        "identity-resource-id",
+        "server-id",
+        "federated-token-file",
+        "authority-host",
+        "azure-pipelines-service-connection-id",
+        "token-cache-dir",
+        "cache-dir",
+        "tenant-id",
+        "subscription",
+        "environment",
+        "legacy",
+        "use-azurerm-env-vars",
+        "pop-enabled",
+        "timeout",
+        "pop-claims",
+        "disable-environment-override",
+        "disable-instance-discovery",
+        "redirect-url",
+        "login-hint",
+        "v",
+        "logtostderr",
+    ];
+
+    fn parse(line: &str) -> Result<GetTokenOptions, String> {
+        let args: Vec<String> = line.split_whitespace().map(String::from).collect();
+        GetTokenOptions::parse_flags(&args)
+    }
+
+    #[test]
+    fn every_kubelogin_flag_is_known() {
+        for name in KUBELOGIN_V0_2_19 {
+            assert!(flag_kind(name).is_some(), "--{name}");
+        }
+        let ours = FLAGS.len() - 2; // --profile and --socket are token-broker's own
+        assert_eq!(ours, KUBELOGIN_V0_2_19.len());
+    }
+
+    #[test]
+    fn every_kubelogin_flag_parses_and_lands_where_it_means_something() {
+        type Check = fn(&GetTokenOptions) -> bool;
+        let table: &[(&str, Check)] = &[
+            ("--login ropc", |o| o.login.as_deref() == Some("ropc")),
+            ("-l spn", |o| o.login.as_deref() == Some("spn")),
+            ("--client-id c1", |o| o.spec.client_id == "c1"),
+            ("--client-secret s1", |o| {
+                o.credentials.client_secret == "s1"
+            }),
+            ("--client-certificate /c.pem", |o| {
+                o.credentials.client_certificate_path == "/c.pem"
+            }),
+            ("--client-certificate-password p1", |o| {
+                o.credentials.client_certificate_password == "p1"
+            }),
+            ("--username u1", |o| o.spec.username == "u1"),
+            ("--password p2", |o| o.credentials.password == "p2"),
+            ("--identity-resource-id /r", |o| {
+                o.spec.identity_resource_id == "/r"
+            }),
+            ("--server-id srv", |o| o.spec.server_id == "srv"),
+            ("--federated-token-file /f", |o| {
+                o.credentials.federated_token_file == "/f"
+            }),
+            ("--authority-host https://a/", |o| {
+                o.spec.authority_host == "https://a/"
+            }),
+            ("--azure-pipelines-service-connection-id sc", |o| {
+                o.spec.service_connection_id == "sc"
+            }),
+            ("--token-cache-dir /x", |o| *o == GetTokenOptions::default()),
+            ("--cache-dir=/x", |o| *o == GetTokenOptions::default()),
+            ("-t t1.example", |o| o.spec.tenant_id == "t1.example"),
+            ("--tenant-id t2.example", |o| {
+                o.spec.tenant_id == "t2.example"
+            }),
+            ("-s sub", |o| o.spec.subscription == "sub"),
+            ("--subscription=sub2", |o| o.spec.subscription == "sub2"),
+            ("-e AzureChinaCloud", |o| {
+                o.spec.environment == "AzureChinaCloud"
+            }),
+            ("--legacy", |o| o.spec.legacy),
+            ("--legacy=false", |o| !o.spec.legacy),
+            ("--use-azurerm-env-vars", |o| o.use_azurerm_env_vars),
+            ("--pop-enabled", |o| o.pop_enabled),
+            ("--timeout 2m", |o| {
+                o.timeout == Some(std::time::Duration::from_secs(120))
+            }),
+            ("--pop-claims u=/arm/id", |o| {
+                o.spec.pop_claims == "u=/arm/id"
+            }),
+            ("--disable-environment-override=true", |o| {
+                o.disable_environment_override
+            }),
+            ("--disable-instance-discovery", |o| {
+                *o == GetTokenOptions::default()
+            }),
+            ("--redirect-url http://localhost:8400/", |o| {
+                o.spec.redirect_url == "http://localhost:8400/"
+            }),
+            ("--login-hint alice@contoso.example", |o| {
+                o.spec.login_hint == "alice@contoso.example"
+            }),
+            ("-v 5", |o| *o == GetTokenOptions::default()),
+            ("--v=9", |o| *o == GetTokenOptions::default()),
+            ("--logtostderr", |o| *o == GetTokenOptions::default()),
+        ];
+        for (line, check) in table {
+            let options = parse(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+            assert!(check(&options), "{line}: {options:?}");
+        }
+        // The table names every flag of kubelogin's.
+        for name in KUBELOGIN_V0_2_19 {
+            let named = table.iter().any(|(line, _)| {
+                let flag = line.split([' ', '=']).next().unwrap();
+                flag == format!("--{name}")
+                    || FLAGS
+                        .iter()
+                        .any(|(l, s, _)| l == name && s.is_some_and(|c| flag == format!("-{c}")))
+            });
+            assert!(named, "--{name} is missing from the table");
+        }
+    }
+
+    #[test]
+    fn pop_flags_come_together_and_claims_are_checked() {
+        let finish = |line: &str| parse(line).unwrap().finish();
+        let base = "--server-id s -t t.example --login interactive";
+        let err = finish(&format!("{base} --pop-enabled")).unwrap_err();
+        assert!(err.contains("--pop-enabled needs --pop-claims"), "{err}");
+        let err = finish(&format!("{base} --pop-claims u=x")).unwrap_err();
+        assert!(err.contains("--pop-claims needs --pop-enabled"), "{err}");
+        let (spec, _) = finish(&format!("{base} --pop-enabled --pop-claims k=v,u=/sub/x")).unwrap();
+        assert_eq!(spec.pop_claims, "k=v,u=/sub/x");
+        for (claims, why) in [
+            ("k=v", "the u claim"),
+            ("u=", "each claim is key=value"),
+            ("u=x,=y", "each claim is key=value"),
+            ("u=x,a.b=c", "a claim's name"),
+        ] {
+            let err = finish(&format!("{base} --pop-enabled --pop-claims {claims}")).unwrap_err();
+            assert!(err.contains(why), "{claims}: {err}");
+        }
+    }
+
+    #[test]
+    fn pipelines_take_their_variables_and_other_modes_drop_the_job_token() {
+        let vars = env(&[
+            ("SYSTEM_ACCESSTOKEN", "job-token"),
+            (
+                "SYSTEM_OIDCREQUESTURI",
+                "https://dev.azure.com/o/_apis/oidc",
+            ),
+            ("AZURESUBSCRIPTION_CLIENT_ID", "sc-client"),
+            ("AZURESUBSCRIPTION_TENANT_ID", "sc.example"),
+            ("AZURESUBSCRIPTION_SERVICE_CONNECTION_ID", "sc-id"),
+        ]);
+        let mut o = parse("--server-id s --login azurepipelines").unwrap();
+        o.apply_environment(&vars);
+        let (spec, creds) = o.finish().unwrap();
+        assert_eq!(spec.client_id, "sc-client");
+        assert_eq!(spec.tenant_id, "sc.example");
+        assert_eq!(spec.service_connection_id, "sc-id");
+        assert_eq!(creds.system_access_token, "job-token");
+        assert_eq!(creds.oidc_request_uri, "https://dev.azure.com/o/_apis/oidc");
+        // Flags win over the AZURESUBSCRIPTION_ variables, as in kubelogin.
+        let mut o = parse("--server-id s -l azurepipelines --client-id mine -t t.example").unwrap();
+        o.apply_environment(&vars);
+        assert_eq!(o.spec.client_id, "mine");
+        // A devicecode step in the same pipeline does not send the job's token on.
+        let mut o = parse("--server-id s -t t.example").unwrap();
+        o.apply_environment(&vars);
+        let (_, creds) = o.finish().unwrap();
+        assert!(creds.system_access_token.is_empty() && creds.oidc_request_uri.is_empty());
+    }
+
+    #[test]
+    fn azure_cli_variables() {
+        let mut o = parse("--server-id s -l azurecli --timeout 1m").unwrap();
+        o.apply_environment(&env(&[
+            ("AZURE_CONFIG_DIR", "/home/u/.azure-work"),
+            ("AZURE_CLI_TIMEOUT", "90s"),
+            ("KUBECACHEDIR", "/tmp/ignored"),
+        ]));
+        assert_eq!(o.timeout, Some(std::time::Duration::from_secs(90)));
+        let (spec, _) = o.finish().unwrap();
+        assert_eq!(spec.azure_config_dir, "/home/u/.azure-work");
+        // A timeout that does not parse leaves the flag's, as kubelogin does.
+        let mut o = parse("--server-id s -l azurecli --timeout 1m").unwrap();
+        o.apply_environment(&env(&[("AZURE_CLI_TIMEOUT", "soon")]));
+        assert_eq!(o.timeout, Some(std::time::Duration::from_secs(60)));
     }
 
     #[test]

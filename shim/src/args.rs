@@ -7,11 +7,14 @@ use broker_proto::kubelogin::GetTokenOptions;
 pub const USAGE: &str = "\
 usage: broker-shim get-token --server-id ID [--tenant-id ID] [--client-id ID]
                              [--environment NAME | --authority-host URL]
-                             [--login devicecode|interactive|spn|ropc|msi|azurecli|azd|workloadidentity]
+                             [--login devicecode|interactive|spn|ropc|msi|azurecli|azd|workloadidentity|
+                                      azurepipelines]
                              [--client-secret S | --client-certificate FILE
                               [--client-certificate-password P]]
                              [--username U [--password P]] [--identity-resource-id ID]
                              [--federated-token-file FILE]
+                             [--login-hint USER] [--redirect-url URL] [--subscription ID]
+                             [--azure-pipelines-service-connection-id ID]
                              [--disable-environment-override] [--use-azurerm-env-vars]
                              [--timeout DURATION] [--socket PATH]
        broker-shim get-token --profile NAME [any of the flags above, to override it]
@@ -22,8 +25,9 @@ access token and prints an ExecCredential. kubelogin's get-token flags and envir
 variables are accepted (the variables override the flags unless
 --disable-environment-override). --timeout (60s, 5m, 1m30s) bounds the whole run, a login at
 the terminal included; without it, 10 minutes when a login may prompt and 90 seconds
-otherwise. --token-cache-dir, --cache-dir and --disable-instance-discovery are accepted and
-have no effect.";
+otherwise. Every other flag of kubelogin v0.2.19 is accepted: --token-cache-dir, --cache-dir,
+--disable-instance-discovery, -v and --logtostderr have no effect; --legacy and
+--pop-enabled/--pop-claims are refused by brokerd with the reason.";
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Command {
@@ -160,7 +164,15 @@ mod tests {
             ),
             (
                 "get-token --server-id s --tenant-id t --pop-enabled",
-                "unknown or unsupported flag --pop-enabled",
+                "--pop-enabled needs --pop-claims",
+            ),
+            (
+                "get-token --server-id s --tenant-id t --oidc-issuer-url x",
+                "unknown or unsupported flag --oidc-issuer-url",
+            ),
+            (
+                "get-token --server-id s --tenant-id t --legacy=maybe",
+                "--legacy=\"maybe\": expected true or false",
             ),
             (
                 "get-token --server-id s --tenant-id my/tenant",

@@ -107,12 +107,21 @@ impl<T: Transport> Channel<T> {
         method: &str,
         request: &Q,
     ) -> Result<A, CallError> {
+        self.unary_from(method, request).map(|(answer, _)| answer)
+    }
+
+    /// A unary call, with the protocol revision brokerd announced with its answer.
+    pub fn unary_from<Q: Message, A: Message + Default>(
+        &mut self,
+        method: &str,
+        request: &Q,
+    ) -> Result<(A, Option<String>), CallError> {
         let mut call = self.start(method, request)?;
         let answer = call
             .next_message()?
             .ok_or_else(|| CallError::Broken("brokerd sent no answer".into()))?;
         match call.next_message()? {
-            None => Ok(answer),
+            None => Ok((answer, call.protocol.take())),
             Some(_) => Err(CallError::Broken(
                 "brokerd sent two answers to one question".into(),
             )),

@@ -87,28 +87,34 @@ fn get_token(
     let deadline = Instant::now() + timeout;
     let socket = broker_proto::socket_path(socket);
     let mut channel = grpc::connect_or_start(&socket, deadline).map_err(|e| e.to_string())?;
+    let needs_protocol = spec.needs_protocol();
     let request = GetTokenRequest {
         spec: Some(spec),
         credentials: Some(credentials),
         interactive: info.interactive,
     };
-    let answer: GetTokenResponse = match channel.unary(grpc::GET_TOKEN, &request) {
-        Ok(answer) => answer,
-        Err(CallError::Failed(failure))
-            if failure.reason() == ErrorReason::LoginRequired && info.interactive =>
-        {
-            match login::run(&mut channel, &request) {
-                Ok(()) => {}
-                // A forwarded brokerd signs in where it runs; its answer said how.
-                Err(login::LoginError::NotHere) => return Err(failure.to_message()),
-                Err(login::LoginError::Failed(why)) => return Err(why),
+    let (answer, protocol): (GetTokenResponse, _) =
+        match channel.unary_from(grpc::GET_TOKEN, &request) {
+            Ok(answer) => answer,
+            Err(CallError::Failed(failure))
+                if failure.reason() == ErrorReason::LoginRequired && info.interactive =>
+            {
+                match login::run(&mut channel, &request) {
+                    Ok(()) => {}
+                    // A forwarded brokerd signs in where it runs; its answer said how.
+                    Err(login::LoginError::NotHere) => return Err(failure.to_message()),
+                    Err(login::LoginError::Failed(why)) => return Err(why),
+                }
+                channel
+                    .unary_from(grpc::GET_TOKEN, &request)
+                    .map_err(|e| e.to_message())?
             }
-            channel
-                .unary(grpc::GET_TOKEN, &request)
-                .map_err(|e| e.to_message())?
-        }
-        Err(error) => return Err(error.to_message()),
-    };
+            Err(error) => return Err(error.to_message()),
+        };
+    // A brokerd older than the flags it was sent has answered for another session.
+    if let Some(why) = broker_proto::too_old(needs_protocol, protocol.as_deref()) {
+        return Err(why);
+    }
     Ok(exec_credential::exec_credential(
         info.api_version,
         &answer.access_token,

@@ -35,6 +35,7 @@ impl Broker {
                 self.watch_federated_file(&file);
                 Grantor::FederatedToken(file)
             }),
+            LoginMode::AzurePipelines => supplied.pipeline.clone().map(Grantor::Pipeline),
             LoginMode::Ropc => {
                 let changed = supplied.password.is_some()
                     && !same_secret(&credentials.password, &supplied.password);
@@ -95,8 +96,13 @@ impl Broker {
                 file.map(Grantor::FederatedToken)
             }
             LoginMode::ManagedIdentity => Some(Grantor::ManagedIdentity),
-            LoginMode::AzureCli => Some(Grantor::Cli(Tool::AzureCli)),
+            LoginMode::AzureCli => {
+                self.watch_azure_config(&session.spec.azure_config_dir);
+                Some(Grantor::Cli(Tool::AzureCli))
+            }
             LoginMode::AzureDeveloperCli => Some(Grantor::Cli(Tool::AzureDeveloperCli)),
+            // The job's token is not kept: a restarted brokerd waits for the next caller.
+            LoginMode::AzurePipelines => None,
         };
         if mode == LoginMode::Ropc && credentials.password.is_none() {
             credentials.password = self.load_secret(SecretKind::Password.key(id)).await?;
@@ -120,6 +126,15 @@ impl Broker {
             LoginMode::WorkloadIdentity => BrokerError::MissingCredential {
                 what: format!("no federated token file for {}", spec.client_id),
                 how: "set AZURE_FEDERATED_TOKEN_FILE (the pod's projected service account token)"
+                    .into(),
+            },
+            LoginMode::AzurePipelines => BrokerError::MissingCredential {
+                what: format!(
+                    "no Azure Pipelines credential for service connection {}",
+                    spec.service_connection_id
+                ),
+                how: "run it in a pipeline step that maps SYSTEM_ACCESSTOKEN into its \
+                      environment (SYSTEM_OIDCREQUESTURI is set by Azure Pipelines)"
                     .into(),
             },
             LoginMode::Ropc => BrokerError::login_required(
@@ -234,6 +249,7 @@ fn same_grantor(old: Option<&Grantor>, new: &Grantor) -> bool {
         }
         (Some(Grantor::ClientCertificate(a)), Grantor::ClientCertificate(b)) => a == b,
         (Some(Grantor::FederatedToken(a)), Grantor::FederatedToken(b)) => a == b,
+        (Some(Grantor::Pipeline(a)), Grantor::Pipeline(b)) => a == b,
         _ => false,
     }
 }

@@ -1,7 +1,15 @@
-//! Watching workload identity's federated token files. The kubelet rotates the projected token
-//! (swapping a `..data` symlink in its directory, so the file name itself may not appear in the
-//! event); when anything in such a directory changes, sessions that were refused or backing off
-//! with the old token try again at once instead of waiting for a new login or the backoff.
+//! Watching the files other programs keep credentials in.
+//!
+//! - Workload identity's federated token files. The kubelet rotates the projected token
+//!   (swapping a `..data` symlink in its directory, so the file name itself may not appear in
+//!   the event); when anything in such a directory changes, sessions that were refused or
+//!   backing off with the old token try again at once instead of waiting for a new login or the
+//!   backoff.
+//! - The Azure CLI's `azureProfile.json`, which `az login`, `az logout` and `az account set`
+//!   rewrite: the tokens azurecli sessions hold for the account before are dropped at once, so
+//!   that no kube context is served the old account's token (kubelogin served user A's token
+//!   after `az logout`: Azure/kubelogin #137). `az account get-access-token` itself does not
+//!   write that file, so brokerd's own runs of it do not echo back.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -10,6 +18,18 @@ use std::sync::Mutex;
 use tokio::sync::mpsc;
 
 use super::Broker;
+use crate::spec::LoginMode;
+
+/// The Azure CLI's configuration directory: `AZURE_CONFIG_DIR` as the session names it, else
+/// `~/.azure`.
+fn azure_config_dir(given: &str) -> Option<PathBuf> {
+    if !given.is_empty() {
+        return Some(PathBuf::from(given));
+    }
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(|home| PathBuf::from(home).join(".azure"))
+}
 
 #[derive(Default)]
 pub(super) struct FederatedFiles {
@@ -24,10 +44,25 @@ struct Watching {
 impl Broker {
     /// Watches the directory of `file`, once. Needs a Tokio runtime (it spawns the handler).
     pub(super) fn watch_federated_file(&self, file: &Path) {
+        if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+            self.watch_dir(dir);
+        }
+    }
+
+    /// Watches the Azure CLI configuration directory `dir` (empty: `~/.azure`), once.
+    pub(super) fn watch_azure_config(&self, dir: &str) {
+        match azure_config_dir(dir) {
+            Some(dir) if dir.is_dir() => self.watch_dir(&dir),
+            Some(dir) => tracing::debug!(
+                "{} does not exist (yet): az logins there are not watched",
+                dir.display()
+            ),
+            None => {}
+        }
+    }
+
+    fn watch_dir(&self, dir: &Path) {
         use notify::Watcher;
-        let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) else {
-            return;
-        };
         let mut inner = self
             .federated
             .inner
@@ -42,9 +77,7 @@ impl Broker {
                         && !event.kind.is_access()
                     {
                         for path in event.paths {
-                            if let Some(dir) = path.parent() {
-                                let _ = tx.send(dir.to_path_buf());
-                            }
+                            let _ = tx.send(path);
                         }
                     }
                 });
@@ -55,8 +88,8 @@ impl Broker {
                         dirs: HashSet::new(),
                     });
                     tokio::spawn(async move {
-                        while let Some(dir) = rx.recv().await {
-                            me.federated_dir_changed(&dir);
+                        while let Some(path) = rx.recv().await {
+                            me.watched_path_changed(&path);
                         }
                     });
                 }
@@ -77,10 +110,37 @@ impl Broker {
             .watch(dir, notify::RecursiveMode::NonRecursive)
         {
             Ok(()) => {
-                tracing::info!("watching {} for federated token rotation", dir.display());
+                tracing::info!("watching {} for changed credentials", dir.display());
                 watching.dirs.insert(dir.to_path_buf());
             }
             Err(e) => tracing::warn!("cannot watch {}: {e}", dir.display()),
+        }
+    }
+
+    fn watched_path_changed(&self, path: &Path) {
+        let Some(dir) = path.parent() else { return };
+        self.federated_dir_changed(dir);
+        if path.file_name().is_some_and(|n| n == "azureProfile.json") {
+            self.azure_profile_changed(dir);
+        }
+    }
+
+    /// `az` signed in, out, or to another subscription: azurecli sessions of that directory
+    /// drop what they hold and ask `az` again at their next request.
+    fn azure_profile_changed(&self, dir: &Path) {
+        for session in self.all_sessions() {
+            let spec = &session.spec;
+            if spec.login_mode != LoginMode::AzureCli
+                || azure_config_dir(&spec.azure_config_dir).as_deref() != Some(dir)
+            {
+                continue;
+            }
+            tracing::info!(
+                "session {}: the Azure CLI's account changed; its token is dropped",
+                session.id
+            );
+            session.forget_tokens();
+            session.lift_refusal();
         }
     }
 

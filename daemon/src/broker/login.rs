@@ -11,8 +11,10 @@ use tokio::sync::watch;
 use super::Broker;
 use super::error::BrokerError;
 use super::refresh::Persist;
-use crate::identity::LoginPrompt;
+use broker_proto::text::printable;
+
 use crate::identity::credential::Supplied;
+use crate::identity::{LoginPrompt, UserLogin};
 use crate::spec::{LoginMode, SessionId, SessionSpec};
 
 /// How much longer than its own timeout a login may take before it is cut off: the identity
@@ -199,15 +201,59 @@ impl Broker {
     ) -> Result<crate::identity::token::TokenSet, BrokerError> {
         let target = spec.target();
         let timeout = self.settings.get().login.timeout;
+        let hint = (!spec.login_hint.is_empty()).then_some(spec.login_hint.as_str());
         let tokens = if spec.login_mode == LoginMode::Interactive {
+            let user = UserLogin {
+                login_hint: hint,
+                redirect_url: (!spec.redirect_url.is_empty()).then_some(spec.redirect_url.as_str()),
+            };
             self.identity
-                .interactive_login(&target, prompt, timeout)
+                .interactive_login(&target, &user, prompt, timeout)
                 .await
         } else {
             self.identity
                 .device_code_login(&target, prompt, timeout)
                 .await
         };
-        tokens.map_err(BrokerError::from_login)
+        let tokens = tokens.map_err(BrokerError::from_login)?;
+        if let Some(expected) = hint {
+            check_account(expected, tokens.account.as_deref())?;
+        }
+        Ok(tokens)
+    }
+}
+
+/// A session named by its account (`--login-hint`) keeps only that account's tokens: a user
+/// who picks another account in the browser, or approves a device code signed in as someone
+/// else, must not have that account's tokens served to the kube contexts of the first.
+fn check_account(expected: &str, signed_in: Option<&str>) -> Result<(), BrokerError> {
+    match signed_in {
+        Some(account) if account.eq_ignore_ascii_case(expected) => Ok(()),
+        other => Err(BrokerError::LoginFailed {
+            idp_codes: Vec::new(),
+            message: format!(
+                "signed in as {}, but this session is for {expected} (--login-hint); sign in \
+                 again as {expected}",
+                other.map_or_else(
+                    || "an unnamed account".into(),
+                    |a| printable(a).into_owned()
+                )
+            ),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hinted_session_takes_only_its_account() {
+        assert!(check_account("alice@contoso.example", Some("Alice@Contoso.Example")).is_ok());
+        let err = check_account("alice@contoso.example", Some("bob@contoso.example"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("signed in as bob@contoso.example"), "{err}");
+        assert!(check_account("alice@contoso.example", None).is_err());
     }
 }

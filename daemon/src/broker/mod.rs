@@ -76,7 +76,7 @@ pub struct Grant {
 #[derive(Clone, Debug)]
 pub enum Selector {
     Id(String),
-    Spec(SessionSpec),
+    Spec(Box<SessionSpec>),
 }
 
 pub struct Broker {

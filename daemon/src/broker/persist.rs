@@ -130,6 +130,12 @@ fn session_from_index(record: &IndexedSession, now: SystemTime) -> Result<Sessio
         login_mode: Some(mode),
         username: record.username.clone(),
         identity_resource_id: record.identity_resource_id.clone(),
+        login_hint: record.login_hint.clone(),
+        redirect_url: record.redirect_url.clone(),
+        subscription: record.subscription.clone(),
+        azure_config_dir: record.azure_config_dir.clone(),
+        service_connection_id: record.service_connection_id.clone(),
+        ..SpecInput::default()
     })?;
     if spec.id().as_str() != record.id {
         return Err(BrokerError::Internal(format!(
@@ -175,6 +181,11 @@ fn index_record(session: &Session) -> IndexedSession {
         last_refresh_at: secs(remembered.last_refresh),
         username: spec.username.clone(),
         identity_resource_id: spec.identity_resource_id.clone(),
+        login_hint: spec.login_hint.clone(),
+        redirect_url: spec.redirect_url.clone(),
+        subscription: spec.subscription.clone(),
+        azure_config_dir: spec.azure_config_dir.clone(),
+        service_connection_id: spec.service_connection_id.clone(),
         certificate_path: text(&remembered.certificate_path),
         federated_token_file: text(&remembered.federated_token_file),
         allow_forwarding: remembered.allow_forwarding,

@@ -16,6 +16,7 @@ use super::error::BrokerError;
 use super::session::{Credentials, Failure, Grantor, Hold, Session};
 use super::{Broker, EventKind, Reason};
 use crate::identity::IdentityError;
+use crate::identity::cli::CliRequest;
 use crate::identity::credential::Supplied;
 use crate::identity::managed_identity::ManagedIdentityId;
 use crate::identity::token::{AccessToken, TokenSet};
@@ -194,6 +195,11 @@ impl Broker {
                 identity.client_certificate(&target, source).await
             }
             Grantor::FederatedToken(file) => identity.federated(&target, file).await,
+            Grantor::Pipeline(credential) => {
+                identity
+                    .pipelines(&target, credential, &spec.service_connection_id)
+                    .await
+            }
             Grantor::ManagedIdentity => {
                 let id = if !spec.identity_resource_id.is_empty() {
                     ManagedIdentityId::ResourceId(&spec.identity_resource_id)
@@ -205,8 +211,15 @@ impl Broker {
                 identity.managed_identity(&spec.server_id, id).await
             }
             Grantor::Cli(tool) => {
+                let dir = std::path::Path::new(&spec.azure_config_dir);
                 identity
-                    .from_cli(*tool, &spec.server_id, &spec.tenant_id)
+                    .from_cli(&CliRequest {
+                        tool: *tool,
+                        server_id: &spec.server_id,
+                        tenant: &spec.tenant_id,
+                        subscription: &spec.subscription,
+                        config_dir: (!spec.azure_config_dir.is_empty()).then_some(dir),
+                    })
                     .await
             }
         }

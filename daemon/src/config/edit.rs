@@ -72,6 +72,13 @@ fn profile_table(profile: &Profile) -> Table {
             "identity_resource_id",
             profile.identity_resource_id.as_str(),
         ),
+        ("login_hint", profile.login_hint.as_str()),
+        ("redirect_url", profile.redirect_url.as_str()),
+        ("subscription", profile.subscription.as_str()),
+        (
+            "service_connection_id",
+            profile.service_connection_id.as_str(),
+        ),
     ];
     for (key, text) in fields {
         if !text.is_empty() {
@@ -116,6 +123,7 @@ mod tests {
             username: String::new(),
             identity_resource_id: String::new(),
             allow_forwarding: false,
+            ..Profile::default()
         }
     }
 

@@ -118,6 +118,18 @@ pub struct Profile {
     /// Managed identity: a user-assigned identity's ARM resource id.
     #[serde(default)]
     pub identity_resource_id: String,
+    /// Device code, interactive: the account to sign in as (kubelogin's `--login-hint`).
+    #[serde(default)]
+    pub login_hint: String,
+    /// Interactive: where Entra sends the browser back (kubelogin's `--redirect-url`).
+    #[serde(default)]
+    pub redirect_url: String,
+    /// Azure CLI: the subscription (kubelogin's `--subscription`).
+    #[serde(default)]
+    pub subscription: String,
+    /// Azure Pipelines: the service connection (`--azure-pipelines-service-connection-id`).
+    #[serde(default)]
+    pub service_connection_id: String,
     /// The session this profile names is served on the forwarding socket too.
     #[serde(default)]
     pub allow_forwarding: bool,
@@ -300,6 +312,14 @@ impl Profile {
             login_mode: Some(login_mode),
             username: pick(&given.username, &self.username),
             identity_resource_id: pick(&given.identity_resource_id, &self.identity_resource_id),
+            login_hint: pick(&given.login_hint, &self.login_hint),
+            redirect_url: pick(&given.redirect_url, &self.redirect_url),
+            subscription: pick(&given.subscription, &self.subscription),
+            service_connection_id: pick(&given.service_connection_id, &self.service_connection_id),
+            // Given by the caller only: where its own environment points.
+            azure_config_dir: given.azure_config_dir.clone(),
+            legacy: given.legacy,
+            pop_claims: given.pop_claims.clone(),
         })
         .map_err(|e| e.to_string())
     }
@@ -403,6 +423,7 @@ mod tests {
             username: String::new(),
             identity_resource_id: String::new(),
             allow_forwarding: false,
+            ..Profile::default()
         };
         let given = SpecInput {
             tenant_id: "other.example".into(),

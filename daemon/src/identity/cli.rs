@@ -34,7 +34,8 @@ impl Tool {
         }
     }
 
-    fn args(self, server_id: &str, tenant: &str) -> Vec<String> {
+    fn args(self, request: &CliRequest<'_>) -> Vec<String> {
+        let (server_id, tenant) = (request.server_id, request.tenant);
         let mut args: Vec<String> = match self {
             Tool::AzureCli => [
                 "account",
@@ -62,6 +63,10 @@ impl Tool {
             });
             args.push(tenant.into());
         }
+        if self == Tool::AzureCli && !request.subscription.is_empty() {
+            args.push("--subscription".into());
+            args.push(request.subscription.into());
+        }
         args
     }
 }
@@ -84,20 +89,36 @@ struct AzdAnswer {
     expires_on: Option<String>,
 }
 
+/// What one run of a tool is asked for.
+#[derive(Clone, Copy, Debug)]
+pub struct CliRequest<'a> {
+    pub tool: Tool,
+    pub server_id: &'a str,
+    /// Empty: the tool's default tenant.
+    pub tenant: &'a str,
+    /// `az --subscription`; empty for none.
+    pub subscription: &'a str,
+    /// The Azure CLI's configuration directory (`AZURE_CONFIG_DIR`), when not its default.
+    pub config_dir: Option<&'a std::path::Path>,
+}
+
 pub(super) async fn acquire(
-    tool: Tool,
-    server_id: &str,
-    tenant: &str,
+    request: &CliRequest<'_>,
     now: SystemTime,
 ) -> Result<TokenSet, IdentityError> {
+    let tool = request.tool;
     let program = tool.program();
     let failed = |message: String, class| IdentityError::Cli {
         tool: program,
         message,
         class,
     };
-    let child = tokio::process::Command::new(program)
-        .args(tool.args(server_id, tenant))
+    let mut command = tokio::process::Command::new(program);
+    if let Some(dir) = request.config_dir {
+        command.env("AZURE_CONFIG_DIR", dir);
+    }
+    let child = command
+        .args(tool.args(request))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -194,12 +215,24 @@ mod tests {
 
     #[test]
     fn arguments_match_what_kubelogin_runs() {
+        let request = |tool, tenant, subscription| CliRequest {
+            tool,
+            server_id: "srv",
+            tenant,
+            subscription,
+            config_dir: None,
+        };
+        let args = |r: CliRequest<'_>| r.tool.args(&r).join(" ");
         assert_eq!(
-            Tool::AzureCli.args("srv", "tid").join(" "),
+            args(request(Tool::AzureCli, "tid", "")),
             "account get-access-token --resource srv -o json --tenant tid"
         );
         assert_eq!(
-            Tool::AzureDeveloperCli.args("srv", "").join(" "),
+            args(request(Tool::AzureCli, "", "My Subscription")),
+            "account get-access-token --resource srv -o json --subscription My Subscription"
+        );
+        assert_eq!(
+            args(request(Tool::AzureDeveloperCli, "", "ignored")),
             "auth token --output json --scope srv/.default"
         );
     }

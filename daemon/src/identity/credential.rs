@@ -36,6 +36,8 @@ pub struct Supplied {
     pub certificate: Option<CertificateSource>,
     pub federated_token_file: Option<PathBuf>,
     pub password: Option<SecretString>,
+    /// Azure Pipelines: the job's OIDC endpoint and access token.
+    pub pipeline: Option<super::pipelines::PipelineCredential>,
 }
 
 impl Supplied {
@@ -44,6 +46,7 @@ impl Supplied {
             && self.certificate.is_none()
             && self.federated_token_file.is_none()
             && self.password.is_none()
+            && self.pipeline.is_none()
     }
 }
 
@@ -54,6 +57,7 @@ impl fmt::Debug for Supplied {
             .field("certificate", &self.certificate)
             .field("federated_token_file", &self.federated_token_file)
             .field("password", &self.password.is_some())
+            .field("pipeline", &self.pipeline)
             .finish()
     }
 }
@@ -81,6 +85,7 @@ mod tests {
             }),
             federated_token_file: None,
             password: Some("user-password".into()),
+            pipeline: None,
         };
         let printed = format!("{supplied:?}");
         for secret in ["s3cret-value", "pfx-password", "user-password"] {

@@ -9,6 +9,7 @@ pub mod error;
 mod flows;
 pub mod http;
 pub mod managed_identity;
+pub mod pipelines;
 pub mod token;
 
 use std::time::{Duration, SystemTime};
@@ -181,6 +182,14 @@ const ASSUMED_LIFETIME: Duration = Duration::from_secs(300);
 /// The assertion type Entra expects for certificate and federated client assertions.
 const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
+/// What a user sign-in may be told besides its target: the account expected (kubelogin's
+/// `--login-hint`) and where the browser comes back (`--redirect-url`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct UserLogin<'a> {
+    pub login_hint: Option<&'a str>,
+    pub redirect_url: Option<&'a str>,
+}
+
 /// Runs OAuth grants against Entra ID (or any IdP with the same endpoint layout).
 #[derive(Clone)]
 pub struct IdentityClient {
@@ -312,6 +321,19 @@ impl IdentityClient {
         self.client_assertion(target, assertion.to_string()).await
     }
 
+    /// Azure Pipelines: the service connection's OIDC token, bought with the job's access
+    /// token, is the client assertion.
+    pub async fn pipelines(
+        &self,
+        target: &Target,
+        credential: &pipelines::PipelineCredential,
+        service_connection_id: &str,
+    ) -> Result<TokenSet, IdentityError> {
+        let assertion =
+            pipelines::oidc_token(&self.http, credential, service_connection_id).await?;
+        self.client_assertion(target, assertion).await
+    }
+
     /// The resource owner password grant (kubelogin `ropc`).
     pub async fn password(
         &self,
@@ -346,13 +368,8 @@ impl IdentityClient {
     }
 
     /// A token from `az` or `azd` (kubelogin `azurecli`, `azd`).
-    pub async fn from_cli(
-        &self,
-        tool: cli::Tool,
-        server_id: &str,
-        tenant: &str,
-    ) -> Result<TokenSet, IdentityError> {
-        cli::acquire(tool, server_id, tenant, self.clock.now()).await
+    pub async fn from_cli(&self, request: &cli::CliRequest<'_>) -> Result<TokenSet, IdentityError> {
+        cli::acquire(request, self.clock.now()).await
     }
 
     /// Signs a user in with the device code flow; `prompt` receives the code to show.
@@ -370,10 +387,11 @@ impl IdentityClient {
     pub async fn interactive_login(
         &self,
         target: &Target,
+        user: &UserLogin<'_>,
         prompt: &(dyn Fn(LoginPrompt) + Send + Sync),
         timeout: Duration,
     ) -> Result<TokenSet, IdentityError> {
-        flows::auth_code::run(self, target, prompt, timeout).await
+        flows::auth_code::run(self, target, user, prompt, timeout).await
     }
 
     /// The tokens of an answer from `target`'s token endpoint, read on the issuer's clock.

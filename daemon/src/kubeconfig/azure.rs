@@ -128,6 +128,13 @@ pub(super) fn convert_exec(exec: &Mapping, name: &str, convert: &ConvertOptions<
         Ok(spec) => spec,
         Err(why) => return Outcome::Skipped(why),
     };
+    // A user brokerd would refuse (a flag it does not support yet) keeps working as it is.
+    if spec.profile.is_empty()
+        && let Ok((_, input)) = crate::spec::SpecInput::from_wire(spec.clone())
+        && let Err(why) = crate::spec::SessionSpec::new(&input)
+    {
+        return Outcome::Skipped(why.to_string());
+    }
 
     exec.set("apiVersion", EXEC_API_VERSION);
     exec.set("command", command);

@@ -506,7 +506,7 @@ users:
 
     #[test]
     fn unconvertible_kubelogin_users_are_skipped_with_the_reason() {
-        let text = "users:\n- name: pop\n  user:\n    exec:\n      command: kubelogin\n      args: [get-token, --server-id, s, --tenant-id, t, --pop-enabled, --pop-claims, u=x]\n";
+        let text = "users:\n- name: pop\n  user:\n    exec:\n      command: kubelogin\n      args: [get-token, --server-id, s, --tenant-id, t.example, --login, interactive, --pop-enabled, --pop-claims, u=x]\n";
         let out = convert(text, &SHIM).unwrap();
         assert!(!out.changed());
         assert_eq!(out.text, text);

@@ -141,7 +141,8 @@ impl broker_server::Broker for BrokerService {
         let spec = self.session_spec(request.spec)?;
         let result = match self.origin {
             Origin::Local => {
-                let supplied = Supplied::from(request.credentials);
+                let supplied =
+                    Supplied::try_from(request.credentials).map_err(|e| status::invalid(&e))?;
                 self.broker.get_token(&spec, &supplied).await
             }
             Origin::Forwarded => {
@@ -195,7 +196,7 @@ impl broker_server::Broker for BrokerService {
         self.local_only("signing in")?;
         let request = request.into_inner();
         let spec = self.session_spec(request.spec)?;
-        let supplied = Supplied::from(request.credentials);
+        let supplied = Supplied::try_from(request.credentials).map_err(|e| status::invalid(&e))?;
         let remember_password = request.remember_password;
         let allow_forwarding = request.allow_forwarding;
         let (events, stream) = mpsc::channel(8);
@@ -310,9 +311,10 @@ impl broker_server::Broker for BrokerService {
         self.local_only("keeping credentials")?;
         let request = request.into_inner();
         let spec = self.session_spec(request.spec)?;
+        let supplied = Supplied::try_from(request.credentials).map_err(|e| status::invalid(&e))?;
         let id = self
             .broker
-            .remember(&spec, &Supplied::from(request.credentials))
+            .remember(&spec, &supplied)
             .await
             .map_err(|e| to_status(&e))?;
         Ok(Response::new(v1::RememberResponse {
@@ -459,7 +461,7 @@ impl BrokerService {
         match session.target {
             Some(v1::session_ref::Target::SessionId(id)) => Ok(Selector::Id(id)),
             Some(v1::session_ref::Target::Spec(spec)) => {
-                Ok(Selector::Spec(self.session_spec(Some(spec))?))
+                Ok(Selector::Spec(Box::new(self.session_spec(Some(spec))?)))
             }
             None => Err(invalid("the session reference is empty")),
         }

@@ -12,14 +12,28 @@ use crate::clock::unix_seconds;
 use crate::doctor;
 use crate::identity::LoginPrompt;
 use crate::identity::credential::{CertificateSource, Supplied};
+use crate::identity::pipelines::PipelineCredential;
 
-/// The credentials a caller sent, as the broker takes them. Empty strings are "not given".
-impl From<Option<v1::Credentials>> for Supplied {
-    fn from(credentials: Option<v1::Credentials>) -> Self {
+/// The credentials a caller sent, as the broker takes them. Empty strings are "not given"; an
+/// Azure Pipelines endpoint that the job's token must not be sent to is an error.
+impl TryFrom<Option<v1::Credentials>> for Supplied {
+    type Error = String;
+
+    fn try_from(credentials: Option<v1::Credentials>) -> Result<Self, String> {
         let c = credentials.unwrap_or_default();
         let secret = |s: String| (!s.is_empty()).then(|| SecretString::from(s));
         let path = |s: String| (!s.is_empty()).then(|| PathBuf::from(s));
-        Supplied {
+        let pipeline = match (
+            c.oidc_request_uri.is_empty(),
+            c.system_access_token.is_empty(),
+        ) {
+            (false, false) => Some(PipelineCredential::new(
+                &c.oidc_request_uri,
+                SecretString::from(c.system_access_token),
+            )?),
+            _ => None,
+        };
+        Ok(Supplied {
             client_secret: secret(c.client_secret),
             certificate: path(c.client_certificate_path).map(|path| CertificateSource {
                 path,
@@ -27,7 +41,8 @@ impl From<Option<v1::Credentials>> for Supplied {
             }),
             federated_token_file: path(c.federated_token_file),
             password: secret(c.password),
-        }
+            pipeline,
+        })
     }
 }
 

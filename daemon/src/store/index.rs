@@ -36,6 +36,20 @@ pub struct IndexedSession {
     /// Managed identity's user-assigned resource id.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub identity_resource_id: String,
+    /// The account a device code or interactive session signs in as (`--login-hint`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub login_hint: String,
+    /// Interactive: `--redirect-url`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub redirect_url: String,
+    /// Azure CLI: `--subscription`, and its configuration directory.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub subscription: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub azure_config_dir: String,
+    /// Azure Pipelines: the service connection.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub service_connection_id: String,
     /// A service principal's certificate file (its password, if any, is in the keyring).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub certificate_path: String,
@@ -192,6 +206,11 @@ mod tests {
             certificate_path: "/etc/app/cert.pem".into(),
             federated_token_file: String::new(),
             allow_forwarding: false,
+            login_hint: String::new(),
+            redirect_url: String::new(),
+            subscription: String::new(),
+            azure_config_dir: String::new(),
+            service_connection_id: String::new(),
         }
     }
 

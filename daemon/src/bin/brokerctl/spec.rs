@@ -36,6 +36,18 @@ pub struct SpecArgs {
     /// Managed identity: a user-assigned identity's ARM resource id
     #[arg(long, value_name = "ID")]
     pub identity_resource_id: Option<String>,
+    /// Device code, interactive: the account to sign in as; each account is its own session
+    #[arg(long, value_name = "USER")]
+    pub login_hint: Option<String>,
+    /// Interactive: where Entra sends the browser back (http://localhost:PORT/…)
+    #[arg(long, value_name = "URL")]
+    pub redirect_url: Option<String>,
+    /// Azure CLI: the subscription (id or name) whose tenant az signs for
+    #[arg(long, short = 's', value_name = "ID")]
+    pub subscription: Option<String>,
+    /// Azure Pipelines: the service connection's id
+    #[arg(long, value_name = "ID")]
+    pub azure_pipelines_service_connection_id: Option<String>,
     /// Service principal: a PEM or PFX client certificate instead of a secret
     #[arg(long, value_name = "FILE")]
     pub client_certificate: Option<String>,
@@ -66,6 +78,10 @@ impl SpecArgs {
             &self.login,
             &self.username,
             &self.identity_resource_id,
+            &self.login_hint,
+            &self.redirect_url,
+            &self.subscription,
+            &self.azure_pipelines_service_connection_id,
         ]
         .iter()
         .any(|v| v.is_some())
@@ -83,6 +99,13 @@ impl SpecArgs {
             login: self.login.clone().or_else(|| profile.login.clone()),
             username: pick(&self.username, &profile.username),
             identity_resource_id: pick(&self.identity_resource_id, &profile.identity_resource_id),
+            login_hint: pick(&self.login_hint, &profile.login_hint),
+            redirect_url: pick(&self.redirect_url, &profile.redirect_url),
+            subscription: pick(&self.subscription, &profile.subscription),
+            service_connection_id: pick(
+                &self.azure_pipelines_service_connection_id,
+                &profile.service_connection_id,
+            ),
             allow_forwarding: profile.allow_forwarding,
         }
     }
@@ -100,6 +123,10 @@ impl SpecArgs {
             login: profile.login.clone(),
             username: some(&profile.username),
             identity_resource_id: some(&profile.identity_resource_id),
+            login_hint: some(&profile.login_hint),
+            redirect_url: some(&profile.redirect_url),
+            subscription: some(&profile.subscription),
+            azure_pipelines_service_connection_id: some(&profile.service_connection_id),
             ..self.clone()
         }
     }
@@ -117,6 +144,10 @@ impl SpecArgs {
                 profile: text(&self.profile),
                 username: text(&self.username),
                 identity_resource_id: text(&self.identity_resource_id),
+                login_hint: text(&self.login_hint),
+                redirect_url: text(&self.redirect_url),
+                subscription: text(&self.subscription),
+                service_connection_id: text(&self.azure_pipelines_service_connection_id),
                 ..v1::SessionSpec::default()
             },
             credentials: v1::Credentials {

@@ -5,28 +5,37 @@ use std::time::Duration;
 
 use oauth2::{AuthorizationCode, CsrfToken, PkceCodeChallenge, RedirectUrl};
 
-use super::super::{IdentityClient, IdentityError, LoginPrompt, Target};
+use super::super::{IdentityClient, IdentityError, LoginPrompt, Target, UserLogin};
 use super::loopback::{Loopback, Redirect};
 use crate::identity::token::TokenSet;
 
 pub(in crate::identity) async fn run(
     identity: &IdentityClient,
     target: &Target,
+    user: &UserLogin<'_>,
     prompt: &(dyn Fn(LoginPrompt) + Send + Sync),
     timeout: Duration,
 ) -> Result<TokenSet, IdentityError> {
-    let loopback = Loopback::bind().await.map_err(IdentityError::Loopback)?;
+    let loopback = match user.redirect_url {
+        Some(given) => Loopback::bind_at(given).await,
+        None => Loopback::bind().await,
+    }
+    .map_err(IdentityError::Loopback)?;
     let redirect = RedirectUrl::new(loopback.redirect_uri())
         .map_err(|e| IdentityError::InvalidEndpoint(e.to_string()))?;
     let client = identity.oauth_client(target)?.set_redirect_uri(redirect);
 
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
-    let (url, state) = client
+    let mut authorize = client
         .authorize_url(CsrfToken::new_random)
         .add_scopes(IdentityClient::scopes(target))
-        .set_pkce_challenge(challenge)
-        .add_extra_param("prompt", "select_account")
-        .url();
+        .set_pkce_challenge(challenge);
+    // With an account named, Entra fills it in; without, the user picks one.
+    authorize = match user.login_hint {
+        Some(hint) => authorize.add_extra_param("login_hint", hint),
+        None => authorize.add_extra_param("prompt", "select_account"),
+    };
+    let (url, state) = authorize.url();
     prompt(LoginPrompt::OpenUrl {
         url: url.to_string(),
     });

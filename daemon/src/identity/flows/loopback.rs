@@ -31,9 +31,14 @@ pub(super) enum Redirect {
 pub(super) struct Loopback {
     listeners: Vec<TcpListener>,
     port: u16,
+    /// The redirect URI the user chose (`--redirect-url`), parsed and as given (Entra
+    /// compares it as text with the app's registered ones).
+    chosen: Option<(url::Url, String)>,
 }
 
 struct Waiter {
+    /// The path the browser is sent back to.
+    path: String,
     state: String,
     outcome: Mutex<Option<oneshot::Sender<Redirect>>>,
 }
@@ -49,12 +54,57 @@ impl Loopback {
             Ok(v6) => listeners.push(v6),
             Err(e) => tracing::debug!("no IPv6 loopback listener on port {port}: {e}"),
         }
-        Ok(Loopback { listeners, port })
+        Ok(Loopback {
+            listeners,
+            port,
+            chosen: None,
+        })
     }
 
-    /// Entra matches loopback redirect URIs without their port, so any free port will do.
+    /// Listens where `redirect` (`--redirect-url`, checked to be http on a loopback host with
+    /// a port) points: for an app registration that allows only that URI, or a port a
+    /// firewall or a container's port mapping lets through. `localhost` gets both families.
+    pub(super) async fn bind_at(given: &str) -> std::io::Result<Self> {
+        let redirect = url::Url::parse(given)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        let port = redirect.port().unwrap_or(80);
+        let mut listeners = Vec::new();
+        let mut last_error = None;
+        let addresses: &[std::net::IpAddr] = match redirect.host() {
+            Some(url::Host::Ipv4(ip)) => &[std::net::IpAddr::V4(ip)],
+            Some(url::Host::Ipv6(ip)) => &[std::net::IpAddr::V6(ip)],
+            _ => &[
+                std::net::IpAddr::V4(Ipv4Addr::LOCALHOST),
+                std::net::IpAddr::V6(Ipv6Addr::LOCALHOST),
+            ],
+        };
+        for address in addresses {
+            match TcpListener::bind((*address, port)).await {
+                Ok(listener) => listeners.push(listener),
+                Err(e) => last_error = Some(e),
+            }
+        }
+        if listeners.is_empty() {
+            let e = last_error.unwrap_or_else(|| std::io::ErrorKind::AddrNotAvailable.into());
+            return Err(std::io::Error::new(
+                e.kind(),
+                format!("cannot listen on {redirect} (--redirect-url): {e}"),
+            ));
+        }
+        Ok(Loopback {
+            listeners,
+            port,
+            chosen: Some((redirect.clone(), given.to_string())),
+        })
+    }
+
+    /// The chosen redirect URI as given; else one on our port (Entra matches loopback
+    /// redirect URIs without their port, so any free port will do).
     pub(super) fn redirect_uri(&self) -> String {
-        format!("http://localhost:{}", self.port)
+        match &self.chosen {
+            Some((_, given)) => given.clone(),
+            None => format!("http://localhost:{}", self.port),
+        }
     }
 
     /// Waits for the redirect that carries `state`, at most `timeout`.
@@ -64,7 +114,13 @@ impl Loopback {
         timeout: Duration,
     ) -> Result<Redirect, IdentityError> {
         let (tx, rx) = oneshot::channel();
+        let path = self
+            .chosen
+            .as_ref()
+            .map(|(url, _)| url.path().to_string())
+            .unwrap_or_else(|| "/".into());
         let waiter = Arc::new(Waiter {
+            path,
             state: state.to_string(),
             outcome: Mutex::new(Some(tx)),
         });
@@ -114,7 +170,7 @@ fn answer<B>(request: &Request<B>, waiter: &Waiter) -> Response<Full<Bytes>> {
     if request.method() != Method::GET {
         return page(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed.");
     }
-    if request.uri().path() != "/" {
+    if request.uri().path() != waiter.path {
         return page(StatusCode::NOT_FOUND, "Not found.");
     }
     let query = request.uri().query().unwrap_or("");
