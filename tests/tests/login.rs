@@ -373,3 +373,119 @@ fn on_a_terminal_a_spinner_shows_while_waiting() {
     assert!(shown.contains("\u{1b}[1m"), "the code in bold: {shown:?}");
     assert!(shown.contains("the device code expired"), "{shown:?}");
 }
+
+/// Signs `hint` in through the browser flow, the mock signing in whoever the hint names.
+fn hinted_browser_login(sandbox: &Sandbox, args: &[String], hint: &str) -> url::Url {
+    let mut args = args.to_vec();
+    args.extend(["--login-hint".into(), hint.into(), "--no-browser".into()]);
+    let mut login = sandbox.start_login(&as_strs(&args));
+    let open = login.next_event();
+    assert_eq!(open["event"], "open_url", "{open}");
+    let url = url::Url::parse(open["url"].as_str().unwrap()).unwrap();
+    let (status, page) = browse(url.as_str());
+    assert_eq!(status, 200, "{page}");
+    let done = login.next_event();
+    assert_eq!(done["event"], "logged_in", "{done}");
+    assert_eq!(done["account"], hint);
+    assert!(login.finish().0.success());
+    url
+}
+
+#[test]
+fn two_accounts_of_one_tenant_are_two_sessions_side_by_side() {
+    use broker_tests::mock_entra::MockUser;
+    let mock = fast_mock();
+    mock.add_user(MockUser::bob());
+    let sandbox = Sandbox::new();
+    let daemon = sandbox.start_daemon(&["--store", "memory"]);
+    let mut args = session_args(&mock);
+    args.extend(["--login".into(), "interactive".into()]);
+
+    let url = hinted_browser_login(&sandbox, &args, "alice@contoso.example");
+    let query: std::collections::HashMap<_, _> = url.query_pairs().into_owned().collect();
+    assert_eq!(query["login_hint"], "alice@contoso.example");
+    assert!(
+        !query.contains_key("prompt"),
+        "Entra fills in the hinted account"
+    );
+    // Bob's browser comes back where --redirect-url says, as kubelogin's would.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let redirect = format!("http://localhost:{port}/callback");
+    let mut bob_args = args.clone();
+    bob_args.extend(["--redirect-url".into(), redirect.clone()]);
+    let url = hinted_browser_login(&sandbox, &bob_args, "bob@contoso.example");
+    let query: std::collections::HashMap<_, _> = url.query_pairs().into_owned().collect();
+    assert_eq!(query["redirect_uri"], redirect);
+
+    // Each kube context names its account; each gets its own token, neither asks to sign in.
+    for (hint, redirect) in [
+        ("alice@contoso.example", None),
+        ("bob@contoso.example", Some(&redirect)),
+        ("Alice@Contoso.Example", None),
+    ] {
+        let mut shim_args = args.clone();
+        shim_args.extend(["--login-hint".into(), hint.into()]);
+        if let Some(redirect) = redirect {
+            shim_args.extend(["--redirect-url".into(), redirect.clone()]);
+        }
+        let cred =
+            credential(&sandbox.shim(&as_strs(&shim_args), Some(&exec_info(EXEC_V1, false))));
+        let claims = mock
+            .verify(cred["status"]["token"].as_str().unwrap(), AKS_SERVER_ID)
+            .expect("a token the mock signed");
+        assert_eq!(
+            claims.upn.as_deref().map(str::to_ascii_lowercase),
+            Some(hint.to_ascii_lowercase())
+        );
+    }
+    // The session without a hint is a third one, still signed out.
+    let err = failure(
+        &sandbox.shim(&as_strs(&args), Some(&exec_info(EXEC_V1, false))),
+        "shim without a hint",
+    );
+    assert!(err.contains("brokerctl login"), "{err}");
+    let status = sandbox.ctl(&["status", "--output", "json"]);
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let accounts: Vec<&str> = status["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["account"].as_str())
+        .collect();
+    assert_eq!(accounts.len(), 2, "{status}");
+    assert_eq!(mock.requests("authorization_code"), 2);
+    assert_no_tokens_in(&daemon.log(), &mock, "brokerd's log");
+}
+
+#[test]
+fn a_device_code_approved_by_another_account_is_refused_for_a_hinted_session() {
+    use broker_tests::mock_entra::MockUser;
+    let mock = fast_mock();
+    mock.add_user(MockUser::bob());
+    let sandbox = Sandbox::new();
+    let _daemon = sandbox.start_daemon(&["--store", "memory"]);
+    let mut args = session_args(&mock);
+    args.extend(["--login-hint".into(), "alice@contoso.example".into()]);
+    let mut login = sandbox.start_login(&as_strs(&args));
+    let code = login.next_event();
+    assert!(mock.approve_as(code["user_code"].as_str().unwrap(), "bob@contoso.example"));
+    let failed = login.next_event();
+    assert_eq!(failed["event"], "failed", "{failed}");
+    let message = failed["message"].as_str().unwrap();
+    assert!(
+        message.contains("signed in as bob@contoso.example")
+            && message.contains("this session is for alice@contoso.example"),
+        "{failed}"
+    );
+    assert_eq!(login.finish().0.code(), Some(1));
+    // Bob's tokens were not kept for alice's session.
+    let err = failure(
+        &sandbox.shim(&as_strs(&args), Some(&exec_info(EXEC_V1, false))),
+        "shim",
+    );
+    assert!(err.contains("brokerctl login"), "{err}");
+}

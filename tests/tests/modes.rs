@@ -6,7 +6,8 @@ use broker_tests::harness::{
     ClientCert, KubeUser, Sandbox, failure, fast_mock, on_path, require, success,
 };
 use broker_tests::mock_entra::{
-    AKS_SERVER_ID, App, FEDERATION_AUDIENCE, ManagedIdentity, MockEntra, TENANT_ID,
+    AKS_SERVER_ID, App, FEDERATION_AUDIENCE, ManagedIdentity, MockConfig, MockEntra, MockUser,
+    TENANT_ID, pipeline_subject,
 };
 
 const APP: &str = "aaaaaaaa-0000-0000-0000-00000000000a";
@@ -520,4 +521,176 @@ fn ropc_with_the_password_from_the_environment_or_remembered() {
     assert_eq!(mock.requests("password"), 2);
     assert_nowhere(&sandbox, password);
     assert!(!daemon.log().contains(password));
+}
+
+#[test]
+fn azure_pipelines_trades_the_job_token_for_the_service_connection_s_oidc_token() {
+    if !kubectl_available() {
+        return;
+    }
+    let mock = fast_mock();
+    let connection = "5a1d0c6e-0000-4000-8000-00000000c0de";
+    mock.register_app(
+        APP,
+        App {
+            federated: Some((mock.federation_issuer(), pipeline_subject(connection))),
+            ..App::default()
+        },
+    );
+    let job_token = "job-access-token-0123456789abcdef";
+    mock.set_pipeline_job_token(job_token);
+    let api = FakeApiServer::start(mock.shared_state());
+    let sandbox = Sandbox::new();
+    let daemon = sandbox.start_daemon(&["--store", "memory"]);
+    let args: Vec<String> = [
+        "--login",
+        "azurepipelines",
+        "--server-id",
+        AKS_SERVER_ID,
+        "--authority-host",
+        &mock.authority_host(),
+    ]
+    .map(String::from)
+    .to_vec();
+    let config = sandbox.kubeconfig(&api, &[KubeUser::new("pipeline", args)]);
+    let uri = mock.pipelines_oidc_uri();
+    // What an AzureCLI@2 task step with a service connection has in its environment.
+    let env = |token: &'static str| {
+        [
+            ("AZURESUBSCRIPTION_CLIENT_ID", APP),
+            ("AZURESUBSCRIPTION_TENANT_ID", TENANT_ID),
+            ("AZURESUBSCRIPTION_SERVICE_CONNECTION_ID", connection),
+            ("SYSTEM_OIDCREQUESTURI", uri.as_str()),
+            ("SYSTEM_ACCESSTOKEN", token),
+        ]
+    };
+
+    let err = failure(
+        &sandbox.kubectl_get_api(&config, "pipeline", &env("an-expired-job-token")),
+        "a job token Azure DevOps refuses",
+    );
+    assert!(err.contains("Azure Pipelines refused"), "{err}");
+    assert!(!err.contains("an-expired-job-token"), "{err}");
+    daemon.skip_log();
+    for _ in 0..3 {
+        success(
+            &sandbox.kubectl_get_api(&config, "pipeline", &env(job_token)),
+            "kubectl in a pipeline step",
+        );
+    }
+    assert!(!last_subject(&api).is_empty());
+    // One OIDC token and one grant; the rest came from brokerd's memory.
+    assert_eq!(mock.requests("pipelines_oidc"), 2, "one refused, one good");
+    assert_eq!(mock.requests("client_credentials"), 1);
+    assert_nowhere(&sandbox, job_token);
+    assert!(!daemon.log().contains(job_token));
+
+    // The job's token goes only to https (or loopback) endpoints.
+    let err = failure(
+        &sandbox.kubectl_get_api(
+            &config,
+            "pipeline",
+            &[
+                ("AZURESUBSCRIPTION_CLIENT_ID", APP),
+                ("AZURESUBSCRIPTION_TENANT_ID", TENANT_ID),
+                (
+                    "AZURESUBSCRIPTION_SERVICE_CONNECTION_ID",
+                    "another-connection",
+                ),
+                ("SYSTEM_OIDCREQUESTURI", "http://dev.azure.example/oidc"),
+                ("SYSTEM_ACCESSTOKEN", job_token),
+            ],
+        ),
+        "a plain-http OIDC endpoint",
+    );
+    assert!(err.contains("must be an https URL"), "{err}");
+}
+
+#[test]
+fn azure_cli_with_its_config_dir_and_subscription_and_a_changed_account_dropped_at_once() {
+    if !kubectl_available() {
+        return;
+    }
+    let mock = fast_mock();
+    let api = FakeApiServer::start(mock.shared_state());
+    let mut sandbox = Sandbox::new();
+    let root = sandbox.root().to_path_buf();
+    let config_dir = root.join("azure-work");
+    std::fs::create_dir_all(&config_dir).unwrap();
+    let profile = config_dir.join("azureProfile.json");
+    std::fs::write(&profile, r#"{"subscriptions":[{"user":{"name":"alice"}}]}"#).unwrap();
+    let expires_on = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    for (name, user) in [
+        ("alice", MockConfig::default().user),
+        ("bob", MockUser::bob()),
+    ] {
+        let token = mock.mint_token_for(&user, AKS_SERVER_ID, 3600);
+        std::fs::write(
+            root.join(format!("{name}.json")),
+            format!(
+                r#"{{"accessToken":"{token}","expires_on":{expires_on},"tokenType":"Bearer"}}"#
+            ),
+        )
+        .unwrap();
+    }
+    let calls = root.join("calls");
+    // A stand-in for az: signed in as whoever its profile names.
+    sandbox.script(
+        "az",
+        &format!(
+            "echo \"AZURE_CONFIG_DIR=$AZURE_CONFIG_DIR az $*\" >> {calls}\n\
+             if grep -q bob \"$AZURE_CONFIG_DIR/azureProfile.json\"; then cat {root}/bob.json; \
+             else cat {root}/alice.json; fi",
+            calls = calls.display(),
+            root = root.display()
+        ),
+    );
+    sandbox.prepend_path(&root.join("bin"));
+    let _daemon = sandbox.start_daemon(&["--store", "memory"]);
+    let args: Vec<String> = [
+        "--login",
+        "azurecli",
+        "--server-id",
+        AKS_SERVER_ID,
+        "--subscription",
+        "Dev Subscription",
+    ]
+    .map(String::from)
+    .to_vec();
+    let config = sandbox.kubeconfig(&api, &[KubeUser::new("az", args)]);
+    let dir = config_dir.display().to_string();
+    let env = [("AZURE_CONFIG_DIR", dir.as_str())];
+    for _ in 0..2 {
+        success(&sandbox.kubectl_get_api(&config, "az", &env), "kubectl");
+        assert_eq!(last_subject(&api), "alice@contoso.example");
+    }
+    let seen = std::fs::read_to_string(&calls).unwrap();
+    assert_eq!(
+        seen,
+        format!(
+            "AZURE_CONFIG_DIR={dir} az account get-access-token --resource {AKS_SERVER_ID} -o json \
+             --subscription Dev Subscription\n"
+        ),
+        "az ran once, with the session's directory and subscription"
+    );
+
+    // `az login` as someone else (or `az logout`, `az account set`) rewrites the profile: the
+    // token brokerd holds for alice must not be served any more.
+    std::fs::write(&profile, r#"{"subscriptions":[{"user":{"name":"bob"}}]}"#).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        success(&sandbox.kubectl_get_api(&config, "az", &env), "kubectl");
+        if last_subject(&api) == "bob@contoso.example" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "alice's token was still served after the account changed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }

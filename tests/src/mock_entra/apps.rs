@@ -16,6 +16,11 @@ use crate::jwt::AccessClaims;
 pub const FEDERATION_AUDIENCE: &str = "api://AzureADTokenExchange";
 const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
+/// The subject of the OIDC tokens Azure DevOps issues for a service connection.
+pub fn pipeline_subject(connection_id: &str) -> String {
+    format!("sc://contoso/project/{connection_id}")
+}
+
 /// A confidential client: how it may prove itself.
 #[derive(Clone, Debug, Default)]
 pub struct App {
@@ -312,8 +317,13 @@ impl State {
     /// Mints an access token for `resource` as if for the signed-in user: what a fake `az` or
     /// `azd` prints.
     pub fn mint_user_token(&self, resource: &str, lifetime: u64) -> String {
-        let now = now_unix();
         let user = self.lock().config.user.clone();
+        self.mint_token_for(&user, resource, lifetime)
+    }
+
+    /// As [`Self::mint_user_token`], for `user`.
+    pub fn mint_token_for(&self, user: &super::MockUser, resource: &str, lifetime: u64) -> String {
+        let now = now_unix();
         let claims = AccessClaims {
             aud: resource.to_string(),
             iss: format!("{}/{}/v2.0", self.base_url, user.home_tenant),
@@ -334,6 +344,35 @@ impl State {
         let token = self.key.sign(&claims);
         self.lock().access_tokens_mut().push(token.clone());
         token
+    }
+
+    /// Azure DevOps' answer to a job asking for its service connection's OIDC token: the
+    /// federation issuer's token for subject `sc://contoso/project/<connection id>`.
+    pub fn pipelines_oidc(
+        &self,
+        bearer: Option<&str>,
+        query: &HashMap<String, String>,
+    ) -> axum::response::Response {
+        let expected = self.lock().pipeline_job_token.clone();
+        if expected.is_none() || bearer != expected.as_deref() {
+            return json_response(
+                StatusCode::UNAUTHORIZED,
+                &json!({"message": "TF400813: The user is not authorized to access this resource."}),
+            );
+        }
+        let connection = query
+            .get("serviceConnectionId")
+            .cloned()
+            .unwrap_or_default();
+        if query.get("api-version").map(String::as_str) != Some("7.1") || connection.is_empty() {
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                &json!({"message": "serviceConnectionId and api-version=7.1 are required."}),
+            );
+        }
+        let token =
+            self.mint_federated_token(&pipeline_subject(&connection), FEDERATION_AUDIENCE, 600);
+        json_response(StatusCode::OK, &json!({ "oidcToken": token }))
     }
 
     /// A federated token from the federation issuer: what the kubelet projects into a pod.

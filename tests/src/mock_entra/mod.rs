@@ -11,7 +11,7 @@ mod errors;
 mod routes;
 mod state;
 
-pub use apps::{App, FEDERATION_AUDIENCE, ManagedIdentity};
+pub use apps::{App, FEDERATION_AUDIENCE, ManagedIdentity, pipeline_subject};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,6 +36,19 @@ pub struct MockUser {
     pub home_tenant: String,
     /// For the password grant (ROPC).
     pub password: String,
+}
+
+impl MockUser {
+    /// A second person of the default user's tenant.
+    pub fn bob() -> Self {
+        MockUser {
+            upn: "bob@contoso.example".into(),
+            name: "Bob Example".into(),
+            oid: "22222222-3333-4444-5555-666666666666".into(),
+            home_tenant: TENANT_ID.into(),
+            password: "another horse battery staple".into(),
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -185,6 +198,27 @@ impl MockEntra {
             .decide_device_code(user_code, DeviceStatus::Approved)
     }
 
+    /// Approves a device code signed in as `upn`, one of the people added by `add_user`.
+    pub fn approve_as(&self, user_code: &str, upn: &str) -> bool {
+        self.state
+            .decide_device_code_as(user_code, DeviceStatus::Approved, Some(upn))
+    }
+
+    /// Another person of the tenant, who may sign in by device code or browser.
+    pub fn add_user(&self, user: MockUser) {
+        self.state.lock().users.push(user);
+    }
+
+    /// Azure Pipelines: the job token `SYSTEM_OIDCREQUESTURI` accepts.
+    pub fn set_pipeline_job_token(&self, token: &str) {
+        self.state.lock().pipeline_job_token = Some(token.to_string());
+    }
+
+    /// The `SYSTEM_OIDCREQUESTURI` of a pipeline job.
+    pub fn pipelines_oidc_uri(&self) -> String {
+        format!("{}/_pipelines/oidctoken", self.base_url())
+    }
+
     pub fn decline(&self, user_code: &str) -> bool {
         self.state
             .decide_device_code(user_code, DeviceStatus::Declined)
@@ -224,6 +258,11 @@ impl MockEntra {
     /// An access token for `resource`, for the signed-in user, as `az` or `azd` would print.
     pub fn mint_user_token(&self, resource: &str, lifetime: u64) -> String {
         self.state.mint_user_token(resource, lifetime)
+    }
+
+    /// As `mint_user_token`, for another person.
+    pub fn mint_token_for(&self, user: &MockUser, resource: &str, lifetime: u64) -> String {
+        self.state.mint_token_for(user, resource, lifetime)
     }
 
     /// A token from the federation issuer (a cluster's service account issuer).

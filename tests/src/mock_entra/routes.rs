@@ -33,6 +33,7 @@ pub fn router(state: Arc<State>) -> Router {
             get(devicelogin_page).post(devicelogin_submit),
         )
         .route("/metadata/identity/oauth2/token", get(imds))
+        .route("/_pipelines/oidctoken", post(pipelines_oidc))
         .route("/_mock/approve", post(approve_all))
         .route("/_mock/revoke", post(revoke))
         .route("/_mock/stats", get(stats))
@@ -231,6 +232,20 @@ async fn imds(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v == "true");
     state.imds(&query, metadata)
+}
+
+/// Azure DevOps' OIDC token endpoint for a pipeline job (`SYSTEM_OIDCREQUESTURI`).
+async fn pipelines_oidc(
+    Extract(state): Shared,
+    headers: axum::http::HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    state.bump("pipelines_oidc");
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    state.pipelines_oidc(bearer, &query)
 }
 
 async fn devicelogin_page() -> Response {

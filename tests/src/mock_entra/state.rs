@@ -35,6 +35,8 @@ pub(super) struct GrantBase {
     pub client_id: String,
     pub tenant: String,
     pub scopes: Vec<String>,
+    /// Who signed in (a upn of `config.user` or of `users`); `None`: `config.user`.
+    pub user: Option<String>,
 }
 
 #[derive(Debug)]
@@ -95,6 +97,30 @@ pub(super) struct Inner {
     pub apps: HashMap<String, super::apps::App>,
     /// Managed identities IMDS knows, by client id (the system-assigned one included).
     pub managed_identities: Vec<super::apps::ManagedIdentity>,
+    /// More people of the tenant besides `config.user`.
+    pub users: Vec<super::MockUser>,
+    /// Azure Pipelines: the job token its OIDC endpoint accepts, and the service connections
+    /// it issues tokens for.
+    pub pipeline_job_token: Option<String>,
+}
+
+impl Inner {
+    /// The person a grant was made for.
+    pub(super) fn user_of(&self, base: &GrantBase) -> super::MockUser {
+        base.user
+            .as_deref()
+            .and_then(|upn| self.users.iter().find(|u| u.upn.eq_ignore_ascii_case(upn)))
+            .cloned()
+            .unwrap_or_else(|| self.config.user.clone())
+    }
+
+    /// The upn of a known person, for a login hint.
+    fn known_upn(&self, hint: &str) -> Option<String> {
+        std::iter::once(&self.config.user)
+            .chain(&self.users)
+            .find(|u| u.upn.eq_ignore_ascii_case(hint))
+            .map(|u| u.upn.clone())
+    }
 }
 
 impl Inner {
@@ -176,6 +202,8 @@ impl State {
                 authorize_outcome: AuthorizeOutcome::SignIn,
                 apps: HashMap::new(),
                 managed_identities: vec![super::apps::ManagedIdentity::system_assigned()],
+                users: Vec::new(),
+                pipeline_job_token: None,
             }),
             counted: Condvar::new(),
         }
@@ -258,6 +286,16 @@ impl State {
 
     /// Approves (or declines) the device code the user typed. False if no such pending code.
     pub fn decide_device_code(&self, user_code: &str, status: DeviceStatus) -> bool {
+        self.decide_device_code_as(user_code, status, None)
+    }
+
+    /// As [`Self::decide_device_code`], signed in as `upn` (one of `users`).
+    pub fn decide_device_code_as(
+        &self,
+        user_code: &str,
+        status: DeviceStatus,
+        upn: Option<&str>,
+    ) -> bool {
         let mut inner = self.lock();
         let wanted = user_code.trim().to_ascii_uppercase();
         match inner
@@ -267,6 +305,7 @@ impl State {
         {
             Some(grant) => {
                 grant.status = status;
+                grant.base.user = upn.map(str::to_string);
                 true
             }
             None => false,
@@ -342,6 +381,7 @@ impl State {
             client_id: client_id.to_string(),
             tenant: tenant.to_string(),
             scopes,
+            user: None,
         })
     }
 
@@ -535,6 +575,12 @@ impl State {
                 .unwrap_or_else(|| "plain".into());
             (c.clone(), method)
         });
+        // The browser signs in as the hinted person when the tenant has one of that name (the
+        // stand-in for a user who accepts what Entra fills in), else as `config.user`.
+        let mut base = base;
+        base.user = query
+            .get("login_hint")
+            .and_then(|hint| inner.known_upn(hint));
         let code = random_text(128, URL_SAFE);
         inner.auth_codes.insert(
             code.clone(),
@@ -684,7 +730,9 @@ impl State {
         let mut base = grant.base.clone();
         base.tenant = tenant.to_string();
         if let Some(scope) = form.get("scope").filter(|s| !s.trim().is_empty()) {
+            let user = base.user.take();
             base = Self::check_base(&inner, tenant, Some(&base.client_id), Some(scope))?;
+            base.user = user;
         }
         if inner.config.strict_rotation
             && let Some(grant) = inner.refresh_tokens.get_mut(&presented)
@@ -704,7 +752,7 @@ impl State {
     ) -> Value {
         let now = now_unix().saturating_add_signed(inner.config.clock_offset);
         let continued_family = inner.issuing_family.take();
-        let user = inner.config.user.clone();
+        let user = inner.user_of(base);
         let tid = if is_guid(&base.tenant) {
             base.tenant.clone()
         } else {
