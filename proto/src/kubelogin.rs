@@ -11,15 +11,13 @@ enum Kind {
     Value,
     /// A boolean: `--name`, `--name=true`, `--name=false`.
     Switch,
-    /// Takes a value that means nothing here (kubelogin's cache directories, klog's level).
-    IgnoredValue,
-    /// A boolean that means nothing here.
-    IgnoredSwitch,
 }
 
 /// Every flag of Azure kubelogin v0.2.19's `get-token` (its `Options.AddFlags`, and klog's
 /// `-v` and `--logtostderr` that its `main` adds), plus token-broker's `--profile` and
-/// `--socket`: the long name, the short one pflag also accepts, and how it is read.
+/// `--socket`: the long name, the short one pflag also accepts, and how it is read. Flags that
+/// mean nothing here (kubelogin's cache directories, instance discovery, klog's) are read and
+/// then dropped by [`GetTokenOptions::parse_flags`].
 const FLAGS: &[(&str, Option<char>, Kind)] = &[
     ("login", Some('l'), Kind::Value),
     ("client-id", None, Kind::Value),
@@ -33,8 +31,8 @@ const FLAGS: &[(&str, Option<char>, Kind)] = &[
     ("federated-token-file", None, Kind::Value),
     ("authority-host", None, Kind::Value),
     ("azure-pipelines-service-connection-id", None, Kind::Value),
-    ("token-cache-dir", None, Kind::IgnoredValue),
-    ("cache-dir", None, Kind::IgnoredValue),
+    ("token-cache-dir", None, Kind::Value),
+    ("cache-dir", None, Kind::Value),
     ("tenant-id", Some('t'), Kind::Value),
     ("subscription", Some('s'), Kind::Value),
     ("environment", Some('e'), Kind::Value),
@@ -44,11 +42,11 @@ const FLAGS: &[(&str, Option<char>, Kind)] = &[
     ("timeout", None, Kind::Value),
     ("pop-claims", None, Kind::Value),
     ("disable-environment-override", None, Kind::Switch),
-    ("disable-instance-discovery", None, Kind::IgnoredSwitch),
+    ("disable-instance-discovery", None, Kind::Switch),
     ("redirect-url", None, Kind::Value),
     ("login-hint", None, Kind::Value),
-    ("v", Some('v'), Kind::IgnoredValue),
-    ("logtostderr", None, Kind::IgnoredSwitch),
+    ("v", Some('v'), Kind::Value),
+    ("logtostderr", None, Kind::Switch),
     ("profile", None, Kind::Value),
     ("socket", None, Kind::Value),
 ];
@@ -87,7 +85,7 @@ impl GetTokenOptions {
             let (name, inline) = split_flag(arg)?;
             let kind =
                 flag_kind(&name).ok_or_else(|| format!("unknown or unsupported flag --{name}"))?;
-            if matches!(kind, Kind::Switch | Kind::IgnoredSwitch) {
+            if kind == Kind::Switch {
                 let on = match inline.as_deref() {
                     None => true,
                     Some(value) => parse_bool(value)
