@@ -343,11 +343,16 @@ impl GetTokenOptions {
             })?,
         };
         spec.set_login_mode(mode);
-        // Every step of a pipeline has the job's token in its environment; only the mode
-        // that needs it sends it on.
-        if mode != LoginMode::AzurePipelines {
+        // What the environment holds for one mode (every step of a pipeline has the job's
+        // token; many shells set AZURE_CONFIG_DIR) goes only to that mode, or to a profile,
+        // which decides the mode in brokerd.
+        let for_mode = |wanted| mode == wanted || mode == LoginMode::Unspecified;
+        if !for_mode(LoginMode::AzurePipelines) {
             credentials.system_access_token.clear();
             credentials.oidc_request_uri.clear();
+        }
+        if !for_mode(LoginMode::AzureCli) {
+            spec.azure_config_dir.clear();
         }
         if spec.profile.is_empty() {
             if spec.server_id.is_empty() {
@@ -819,11 +824,16 @@ mod tests {
         let mut o = parse("--server-id s -l azurepipelines --client-id mine -t t.example").unwrap();
         o.apply_environment(&vars);
         assert_eq!(o.spec.client_id, "mine");
-        // A devicecode step in the same pipeline does not send the job's token on.
-        let mut o = parse("--server-id s -t t.example").unwrap();
+        // A devicecode step in the same pipeline does not send the job's token on; a profile,
+        // which may name azurepipelines, does.
+        let mut o = parse("--server-id s -t t.example -l devicecode").unwrap();
         o.apply_environment(&vars);
         let (_, creds) = o.finish().unwrap();
         assert!(creds.system_access_token.is_empty() && creds.oidc_request_uri.is_empty());
+        let mut o = parse("--profile ci").unwrap();
+        o.apply_environment(&vars);
+        let (_, creds) = o.finish().unwrap();
+        assert_eq!(creds.system_access_token, "job-token");
     }
 
     #[test]
@@ -837,6 +847,12 @@ mod tests {
         assert_eq!(o.timeout, Some(std::time::Duration::from_secs(90)));
         let (spec, _) = o.finish().unwrap();
         assert_eq!(spec.azure_config_dir, "/home/u/.azure-work");
+        // Other modes leave it behind: it would only make them need a newer brokerd.
+        let mut o = parse("--server-id s -t t.example -l interactive").unwrap();
+        o.apply_environment(&env(&[("AZURE_CONFIG_DIR", "/home/u/.azure-work")]));
+        let (spec, _) = o.finish().unwrap();
+        assert_eq!(spec.azure_config_dir, "");
+        assert_eq!(spec.needs_protocol(), 1);
         // A timeout that does not parse leaves the flag's, as kubelogin does.
         let mut o = parse("--server-id s -l azurecli --timeout 1m").unwrap();
         o.apply_environment(&env(&[("AZURE_CLI_TIMEOUT", "soon")]));
