@@ -9,8 +9,8 @@ use std::fmt;
 
 use sha2::{Digest, Sha256};
 
-use crate::identity::Target;
 use crate::identity::cloud::{Authority, AuthorityError};
+use crate::identity::{OidcTarget, Target};
 
 /// The "Azure Kubernetes Service AAD Client" app, kubelogin's public client for user logins;
 /// used when a user login names no client.
@@ -137,6 +137,10 @@ pub struct SpecInput {
     pub legacy: bool,
     pub pop_claims: String,
     pub service_connection_id: String,
+    pub oidc_issuer_url: String,
+    pub oidc_extra_scopes: Vec<String>,
+    pub oidc_use_access_token: bool,
+    pub oidc_auth_params: Vec<String>,
 }
 
 impl SpecInput {
@@ -164,6 +168,10 @@ impl SpecInput {
             legacy: spec.legacy,
             pop_claims: spec.pop_claims,
             service_connection_id: spec.service_connection_id,
+            oidc_issuer_url: spec.oidc_issuer_url,
+            oidc_extra_scopes: spec.oidc_extra_scopes,
+            oidc_use_access_token: spec.oidc_use_access_token,
+            oidc_auth_params: spec.oidc_auth_params,
         };
         Ok((spec.profile, input))
     }
@@ -198,6 +206,21 @@ pub struct SessionSpec {
     pub azure_config_dir: String,
     /// Azure Pipelines only: the service connection.
     pub service_connection_id: String,
+    /// Set for a session with any OpenID Connect issuer (the authority is then the issuer).
+    pub oidc: Option<OidcSpec>,
+}
+
+/// What an OpenID Connect session asks its issuer for, besides the client and the grant.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OidcSpec {
+    /// The issuer as given (Kubernetes compares it as text with the token's `iss`).
+    pub issuer: String,
+    /// Scopes besides `openid`, in the order given, without repeats.
+    pub extra_scopes: Vec<String>,
+    /// Serve the access token instead of the ID token.
+    pub use_access_token: bool,
+    /// Extra parameters of the authorization request, `key=value`.
+    pub auth_params: Vec<(String, String)>,
 }
 
 /// A short, stable name for a session, derived from what identifies it.
@@ -220,6 +243,9 @@ impl SessionSpec {
     pub fn new(input: &SpecInput) -> Result<Self, SpecError> {
         use LoginMode::*;
         let mode = input.login_mode.unwrap_or(DeviceCode);
+        if !input.oidc_issuer_url.trim().is_empty() {
+            return Self::new_oidc(input, mode);
+        }
         let authority = Authority::resolve(&input.environment, &input.authority_host)?;
         let server_id = input.server_id.trim();
         if server_id.is_empty() {
@@ -378,12 +404,126 @@ impl SessionSpec {
             subscription,
             azure_config_dir,
             service_connection_id,
+            oidc: None,
+        })
+    }
+
+    /// A session with any OpenID Connect issuer (int128/kubelogin's flags).
+    fn new_oidc(input: &SpecInput, mode: LoginMode) -> Result<Self, SpecError> {
+        use LoginMode::*;
+        let issuer = input.oidc_issuer_url.trim();
+        let authority = Authority::from_host(issuer).map_err(|_| SpecError::Invalid {
+            flag: "--oidc-issuer-url",
+            value: issuer.chars().take(200).collect(),
+            why: "an issuer is an https URL (http only for loopback), without query or fragment",
+        })?;
+        if !matches!(mode, DeviceCode | Interactive | Ropc | ServicePrincipal) {
+            return Err(SpecError::Invalid {
+                flag: "--grant-type",
+                value: mode.name().into(),
+                why: "an OpenID Connect issuer takes authcode, device-code, password or \
+                      client-credentials",
+            });
+        }
+        let client_id = input.client_id.trim();
+        if client_id.is_empty() {
+            return Err(SpecError::Missing {
+                flag: "--oidc-client-id",
+            });
+        }
+        check_token_value("--oidc-client-id", client_id)?;
+        let username = input.username.trim();
+        if mode == Ropc && username.is_empty() {
+            return Err(SpecError::MissingFor {
+                flag: "--username",
+                mode: mode.name(),
+            });
+        }
+        let mut extra_scopes: Vec<String> = Vec::new();
+        for scope in &input.oidc_extra_scopes {
+            let scope = scope.trim();
+            check_token_value("--oidc-extra-scope", scope)?;
+            if !scope.is_empty() && scope != "openid" && !extra_scopes.iter().any(|s| s == scope) {
+                extra_scopes.push(scope.to_string());
+            }
+        }
+        let mut auth_params = Vec::new();
+        for pair in &input.oidc_auth_params {
+            let (key, value) = pair.split_once('=').ok_or(SpecError::Invalid {
+                flag: "--oidc-auth-request-extra-params",
+                value: pair.chars().take(80).collect(),
+                why: "expected key=value",
+            })?;
+            // What the flow itself sets is not the caller's to change.
+            const OWN: &[&str] = &[
+                "client_id",
+                "redirect_uri",
+                "response_type",
+                "scope",
+                "state",
+                "code_challenge",
+                "code_challenge_method",
+                "nonce",
+            ];
+            if key.is_empty() || OWN.contains(&key) || pair.chars().any(char::is_control) {
+                return Err(SpecError::Invalid {
+                    flag: "--oidc-auth-request-extra-params",
+                    value: pair.chars().take(80).collect(),
+                    why: "a parameter of the authorization request the flow does not set itself",
+                });
+            }
+            auth_params.push((key.to_string(), value.to_string()));
+        }
+        let redirect_url = if mode == Interactive {
+            input.redirect_url.trim().to_string()
+        } else {
+            String::new()
+        };
+        if !redirect_url.is_empty() {
+            check_redirect_url(&redirect_url)?;
+        }
+        let login_hint = if matches!(mode, DeviceCode | Interactive) {
+            input.login_hint.trim().to_ascii_lowercase()
+        } else {
+            String::new()
+        };
+        check_account("--login-hint", &login_hint)?;
+        Ok(SessionSpec {
+            environment: String::new(),
+            authority_host: String::new(),
+            authority,
+            tenant_id: String::new(),
+            client_id: client_id.to_string(),
+            server_id: String::new(),
+            login_mode: mode,
+            username: if mode == Ropc {
+                username.to_string()
+            } else {
+                String::new()
+            },
+            identity_resource_id: String::new(),
+            login_hint,
+            redirect_url,
+            subscription: String::new(),
+            azure_config_dir: String::new(),
+            service_connection_id: String::new(),
+            oidc: Some(OidcSpec {
+                issuer: issuer.to_string(),
+                extra_scopes,
+                use_access_token: input.oidc_use_access_token,
+                auth_params,
+            }),
         })
     }
 
     /// `<server id>/.default`, and for user sign-ins the user scopes, in the order Entra
     /// expects them.
     pub fn scopes(&self) -> Vec<String> {
+        if let Some(oidc) = &self.oidc {
+            let mut scopes = vec!["openid".to_string()];
+            scopes.extend(oidc.extra_scopes.iter().cloned());
+            return scopes;
+        }
         let mut scopes = vec![format!("{}/.default", self.server_id)];
         if self.login_mode.keeps_refresh_token() {
             scopes.extend(USER_SCOPES.iter().map(|s| s.to_string()));
@@ -397,6 +537,11 @@ impl SessionSpec {
             tenant: self.tenant_id.clone(),
             client_id: self.client_id.clone(),
             scopes: self.scopes(),
+            oidc: self.oidc.as_ref().map(|oidc| OidcTarget {
+                issuer: oidc.issuer.clone(),
+                use_access_token: oidc.use_access_token,
+                auth_params: oidc.auth_params.clone(),
+            }),
         }
     }
 
@@ -415,6 +560,15 @@ impl SessionSpec {
             hasher.update(part.as_bytes());
             hasher.update([0u8]);
         }
+        let oidc_issuer = self
+            .oidc
+            .as_ref()
+            .map(|o| o.issuer.clone())
+            .unwrap_or_default();
+        let use_access_token = match &self.oidc {
+            Some(o) if o.use_access_token => "1".to_string(),
+            _ => String::new(),
+        };
         // Parameters added later count only when given, so that every session named before
         // them keeps its id (and its refresh token in the keyring).
         for (name, value) in [
@@ -422,6 +576,8 @@ impl SessionSpec {
             ("subscription", &self.subscription),
             ("azure_config_dir", &self.azure_config_dir),
             ("service_connection_id", &self.service_connection_id),
+            ("oidc_issuer", &oidc_issuer),
+            ("oidc_use_access_token", &use_access_token),
         ] {
             if !value.is_empty() {
                 hasher.update(name.as_bytes());
@@ -436,6 +592,14 @@ impl SessionSpec {
 
     /// A short description for logs and messages: no secrets, just what names the session.
     pub fn describe(&self) -> String {
+        if let Some(oidc) = &self.oidc {
+            return format!(
+                "client {} at {} ({})",
+                self.client_id,
+                oidc.issuer,
+                self.login_mode.name()
+            );
+        }
         let tenant = if self.tenant_id.is_empty() {
             "the default tenant"
         } else {
@@ -546,6 +710,23 @@ impl From<&SessionSpec> for broker_proto::v1::SessionSpec {
             legacy: false,
             pop_claims: String::new(),
             service_connection_id: spec.service_connection_id.clone(),
+            oidc_issuer_url: spec
+                .oidc
+                .as_ref()
+                .map(|o| o.issuer.clone())
+                .unwrap_or_default(),
+            oidc_extra_scopes: spec
+                .oidc
+                .as_ref()
+                .map(|o| o.extra_scopes.clone())
+                .unwrap_or_default(),
+            oidc_use_access_token: spec.oidc.as_ref().is_some_and(|o| o.use_access_token),
+            oidc_auth_params: spec
+                .oidc
+                .iter()
+                .flat_map(|o| &o.auth_params)
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect(),
         }
     }
 }

@@ -6,7 +6,7 @@ use crate::v1::{Credentials, LoginMode, SessionSpec};
 
 /// How a flag is read.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub(crate) enum Kind {
     /// Takes a value.
     Value,
     /// A boolean: `--name`, `--name=true`, `--name=false`.
@@ -18,7 +18,7 @@ enum Kind {
 /// `--socket`: the long name, the short one pflag also accepts, and how it is read. Flags that
 /// mean nothing here (kubelogin's cache directories, instance discovery, klog's) are read and
 /// then dropped by [`GetTokenOptions::parse_flags`].
-const FLAGS: &[(&str, Option<char>, Kind)] = &[
+const FLAGS: &FlagTable = &[
     ("login", Some('l'), Kind::Value),
     ("client-id", None, Kind::Value),
     ("client-secret", None, Kind::Value),
@@ -51,11 +51,59 @@ const FLAGS: &[(&str, Option<char>, Kind)] = &[
     ("socket", None, Kind::Value),
 ];
 
+/// A table of flags: the long name, the short one pflag also accepts, and how it is read.
+pub(crate) type FlagTable = [(&'static str, Option<char>, Kind)];
+
+/// One flag as read: a switch's state, or a value.
+pub(crate) enum Flag {
+    Switch(bool),
+    Value(String),
+}
+
+/// Whether `name` is one of Azure kubelogin's flags.
+pub(crate) fn is_azure_flag(name: &str) -> bool {
+    flag_kind(name).is_some()
+}
+
 fn flag_kind(name: &str) -> Option<Kind> {
     FLAGS
         .iter()
         .find(|(long, _, _)| *long == name)
         .map(|(_, _, kind)| *kind)
+}
+
+/// Reads `args` as pflag reads them against `table`, handing each flag to `each` by its long
+/// name. A flag not in the table is an error.
+pub(crate) fn read_flags(
+    table: &FlagTable,
+    args: &[String],
+    mut each: impl FnMut(&str, Flag) -> Result<(), String>,
+) -> Result<(), String> {
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        let (name, inline) = split_flag(table, arg)?;
+        let kind = table
+            .iter()
+            .find(|(long, _, _)| *long == name)
+            .map(|(_, _, kind)| *kind)
+            .ok_or_else(|| format!("unknown or unsupported flag --{name}"))?;
+        let flag = match kind {
+            Kind::Switch => Flag::Switch(match inline.as_deref() {
+                None => true,
+                Some(value) => parse_bool(value)
+                    .ok_or_else(|| format!("--{name}={value:?}: expected true or false"))?,
+            }),
+            Kind::Value => Flag::Value(match inline {
+                Some(value) => value,
+                None => args
+                    .next()
+                    .cloned()
+                    .ok_or_else(|| format!("--{name} needs a value"))?,
+            }),
+        };
+        each(&name, flag)?;
+    }
+    Ok(())
 }
 
 /// Flags and variables for one `get-token`, before they become a session spec: the login mode
@@ -79,36 +127,26 @@ impl GetTokenOptions {
     /// Parses kubelogin's `get-token` flags (the arguments after `get-token`). Environment
     /// variables are applied later, by [`Self::apply_environment`].
     pub fn parse_flags(args: &[String]) -> Result<Self, String> {
+        if crate::oidc_login::names_an_issuer(args) {
+            return crate::oidc_login::parse_flags(args);
+        }
         let mut options = GetTokenOptions::default();
-        let mut args = args.iter();
-        while let Some(arg) = args.next() {
-            let (name, inline) = split_flag(arg)?;
-            let kind =
-                flag_kind(&name).ok_or_else(|| format!("unknown or unsupported flag --{name}"))?;
-            if kind == Kind::Switch {
-                let on = match inline.as_deref() {
-                    None => true,
-                    Some(value) => parse_bool(value)
-                        .ok_or_else(|| format!("--{name}={value:?}: expected true or false"))?,
-                };
-                match name.as_str() {
-                    "disable-environment-override" => options.disable_environment_override = on,
-                    "use-azurerm-env-vars" => options.use_azurerm_env_vars = on,
-                    "legacy" => options.spec.legacy = on,
-                    "pop-enabled" => options.pop_enabled = on,
-                    _ => {}
-                }
-                continue;
-            }
-            let value = match inline {
-                Some(value) => value,
-                None => args
-                    .next()
-                    .cloned()
-                    .ok_or_else(|| format!("--{name} needs a value"))?,
-            };
+        read_flags(FLAGS, args, |name, value| {
             let (spec, creds) = (&mut options.spec, &mut options.credentials);
-            match name.as_str() {
+            let value = match value {
+                Flag::Switch(on) => {
+                    match name {
+                        "disable-environment-override" => options.disable_environment_override = on,
+                        "use-azurerm-env-vars" => options.use_azurerm_env_vars = on,
+                        "legacy" => spec.legacy = on,
+                        "pop-enabled" => options.pop_enabled = on,
+                        _ => {}
+                    }
+                    return Ok(());
+                }
+                Flag::Value(value) => value,
+            };
+            match name {
                 "profile" => spec.profile = value,
                 "server-id" => spec.server_id = value,
                 "client-id" => spec.client_id = value,
@@ -136,13 +174,17 @@ impl GetTokenOptions {
                 "socket" => options.socket = Some(value),
                 _ => {}
             }
-        }
+            Ok(())
+        })?;
         Ok(options)
     }
 
     /// `get-token` and the flags that make these options, in a canonical order. Secrets (a
     /// client secret, passwords) are left out: they belong in the keyring, not in a kubeconfig.
     pub fn to_args(&self) -> Vec<String> {
+        if !self.spec.oidc_issuer_url.is_empty() {
+            return crate::oidc_login::to_args(self);
+        }
         let mut args = vec!["get-token".to_string()];
         let spec = &self.spec;
         let mut flag = |name: &str, value: &str| {
@@ -354,7 +396,18 @@ impl GetTokenOptions {
         if !for_mode(LoginMode::AzureCli) {
             spec.azure_config_dir.clear();
         }
-        if spec.profile.is_empty() {
+        // A confidential client signing users in (int128's --oidc-client-secret with authcode
+        // or device-code) needs its secret at every refresh: not kept for user sessions yet.
+        if !spec.oidc_issuer_url.is_empty()
+            && !credentials.client_secret.is_empty()
+            && mode != LoginMode::ServicePrincipal
+        {
+            return Err("--oidc-client-secret is supported with --grant-type \
+                        client-credentials only, not yet for a user's sign-in (a public client \
+                        needs none)"
+                .into());
+        }
+        if spec.profile.is_empty() && spec.oidc_issuer_url.is_empty() {
             if spec.server_id.is_empty() {
                 return Err("--server-id is required (or --profile)".into());
             }
@@ -486,7 +539,7 @@ fn is_guid(value: &str) -> bool {
 }
 
 /// A boolean as Go's `strconv.ParseBool` (and so pflag) reads it.
-fn parse_bool(value: &str) -> Option<bool> {
+pub(crate) fn parse_bool(value: &str) -> Option<bool> {
     match value {
         "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
         "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
@@ -496,7 +549,7 @@ fn parse_bool(value: &str) -> Option<bool> {
 
 /// `--name value`, `--name=value`, `-x value`, `-x=value` and `-xvalue`, as pflag allows.
 /// Returns the long name and the inline value, if any.
-fn split_flag(arg: &str) -> Result<(String, Option<String>), String> {
+fn split_flag(table: &FlagTable, arg: &str) -> Result<(String, Option<String>), String> {
     if let Some(long) = arg.strip_prefix("--") {
         return Ok(match long.split_once('=') {
             Some((name, value)) => (name.to_string(), Some(value.to_string())),
@@ -506,7 +559,7 @@ fn split_flag(arg: &str) -> Result<(String, Option<String>), String> {
     if let Some(short) = arg.strip_prefix('-') {
         let mut chars = short.chars();
         if let Some(letter) = chars.next() {
-            let long = FLAGS
+            let long = table
                 .iter()
                 .find(|(_, s, _)| *s == Some(letter))
                 .map(|(long, _, _)| long.to_string())

@@ -16,6 +16,7 @@ pub mod v1 {
 
 pub mod exec_credential;
 pub mod kubelogin;
+mod oidc_login;
 mod on_demand;
 pub mod socket;
 pub mod text;
@@ -49,8 +50,9 @@ pub const VERSION_HEADER: &str = "tokenbroker-version";
 /// azurepipelines mode and its credentials. A daemon older than 5 would ignore them and serve
 /// another session's token, so clients refuse its answers when they sent one (see
 /// [`SessionSpec::needs_protocol`]).
+/// 6: any OpenID Connect issuer (SessionSpec's oidc_* fields).
 pub const PROTOCOL_HEADER: &str = "tokenbroker-protocol";
-pub const PROTOCOL_VERSION: u32 = 5;
+pub const PROTOCOL_VERSION: u32 = 6;
 
 /// Name of the per-user directory that holds the socket.
 const SOCKET_DIR: &str = "token-broker";
@@ -208,6 +210,13 @@ pub fn login_command(spec: &SessionSpec) -> String {
         }
     };
     flag("profile", &spec.profile);
+    flag("oidc-issuer-url", &spec.oidc_issuer_url);
+    for scope in &spec.oidc_extra_scopes {
+        flag("oidc-extra-scope", scope);
+    }
+    for param in &spec.oidc_auth_params {
+        flag("oidc-auth-request-extra-params", param);
+    }
     flag("server-id", &spec.server_id);
     flag("client-id", &spec.client_id);
     flag("tenant-id", &spec.tenant_id);
@@ -236,6 +245,9 @@ pub fn login_command(spec: &SessionSpec) -> String {
     if spec.legacy {
         cmd.push_str(" --legacy");
     }
+    if spec.oidc_use_access_token {
+        cmd.push_str(" --oidc-use-access-token");
+    }
     cmd
 }
 
@@ -251,7 +263,13 @@ impl SessionSpec {
             && self.pop_claims.is_empty()
             && self.service_connection_id.is_empty())
             || self.login_mode() == LoginMode::AzurePipelines;
-        if v5 { 5 } else { 1 }
+        if !self.oidc_issuer_url.is_empty() {
+            6
+        } else if v5 {
+            5
+        } else {
+            1
+        }
     }
 }
 

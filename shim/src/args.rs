@@ -167,8 +167,12 @@ mod tests {
                 "--pop-enabled needs --pop-claims",
             ),
             (
-                "get-token --server-id s --tenant-id t --oidc-issuer-url x",
-                "unknown or unsupported flag --oidc-issuer-url",
+                "get-token --server-id s --tenant-id t --no-such-flag x",
+                "unknown or unsupported flag --no-such-flag",
+            ),
+            (
+                "get-token --server-id s --tenant-id t --oidc-issuer-url https://i.example",
+                "--server-id is Azure kubelogin's",
             ),
             (
                 "get-token --server-id s --tenant-id t --legacy=maybe",

@@ -83,6 +83,51 @@ impl FakeApiServer {
         Self::start_on(verifier, 0).expect("a free port on 127.0.0.1")
     }
 
+    /// Starts as a cluster whose API server runs Kubernetes' OIDC authenticator for `issuer`
+    /// (`--oidc-issuer-url`, `--oidc-client-id`): an RS256 token `mock` signed, whose `iss` is
+    /// exactly `issuer`, whose `aud` holds `client_id`, not expired; the user is its
+    /// `preferred_username` (`--oidc-username-claim`).
+    pub fn start_oidc(mock: Arc<State>, issuer: &str, client_id: &str) -> Self {
+        let issuer = issuer.to_string();
+        let verifier: Arc<Verifier> = Arc::new(move |token, audience| {
+            let claims = mock.key.verify_signature(token)?;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_err(|e| e.to_string())?
+                .as_secs();
+            let audience_ok = match &claims["aud"] {
+                serde_json::Value::String(a) => a == audience,
+                serde_json::Value::Array(list) => list.iter().any(|a| a.as_str() == Some(audience)),
+                _ => false,
+            };
+            let exp = claims["exp"].as_u64().unwrap_or(0);
+            if claims["iss"].as_str() != Some(issuer.as_str()) || !audience_ok || exp <= now {
+                return Err("not a token of this cluster's issuer".into());
+            }
+            let text = |name: &str| claims[name].as_str().unwrap_or_default().to_string();
+            Ok(AccessClaims {
+                aud: audience.to_string(),
+                iss: text("iss"),
+                iat: claims["iat"].as_u64().unwrap_or(0),
+                nbf: claims["nbf"].as_u64().unwrap_or(0),
+                exp,
+                tid: String::new(),
+                oid: String::new(),
+                sub: text("sub"),
+                upn: claims["preferred_username"].as_str().map(String::from),
+                preferred_username: claims["preferred_username"].as_str().map(String::from),
+                name: None,
+                azp: text("azp"),
+                scp: None,
+                ver: String::new(),
+                uti: text("jti"),
+            })
+        });
+        let server = Self::start_on(verifier, 0).expect("a free port on 127.0.0.1");
+        server.accept_audience(client_id);
+        server
+    }
+
     /// Starts on `127.0.0.1:port` (0: any free port), trusting what `verifier` accepts.
     pub fn start_on(verifier: Arc<Verifier>, port: u16) -> std::io::Result<Self> {
         let tls = make_tls();

@@ -1,7 +1,7 @@
 //! Signing in through brokerd against the mock Entra ID, then getting tokens through the shim.
 
 use broker_tests::harness::{
-    EXEC_V1, EXEC_V1BETA1, Sandbox, as_strs, assert_no_tokens_in, binaries, credential,
+    EXEC_V1, EXEC_V1BETA1, Sandbox, as_strs, assert_no_tokens_in, binaries, browse, credential,
     device_login, exec_info, failure, fast_mock, on_path, require, session_args, success,
 };
 use broker_tests::mock_entra::{AKS_SERVER_ID, AuthorizeOutcome, TENANT_ID};
@@ -75,20 +75,6 @@ fn a_declined_device_code_fails_the_login_with_a_reason() {
         "shim",
     );
     assert!(err.contains("brokerctl login"), "{err}");
-}
-
-/// The browser's part of an interactive login: follow the authorize URL, let the mock sign the
-/// user in, follow its redirect to brokerd's loopback listener.
-fn browse(url: &str) -> (u16, String) {
-    let agent = ureq::Agent::new_with_defaults();
-    match agent.get(url).call() {
-        Ok(mut response) => (
-            response.status().as_u16(),
-            response.body_mut().read_to_string().unwrap_or_default(),
-        ),
-        Err(ureq::Error::StatusCode(code)) => (code, String::new()),
-        Err(e) => panic!("the browser could not load {url}: {e}"),
-    }
 }
 
 #[test]

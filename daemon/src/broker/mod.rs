@@ -62,6 +62,9 @@ use crate::identity::credential::Supplied;
 use crate::identity::token::AccessToken;
 use crate::store::{SecretStore, SessionIndex};
 
+/// How long a logout waits for an issuer to revoke the refresh token.
+const REVOKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// An access token handed to a caller.
 #[derive(Clone, Debug)]
 pub struct Grant {
@@ -417,6 +420,7 @@ impl Broker {
         let mut removed = Vec::new();
         for session in targets {
             let mut credentials = session.credentials.lock().await;
+            self.revoke_at_issuer(&session, &mut credentials).await;
             // If the store refuses, the session stays as it was: nothing half-forgotten.
             self.delete_secrets(&session.id).await?;
             *credentials = session::Credentials {
@@ -435,6 +439,45 @@ impl Broker {
         }
         self.save_index().await;
         Ok(removed)
+    }
+
+    /// An OpenID Connect issuer that has a revocation endpoint (RFC 7009) is told the refresh
+    /// token is done with, so that a copy of it is worth nothing either. Best effort, bounded:
+    /// an unreachable issuer does not keep the user from signing out here.
+    async fn revoke_at_issuer(&self, session: &Session, credentials: &mut session::Credentials) {
+        if session.spec.oidc.is_none() {
+            return;
+        }
+        if let Err(e) = self.load_credentials(session, credentials).await {
+            tracing::warn!(
+                "session {}: cannot read its refresh token to revoke it: {e}",
+                session.id
+            );
+            return;
+        }
+        let Some(refresh_token) = credentials.refresh_token() else {
+            return;
+        };
+        let target = session.spec.target();
+        let revoked =
+            tokio::time::timeout(REVOKE_TIMEOUT, self.identity.revoke(&target, refresh_token))
+                .await;
+        match revoked {
+            Ok(Ok(true)) => tracing::info!(
+                "session {}: refresh token revoked at the issuer",
+                session.id
+            ),
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => tracing::warn!(
+                "session {}: the issuer did not revoke the refresh token: {e}",
+                session.id
+            ),
+            Err(_) => tracing::warn!(
+                "session {}: the issuer did not answer the revocation within {} s",
+                session.id,
+                REVOKE_TIMEOUT.as_secs()
+            ),
+        }
     }
 
     pub fn status(&self) -> Vec<SessionStatus> {

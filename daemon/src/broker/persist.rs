@@ -135,6 +135,10 @@ fn session_from_index(record: &IndexedSession, now: SystemTime) -> Result<Sessio
         subscription: record.subscription.clone(),
         azure_config_dir: record.azure_config_dir.clone(),
         service_connection_id: record.service_connection_id.clone(),
+        oidc_issuer_url: record.oidc_issuer_url.clone(),
+        oidc_extra_scopes: record.oidc_extra_scopes.clone(),
+        oidc_use_access_token: record.oidc_use_access_token,
+        oidc_auth_params: record.oidc_auth_params.clone(),
         ..SpecInput::default()
     })?;
     if spec.id().as_str() != record.id {
@@ -168,6 +172,8 @@ fn index_record(session: &Session) -> IndexedSession {
             .map(|p| p.display().to_string())
             .unwrap_or_default()
     };
+    // The OIDC fields as the wire spells them: one spelling for both.
+    let wire = broker_proto::v1::SessionSpec::from(spec);
     IndexedSession {
         id: session.id.to_string(),
         environment: spec.environment.clone(),
@@ -186,6 +192,10 @@ fn index_record(session: &Session) -> IndexedSession {
         subscription: spec.subscription.clone(),
         azure_config_dir: spec.azure_config_dir.clone(),
         service_connection_id: spec.service_connection_id.clone(),
+        oidc_issuer_url: wire.oidc_issuer_url,
+        oidc_extra_scopes: wire.oidc_extra_scopes,
+        oidc_use_access_token: wire.oidc_use_access_token,
+        oidc_auth_params: wire.oidc_auth_params,
         certificate_path: text(&remembered.certificate_path),
         federated_token_file: text(&remembered.federated_token_file),
         allow_forwarding: remembered.allow_forwarding,

@@ -320,6 +320,10 @@ impl Profile {
             azure_config_dir: given.azure_config_dir.clone(),
             legacy: given.legacy,
             pop_claims: given.pop_claims.clone(),
+            oidc_issuer_url: given.oidc_issuer_url.clone(),
+            oidc_extra_scopes: given.oidc_extra_scopes.clone(),
+            oidc_use_access_token: given.oidc_use_access_token,
+            oidc_auth_params: given.oidc_auth_params.clone(),
         })
         .map_err(|e| e.to_string())
     }

@@ -189,34 +189,53 @@ pub async fn identity_providers(authorities: &[Authority], clock: &dyn Clock) ->
 }
 
 async fn identity_provider(http: &IdpHttp, authority: &Authority, clock: &dyn Clock) -> Vec<Check> {
-    // Every Entra authority serves the `common` tenant's discovery document.
-    let url = format!("{authority}/common/v2.0/.well-known/openid-configuration");
-    let request = match http::Request::get(&url).body(Vec::new()) {
-        Ok(request) => request,
-        Err(e) => {
-            return vec![Check::fail(
-                "idp",
-                format!("{authority} is not a usable URL: {e}"),
-                "fix the authority host in the kubeconfig or profile",
-            )];
-        }
-    };
-    let sent = clock.now();
-    let started = std::time::Instant::now();
-    let response = match http.fetch(request).await {
-        Ok(response) => response,
-        Err(e) => {
-            let reason = e.to_string();
-            let fix = if reason.contains("certificate") {
-                "a proxy that inspects TLS? add its CA to the OS trust store, or point \
-                 SSL_CERT_FILE at a bundle that includes it"
-            } else {
-                "check the network, DNS and proxy: brokerd's own environment is what counts (for \
-                 a systemd user service, `systemctl --user set-environment HTTPS_PROXY=...`), \
-                 and NO_PROXY must not cover the authority"
+    // Every Entra authority serves the `common` tenant's discovery document; any other OpenID
+    // Connect issuer serves its own under its URL, which is tried when the first is not found.
+    let candidates = [
+        format!("{authority}/common/v2.0/.well-known/openid-configuration"),
+        format!("{authority}/.well-known/openid-configuration"),
+    ];
+    let (sent, started, response) = 'answered: {
+        for (i, url) in candidates.iter().enumerate() {
+            let request = match http::Request::get(url).body(Vec::new()) {
+                Ok(request) => request,
+                Err(e) => {
+                    return vec![Check::fail(
+                        "idp",
+                        format!("{authority} is not a usable URL: {e}"),
+                        "fix the authority host in the kubeconfig or profile",
+                    )];
+                }
             };
-            return vec![Check::fail("idp", reason, fix)];
+            let sent = clock.now();
+            let started = std::time::Instant::now();
+            let response = match http.fetch(request).await {
+                Ok(response) => response,
+                Err(e) => {
+                    let reason = e.to_string();
+                    let fix = if reason.contains("certificate") {
+                        "a proxy that inspects TLS? add its CA to the OS trust store, or point \
+                     SSL_CERT_FILE at a bundle that includes it"
+                    } else {
+                        "check the network, DNS and proxy: brokerd's own environment is what counts \
+                     (for a systemd user service, `systemctl --user set-environment \
+                     HTTPS_PROXY=...`), and NO_PROXY must not cover the authority"
+                    };
+                    return vec![Check::fail("idp", reason, fix)];
+                }
+            };
+            let last = i + 1 == candidates.len();
+            if response.status() == http::StatusCode::NOT_FOUND && !last {
+                continue;
+            }
+            break 'answered (sent, started, response);
         }
+        // Not reached: the last candidate's answer, whatever it is, ends the loop.
+        return vec![Check::fail(
+            "idp",
+            format!("{authority} has no discovery document"),
+            "check the authority host: it should be an Entra ID (or OIDC) authority",
+        )];
     };
     let took = started.elapsed();
     let status = response.status();

@@ -5,6 +5,7 @@ pub mod certificate;
 pub mod cli;
 pub mod cloud;
 pub mod credential;
+pub mod discovery;
 pub mod error;
 mod flows;
 pub mod http;
@@ -18,8 +19,8 @@ use oauth2::basic::{
     BasicRevocationErrorResponse, BasicTokenIntrospectionResponse, BasicTokenType,
 };
 use oauth2::{
-    AuthType, AuthUrl, ClientId, DeviceAuthorizationUrl, EndpointNotSet, EndpointSet,
-    RequestTokenError, Scope, StandardRevocableToken, TokenResponse, TokenUrl,
+    AuthType, AuthUrl, ClientId, EndpointNotSet, EndpointSet, RequestTokenError, Scope,
+    StandardRevocableToken, TokenResponse, TokenUrl,
 };
 use serde::{Deserialize, Serialize};
 
@@ -37,6 +38,19 @@ pub struct Target {
     pub tenant: String,
     pub client_id: String,
     pub scopes: Vec<String>,
+    /// Set for any OpenID Connect issuer but Entra: endpoints by discovery, the ID token served.
+    pub oidc: Option<OidcTarget>,
+}
+
+/// What differs for an OpenID Connect issuer that is not Entra.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct OidcTarget {
+    /// As given; its discovery document is under it.
+    pub issuer: String,
+    /// Serve the access token instead of the ID token (`--oidc-use-access-token`).
+    pub use_access_token: bool,
+    /// Extra parameters of the authorization request.
+    pub auth_params: Vec<(String, String)>,
 }
 
 /// What the user must see or do while a login waits for them.
@@ -80,6 +94,13 @@ pub enum IdentityError {
     /// federated token file, an identity IMDS does not know).
     #[error("{0}")]
     Credential(String),
+    /// An OpenID Connect answer without the ID token the session serves: Kubernetes' OIDC
+    /// authenticator takes nothing else, so only a new sign-in helps.
+    #[error(
+        "the issuer's answer has no id_token (the session serves ID tokens; a sign-in asking \
+         for the openid scope gives one, or use --oidc-use-access-token)"
+    )]
+    NoIdToken,
     /// `az` or `azd` failed.
     #[error("{tool}: {message}")]
     Cli {
@@ -94,7 +115,7 @@ impl IdentityError {
         match self {
             IdentityError::Unavailable(_) | IdentityError::Malformed(_) => ErrorClass::Transient,
             IdentityError::Rejected { class, .. } => *class,
-            IdentityError::LoginFailed(_) => ErrorClass::LoginRequired,
+            IdentityError::LoginFailed(_) | IdentityError::NoIdToken => ErrorClass::LoginRequired,
             IdentityError::InvalidEndpoint(_) | IdentityError::Credential(_) => ErrorClass::Config,
             IdentityError::Loopback(_) => ErrorClass::Transient,
             IdentityError::Cli { class, .. } => *class,
@@ -170,7 +191,7 @@ type OAuthClient = oauth2::Client<
     StandardRevocableToken,
     BasicRevocationErrorResponse,
     EndpointSet,
-    EndpointSet,
+    EndpointNotSet,
     EndpointNotSet,
     EndpointNotSet,
     EndpointSet,
@@ -196,6 +217,7 @@ pub struct IdentityClient {
     http: IdpHttp,
     clock: std::sync::Arc<dyn Clock>,
     imds_endpoint: String,
+    discovered: discovery::Discovered,
 }
 
 impl IdentityClient {
@@ -204,20 +226,63 @@ impl IdentityClient {
             http: IdpHttp::new(clock.clone())?,
             clock,
             imds_endpoint: managed_identity::endpoint(),
+            discovered: discovery::Discovered::default(),
         })
     }
 
-    fn oauth_client(&self, target: &Target) -> Result<OAuthClient, IdentityError> {
-        let endpoint = |name: &str| target.authority.endpoint(&target.tenant, name);
+    /// `target`'s endpoints: Entra's by their layout, any other issuer's by discovery.
+    pub async fn endpoints(&self, target: &Target) -> Result<discovery::Endpoints, IdentityError> {
+        match &target.oidc {
+            None => Ok(discovery::Endpoints::entra(target)),
+            Some(oidc) => self.discovered.endpoints(&self.http, &oidc.issuer).await,
+        }
+    }
+
+    async fn oauth_client(&self, target: &Target) -> Result<OAuthClient, IdentityError> {
+        let endpoints = self.endpoints(target).await?;
+        Self::client_for(target, &endpoints)
+    }
+
+    fn client_for(
+        target: &Target,
+        endpoints: &discovery::Endpoints,
+    ) -> Result<OAuthClient, IdentityError> {
         let invalid = |e: url::ParseError| IdentityError::InvalidEndpoint(e.to_string());
         Ok(oauth2::Client::new(ClientId::new(target.client_id.clone()))
             // Public clients send client_id in the form body, as Entra expects.
             .set_auth_type(AuthType::RequestBody)
-            .set_auth_uri(AuthUrl::new(endpoint("authorize")).map_err(invalid)?)
-            .set_device_authorization_url(
-                DeviceAuthorizationUrl::new(endpoint("devicecode")).map_err(invalid)?,
-            )
-            .set_token_uri(TokenUrl::new(endpoint("token")).map_err(invalid)?))
+            .set_auth_uri(AuthUrl::new(endpoints.authorize.clone()).map_err(invalid)?)
+            .set_token_uri(TokenUrl::new(endpoints.token.clone()).map_err(invalid)?))
+    }
+
+    /// Revokes `refresh_token` at the issuer (RFC 7009), when it has a revocation endpoint.
+    /// `Ok(false)` when it has none (Entra).
+    pub async fn revoke(
+        &self,
+        target: &Target,
+        refresh_token: &RefreshToken,
+    ) -> Result<bool, IdentityError> {
+        let endpoints = self.endpoints(target).await?;
+        let Some(endpoint) = endpoints.revocation else {
+            return Ok(false);
+        };
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("token", refresh_token.expose())
+            .append_pair("token_type_hint", "refresh_token")
+            .append_pair("client_id", &target.client_id)
+            .finish();
+        let request = ::http::Request::post(&endpoint)
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body(body.into_bytes())
+            .map_err(|e| IdentityError::InvalidEndpoint(e.to_string()))?;
+        let response = self.http.fetch(request).await?;
+        // RFC 7009 §2.2: 200 whether or not the token was valid.
+        match response.status().as_u16() {
+            200 => Ok(true),
+            status => Err(IdentityError::Malformed(format!(
+                "the issuer's revocation endpoint answered HTTP {status}"
+            ))),
+        }
     }
 
     fn scopes(target: &Target) -> impl Iterator<Item = Scope> + '_ {
@@ -230,7 +295,7 @@ impl IdentityClient {
         target: &Target,
         refresh_token: &RefreshToken,
     ) -> Result<TokenSet, IdentityError> {
-        let client = self.oauth_client(target)?;
+        let client = self.oauth_client(target).await?;
         let presented = oauth2::RefreshToken::new(refresh_token.expose().to_string());
         let answer = client
             .exchange_refresh_token(&presented)
@@ -238,7 +303,7 @@ impl IdentityClient {
             .request_async(&self.http)
             .await
             .map_err(|e| IdentityError::from_request(e, IdentityError::rejected))?;
-        Ok(self.token_set(answer, target))
+        self.token_set(answer, target)
     }
 
     /// The client credentials grant with a client secret (kubelogin `spn`).
@@ -249,7 +314,8 @@ impl IdentityClient {
     ) -> Result<TokenSet, IdentityError> {
         use secrecy::ExposeSecret;
         let client = self
-            .oauth_client(target)?
+            .oauth_client(target)
+            .await?
             .set_client_secret(oauth2::ClientSecret::new(
                 secret.expose_secret().to_string(),
             ));
@@ -259,7 +325,7 @@ impl IdentityClient {
             .request_async(&self.http)
             .await
             .map_err(|e| IdentityError::from_request(e, IdentityError::rejected))?;
-        Ok(self.token_set(answer, target))
+        self.token_set(answer, target)
     }
 
     /// The client credentials grant with a signed client assertion: a certificate's, or a
@@ -269,7 +335,7 @@ impl IdentityClient {
         target: &Target,
         assertion: String,
     ) -> Result<TokenSet, IdentityError> {
-        let client = self.oauth_client(target)?;
+        let client = self.oauth_client(target).await?;
         let answer = client
             .exchange_client_credentials()
             .add_scopes(Self::scopes(target))
@@ -278,7 +344,7 @@ impl IdentityClient {
             .request_async(&self.http)
             .await
             .map_err(|e| IdentityError::from_request(e, IdentityError::rejected))?;
-        Ok(self.token_set(answer, target))
+        self.token_set(answer, target)
     }
 
     /// The client credentials grant with a certificate (kubelogin `spn` with a PEM or PFX).
@@ -342,7 +408,7 @@ impl IdentityClient {
         password: &secrecy::SecretString,
     ) -> Result<TokenSet, IdentityError> {
         use secrecy::ExposeSecret;
-        let client = self.oauth_client(target)?;
+        let client = self.oauth_client(target).await?;
         let username = oauth2::ResourceOwnerUsername::new(username.to_string());
         let password = oauth2::ResourceOwnerPassword::new(password.expose_secret().to_string());
         let answer = client
@@ -351,7 +417,7 @@ impl IdentityClient {
             .request_async(&self.http)
             .await
             .map_err(|e| IdentityError::from_request(e, IdentityError::rejected))?;
-        Ok(self.token_set(answer, target))
+        self.token_set(answer, target)
     }
 
     /// A managed identity's token from IMDS (kubelogin `msi`).
@@ -394,11 +460,36 @@ impl IdentityClient {
         flows::auth_code::run(self, target, user, prompt, timeout).await
     }
 
-    /// The tokens of an answer from `target`'s token endpoint, read on the issuer's clock.
-    fn token_set(&self, answer: EntraTokenResponse, target: &Target) -> TokenSet {
+    /// The tokens of an answer from `target`'s token endpoint, read on the issuer's clock. An
+    /// OpenID Connect session serves the ID token, which Kubernetes' OIDC authenticator takes,
+    /// until its own expiry.
+    fn token_set(
+        &self,
+        answer: EntraTokenResponse,
+        target: &Target,
+    ) -> Result<TokenSet, IdentityError> {
         let skew = self.http.skew(&target.authority.host());
-        token_set(&answer, self.clock.now(), skew)
+        let now = self.clock.now();
+        let mut set = token_set(&answer, now, skew);
+        if target.oidc.as_ref().is_some_and(|o| !o.use_access_token) {
+            let id_token = answer
+                .extra_fields()
+                .id_token
+                .as_ref()
+                .ok_or(IdentityError::NoIdToken)?;
+            set.access = served_until_exp(id_token.expose(), now, skew);
+        }
+        Ok(set)
     }
+}
+
+/// A token served until its own `exp` (issuer time, so less the skew), or for the assumed
+/// lifetime when it says none.
+fn served_until_exp(token: &str, now: SystemTime, skew: i64) -> AccessToken {
+    let expires_at = token::jwt_expiry(token)
+        .map(|exp| crate::clock::from_unix_seconds(exp.saturating_sub(skew)))
+        .unwrap_or(now + ASSUMED_LIFETIME);
+    AccessToken::expiring_at(token.to_string().into(), now, expires_at)
 }
 
 /// What a successful token answer means, read at `now`, the issuer's clock `skew` seconds

@@ -135,6 +135,11 @@ struct AccountClaims {
 }
 
 impl IdToken {
+    /// The token itself: an OpenID Connect session serves it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
     #[cfg(fuzzing)]
     pub fn from_text(text: &str) -> Self {
         IdToken(text.to_string())

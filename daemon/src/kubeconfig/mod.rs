@@ -447,7 +447,7 @@ users:
       args: [get-token, --oidc-issuer-url=https://accounts.google.com, --oidc-client-id=x]
 "#;
         let out = convert(text, &SHIM).unwrap();
-        assert_eq!(out.converted.len(), 1);
+        assert_eq!(out.converted.len(), 2);
         let c = &out.converted[0];
         assert_eq!(c.origin, Origin::Int128Kubelogin);
         assert_eq!(c.spec.tenant_id, "00000000-0000-0000-0000-000000000002");
@@ -459,12 +459,19 @@ users:
             get_text(&exec, "interactiveMode").as_deref(),
             Some("IfAvailable")
         );
-        assert_eq!(out.skipped.len(), 1);
-        assert!(
-            out.skipped[0].why.contains("not an Entra ID v2.0 issuer"),
-            "{:?}",
-            out.skipped
+        // Any other issuer keeps int128's flags, read by broker-shim.
+        let google = &out.converted[1];
+        assert_eq!(google.spec.oidc_issuer_url, "https://accounts.google.com");
+        assert_eq!(
+            args_of(&exec_of(&out.text, "other-idp")),
+            [
+                "get-token",
+                "--oidc-issuer-url=https://accounts.google.com",
+                "--oidc-client-id=x",
+                "--grant-type=authcode"
+            ]
         );
+        assert!(out.skipped.is_empty(), "{:?}", out.skipped);
     }
 
     #[test]

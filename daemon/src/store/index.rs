@@ -50,6 +50,15 @@ pub struct IndexedSession {
     /// Azure Pipelines: the service connection.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub service_connection_id: String,
+    /// Any OpenID Connect issuer: the issuer, extra scopes, what is served, extra parameters.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub oidc_issuer_url: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub oidc_extra_scopes: Vec<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub oidc_use_access_token: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub oidc_auth_params: Vec<String>,
     /// A service principal's certificate file (its password, if any, is in the keyring).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub certificate_path: String,
@@ -211,6 +220,10 @@ mod tests {
             subscription: String::new(),
             azure_config_dir: String::new(),
             service_connection_id: String::new(),
+            oidc_issuer_url: String::new(),
+            oidc_extra_scopes: Vec::new(),
+            oidc_use_access_token: false,
+            oidc_auth_params: Vec::new(),
         }
     }
 

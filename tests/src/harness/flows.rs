@@ -134,3 +134,17 @@ pub fn get_token_reason(
         }
     })
 }
+
+/// The browser's part of an interactive login: follow the authorize URL, let the mock sign the
+/// user in, follow its redirect to brokerd's loopback listener.
+pub fn browse(url: &str) -> (u16, String) {
+    let agent = ureq::Agent::new_with_defaults();
+    match agent.get(url).call() {
+        Ok(mut response) => (
+            response.status().as_u16(),
+            response.body_mut().read_to_string().unwrap_or_default(),
+        ),
+        Err(ureq::Error::StatusCode(code)) => (code, String::new()),
+        Err(e) => panic!("the browser could not load {url}: {e}"),
+    }
+}

@@ -209,6 +209,21 @@ impl MockEntra {
         self.state.lock().users.push(user);
     }
 
+    /// A generic OpenID Connect issuer shaped as a Keycloak realm, with `client_id` a public
+    /// client of it. Returns the issuer (`{base}/realms/{name}`).
+    pub fn add_realm(&self, name: &str, client_id: &str) -> String {
+        let mut inner = self.state.lock();
+        inner.realms.insert(name.to_string());
+        drop(inner);
+        self.state.register_client(client_id);
+        self.state.realm_issuer(name)
+    }
+
+    /// Realms leave the ID token out of their refresh answers.
+    pub fn set_omit_id_token_on_refresh(&self, omit: bool) {
+        self.state.lock().omit_id_token_on_refresh = omit;
+    }
+
     /// Azure Pipelines: the job token `SYSTEM_OIDCREQUESTURI` accepts.
     pub fn set_pipeline_job_token(&self, token: &str) {
         self.state.lock().pipeline_job_token = Some(token.to_string());

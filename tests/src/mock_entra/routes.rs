@@ -34,6 +34,28 @@ pub fn router(state: Arc<State>) -> Router {
         )
         .route("/metadata/identity/oauth2/token", get(imds))
         .route("/_pipelines/oidctoken", post(pipelines_oidc))
+        // A generic OpenID Connect issuer shaped as Keycloak's realms: the issuer has a path.
+        .route(
+            "/realms/{tenant}/.well-known/openid-configuration",
+            get(realm_configuration),
+        )
+        .route(
+            "/realms/{tenant}/protocol/openid-connect/auth",
+            get(authorize),
+        )
+        .route(
+            "/realms/{tenant}/protocol/openid-connect/auth/device",
+            post(devicecode),
+        )
+        .route(
+            "/realms/{tenant}/protocol/openid-connect/token",
+            post(token),
+        )
+        .route("/realms/{tenant}/protocol/openid-connect/certs", get(keys))
+        .route(
+            "/realms/{tenant}/protocol/openid-connect/revoke",
+            post(revoke_token),
+        )
         .route("/_mock/approve", post(approve_all))
         .route("/_mock/revoke", post(revoke))
         .route("/_mock/stats", get(stats))
@@ -125,6 +147,48 @@ async fn fault(state: &State) -> Option<Response> {
                 .into_response(),
         ),
     }
+}
+
+/// A Keycloak realm's discovery document. Only realms the test created exist.
+async fn realm_configuration(Extract(state): Shared, Path(tenant): Path<String>) -> Response {
+    state.bump("discovery");
+    if !state.is_realm(&tenant) {
+        return json_response(
+            StatusCode::NOT_FOUND,
+            &json!({"error": "Realm does not exist"}),
+        );
+    }
+    let issuer = state.realm_issuer(&tenant);
+    let endpoint = |name: &str| format!("{issuer}/protocol/openid-connect/{name}");
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "issuer": issuer,
+            "authorization_endpoint": endpoint("auth"),
+            "token_endpoint": endpoint("token"),
+            "device_authorization_endpoint": endpoint("auth/device"),
+            "revocation_endpoint": endpoint("revoke"),
+            "jwks_uri": endpoint("certs"),
+            "response_types_supported": ["code"],
+            "grant_types_supported": ["authorization_code", "refresh_token", "password", "client_credentials", "urn:ietf:params:oauth:grant-type:device_code"],
+            "code_challenge_methods_supported": ["plain", "S256"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+        }),
+    )
+}
+
+/// RFC 7009 token revocation, as Keycloak does it: the refresh token and every token of its
+/// sign-in stop working; 200 whatever the token was.
+async fn revoke_token(
+    Extract(state): Shared,
+    Path(_tenant): Path<String>,
+    body: Bytes,
+) -> Response {
+    state.bump("revoke");
+    let form = form(&body);
+    state.revoke_family(form.get("token").map(String::as_str).unwrap_or(""));
+    StatusCode::OK.into_response()
 }
 
 async fn devicecode(Extract(state): Shared, Path(tenant): Path<String>, body: Bytes) -> Response {

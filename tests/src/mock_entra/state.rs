@@ -102,6 +102,10 @@ pub(super) struct Inner {
     /// Azure Pipelines: the job token its OIDC endpoint accepts, and the service connections
     /// it issues tokens for.
     pub pipeline_job_token: Option<String>,
+    /// Generic OpenID Connect issuers (Keycloak-shaped realms) by name.
+    pub realms: HashSet<String>,
+    /// Realms leave the ID token out of refresh answers.
+    pub omit_id_token_on_refresh: bool,
 }
 
 impl Inner {
@@ -204,6 +208,8 @@ impl State {
                 managed_identities: vec![super::apps::ManagedIdentity::system_assigned()],
                 users: Vec::new(),
                 pipeline_job_token: None,
+                realms: HashSet::new(),
+                omit_id_token_on_refresh: false,
             }),
             counted: Condvar::new(),
         }
@@ -309,6 +315,30 @@ impl State {
                 true
             }
             None => false,
+        }
+    }
+
+    /// Whether `tenant` names a generic issuer (a realm) rather than an Entra tenant.
+    pub fn is_realm(&self, tenant: &str) -> bool {
+        self.lock().realms.contains(tenant)
+    }
+
+    /// The issuer of realm `name`: it has a path, as Keycloak's do.
+    pub fn realm_issuer(&self, name: &str) -> String {
+        format!("{}/realms/{name}", self.base_url)
+    }
+
+    /// Revokes the refresh token `token` and every other of its sign-in. Unknown tokens are
+    /// ignored, as RFC 7009 asks.
+    pub fn revoke_family(&self, token: &str) {
+        let mut inner = self.lock();
+        let Some(family) = inner.refresh_tokens.get(token).map(|g| g.family) else {
+            return;
+        };
+        for grant in inner.refresh_tokens.values_mut() {
+            if grant.family == family {
+                grant.revoked = true;
+            }
         }
     }
 
@@ -424,20 +454,36 @@ impl State {
                 expires_at: now_unix() + lifetime,
             },
         );
-        let verification_uri = format!("{}/devicelogin", self.base_url);
+        let realm = inner.realms.contains(tenant);
+        let verification_uri = if realm {
+            format!("{}/device", self.realm_issuer(tenant))
+        } else {
+            format!("{}/devicelogin", self.base_url)
+        };
         let hostile = if inner.config.hostile_text {
             HOSTILE_TEXT
         } else {
             ""
         };
-        Ok(json!({
+        let mut answer = json!({
             "device_code": device_code,
             "user_code": format!("{user_code}{hostile}"),
             "verification_uri": verification_uri,
             "expires_in": lifetime,
             "interval": inner.config.device_code_interval,
             "message": format!("To sign in, use a web browser to open the page {verification_uri} and enter the code {user_code} to authenticate.{hostile}"),
-        }))
+        });
+        if realm {
+            // Keycloak's answer has no ready-made instructions, but a complete URI.
+            if let Some(fields) = answer.as_object_mut() {
+                fields.remove("message");
+                fields.insert(
+                    "verification_uri_complete".into(),
+                    json!(format!("{verification_uri}?user_code={user_code}")),
+                );
+            }
+        }
+        Ok(answer)
     }
 
     /// The device code grant; `grant_type` may be the URN or Entra's short `device_code`.
@@ -743,6 +789,61 @@ impl State {
         Ok(self.issue_for(&mut inner, &base, form))
     }
 
+    /// A realm's answer: an ID token for the client (its `iss` the realm's issuer, with a path),
+    /// an access token, and always a refresh token, as Keycloak gives them.
+    fn issue_for_realm(
+        &self,
+        inner: &mut Inner,
+        base: &GrantBase,
+        user: &super::MockUser,
+        now: u64,
+        continued_family: Option<u64>,
+    ) -> Value {
+        let issuer = self.realm_issuer(&base.tenant);
+        let lifetime = inner.config.access_token_lifetime;
+        let claims = |typ: &str| {
+            json!({
+                "iss": issuer, "aud": base.client_id, "azp": base.client_id, "typ": typ,
+                "sub": user.oid, "preferred_username": user.upn, "email": user.upn,
+                "name": user.name, "iat": now, "nbf": now, "exp": now + lifetime,
+                "jti": random_text(22, URL_SAFE),
+            })
+        };
+        let access_token = self.key.sign(&claims("Bearer"));
+        let id_token = self.key.sign(&claims("ID"));
+        inner.access_tokens.push(access_token.clone());
+        inner.access_tokens.push(id_token.clone());
+        let refresh_token = random_text(inner.config.refresh_token_length.max(32), URL_SAFE);
+        let family = continued_family.unwrap_or_else(|| {
+            inner.next_family += 1;
+            inner.next_family
+        });
+        inner.refresh_tokens.insert(
+            refresh_token.clone(),
+            RefreshGrant {
+                base: base.clone(),
+                revoked: false,
+                used: false,
+                family,
+            },
+        );
+        let mut answer = json!({
+            "access_token": access_token,
+            "expires_in": lifetime,
+            "refresh_expires_in": 1800,
+            "refresh_token": refresh_token,
+            "token_type": "Bearer",
+            "not-before-policy": 0,
+            "session_state": guid(),
+            "scope": base.scopes.join(" "),
+        });
+        // An issuer that leaves the ID token out of a refresh answer (OpenID Connect allows it).
+        if !(inner.omit_id_token_on_refresh && continued_family.is_some()) {
+            answer["id_token"] = json!(id_token);
+        }
+        answer
+    }
+
     /// Mints the token answer for a successful user grant.
     pub(super) fn issue_for(
         &self,
@@ -753,6 +854,9 @@ impl State {
         let now = now_unix().saturating_add_signed(inner.config.clock_offset);
         let continued_family = inner.issuing_family.take();
         let user = inner.user_of(base);
+        if inner.realms.contains(&base.tenant) {
+            return self.issue_for_realm(inner, base, &user, now, continued_family);
+        }
         let tid = if is_guid(&base.tenant) {
             base.tenant.clone()
         } else {

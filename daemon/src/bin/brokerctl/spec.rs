@@ -16,8 +16,21 @@ pub struct SpecArgs {
     #[arg(long, value_name = "ID")]
     pub server_id: Option<String>,
     /// The client (application) id [default for user logins: the AKS client, 80faf920-…]
-    #[arg(long, value_name = "ID")]
+    #[arg(long, visible_alias = "oidc-client-id", value_name = "ID")]
     pub client_id: Option<String>,
+    /// Any OpenID Connect issuer instead of Entra (int128/kubelogin's flag); --server-id,
+    /// --tenant-id and --environment are then not used
+    #[arg(long, value_name = "URL")]
+    pub oidc_issuer_url: Option<String>,
+    /// OpenID Connect: a scope to ask for besides openid (repeatable)
+    #[arg(long, value_name = "SCOPE")]
+    pub oidc_extra_scope: Vec<String>,
+    /// OpenID Connect: serve the access token instead of the ID token
+    #[arg(long)]
+    pub oidc_use_access_token: bool,
+    /// OpenID Connect: KEY=VALUE added to the authorization request (repeatable)
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub oidc_auth_request_extra_params: Vec<String>,
     /// The tenant id or domain
     #[arg(long, short = 't', value_name = "ID")]
     pub tenant_id: Option<String>,
@@ -64,7 +77,10 @@ pub struct SpecArgs {
 
 impl SpecArgs {
     fn is_empty(&self) -> bool {
-        self.profile.is_none() && self.server_id.is_none() && self.tenant_id.is_none()
+        self.profile.is_none()
+            && self.server_id.is_none()
+            && self.tenant_id.is_none()
+            && self.oidc_issuer_url.is_none()
     }
 
     /// Whether any flag that a profile can hold was given.
@@ -82,6 +98,7 @@ impl SpecArgs {
             &self.redirect_url,
             &self.subscription,
             &self.azure_pipelines_service_connection_id,
+            &self.oidc_issuer_url,
         ]
         .iter()
         .any(|v| v.is_some())
@@ -148,6 +165,10 @@ impl SpecArgs {
                 redirect_url: text(&self.redirect_url),
                 subscription: text(&self.subscription),
                 service_connection_id: text(&self.azure_pipelines_service_connection_id),
+                oidc_issuer_url: text(&self.oidc_issuer_url),
+                oidc_extra_scopes: self.oidc_extra_scope.clone(),
+                oidc_use_access_token: self.oidc_use_access_token,
+                oidc_auth_params: self.oidc_auth_request_extra_params.clone(),
                 ..v1::SessionSpec::default()
             },
             credentials: v1::Credentials {

@@ -23,7 +23,10 @@ pub(in crate::identity) async fn run(
     .map_err(IdentityError::Loopback)?;
     let redirect = RedirectUrl::new(loopback.redirect_uri())
         .map_err(|e| IdentityError::InvalidEndpoint(e.to_string()))?;
-    let client = identity.oauth_client(target)?.set_redirect_uri(redirect);
+    let client = identity
+        .oauth_client(target)
+        .await?
+        .set_redirect_uri(redirect);
 
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
     let mut authorize = client
@@ -35,6 +38,9 @@ pub(in crate::identity) async fn run(
         Some(hint) => authorize.add_extra_param("login_hint", hint),
         None => authorize.add_extra_param("prompt", "select_account"),
     };
+    for (key, value) in target.oidc.iter().flat_map(|o| &o.auth_params) {
+        authorize = authorize.add_extra_param(key.as_str(), value.as_str());
+    }
     let (url, state) = authorize.url();
     prompt(LoginPrompt::OpenUrl {
         url: url.to_string(),
@@ -59,5 +65,5 @@ pub(in crate::identity) async fn run(
         .request_async(&identity.http)
         .await
         .map_err(|e| IdentityError::from_request(e, IdentityError::rejected))?;
-    Ok(identity.token_set(answer, target))
+    identity.token_set(answer, target)
 }

@@ -24,7 +24,18 @@ pub(in crate::identity) async fn run(
     prompt: &(dyn Fn(LoginPrompt) + Send + Sync),
     timeout: Duration,
 ) -> Result<crate::identity::token::TokenSet, IdentityError> {
-    let client = identity.oauth_client(target)?;
+    let endpoints = identity.endpoints(target).await?;
+    let device = endpoints.device.clone().ok_or_else(|| {
+        IdentityError::InvalidEndpoint(
+            "the issuer has no device authorization endpoint; sign in with the browser \
+             (--grant-type authcode)"
+                .into(),
+        )
+    })?;
+    let client = IdentityClient::client_for(target, &endpoints)?.set_device_authorization_url(
+        oauth2::DeviceAuthorizationUrl::new(device)
+            .map_err(|e| IdentityError::InvalidEndpoint(e.to_string()))?,
+    );
     let details: oauth2::DeviceAuthorizationResponse<EntraDeviceFields> = client
         .exchange_device_code()
         .add_scopes(IdentityClient::scopes(target))
@@ -55,7 +66,7 @@ pub(in crate::identity) async fn run(
         .request_async(&identity.http, tokio::time::sleep, Some(wait))
         .await
         .map_err(|e| IdentityError::from_request(e, |body| poll_failure(&body, wait)))?;
-    Ok(identity.token_set(answer, target))
+    identity.token_set(answer, target)
 }
 
 /// What a final device-flow error answer means. Entra's `authorization_declined` and
