@@ -542,6 +542,7 @@ impl SessionSpec {
                 use_access_token: oidc.use_access_token,
                 auth_params: oidc.auth_params.clone(),
             }),
+            client_secret: None,
         }
     }
 

@@ -396,17 +396,6 @@ impl GetTokenOptions {
         if !for_mode(LoginMode::AzureCli) {
             spec.azure_config_dir.clear();
         }
-        // A confidential client signing users in (int128's --oidc-client-secret with authcode
-        // or device-code) needs its secret at every refresh: not kept for user sessions yet.
-        if !spec.oidc_issuer_url.is_empty()
-            && !credentials.client_secret.is_empty()
-            && mode != LoginMode::ServicePrincipal
-        {
-            return Err("--oidc-client-secret is supported with --grant-type \
-                        client-credentials only, not yet for a user's sign-in (a public client \
-                        needs none)"
-                .into());
-        }
         if spec.profile.is_empty() && spec.oidc_issuer_url.is_empty() {
             if spec.server_id.is_empty() {
                 return Err("--server-id is required (or --profile)".into());

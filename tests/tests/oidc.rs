@@ -296,3 +296,87 @@ fn int128_kubeconfigs_convert_for_any_issuer_and_then_work() {
         (true, "alice@contoso.example".to_string())
     );
 }
+
+#[test]
+fn a_client_that_needs_its_secret_even_with_pkce_keeps_it_in_the_keyring_not_the_kubeconfig() {
+    if !kubectl_available() {
+        return;
+    }
+    // Google's installed-app clients: the secret goes with every grant, PKCE or not.
+    let secret = "GOCSPX-installed-app-secret_0123";
+    let mock = fast_mock();
+    let issuer = mock.add_confidential_realm("google", CLIENT, secret);
+    let api = FakeApiServer::start_oidc(mock.shared_state(), &issuer, CLIENT);
+    let sandbox = Sandbox::new();
+    let daemon = sandbox.start_daemon(&["--store", "memory"]);
+    let login_args = [
+        "--oidc-issuer-url",
+        &issuer,
+        "--client-id",
+        CLIENT,
+        "--oidc-extra-scope",
+        "email",
+        "--login",
+        "devicecode",
+    ];
+
+    // Without the secret the issuer refuses the grant, in one line.
+    let mut login = sandbox.start_login(&login_args);
+    let code = login.next_event();
+    assert_eq!(code["event"], "device_code", "{code}");
+    assert!(mock.approve(code["user_code"].as_str().unwrap()));
+    let failed = login.next_event();
+    assert_eq!(failed["event"], "failed", "{failed}");
+    assert!(
+        failed["message"]
+            .as_str()
+            .unwrap()
+            .contains("client_secret is missing"),
+        "{failed}"
+    );
+    login.finish();
+
+    // int128/kubelogin's kubeconfig carries it; convert moves it into brokerd's store.
+    let mut args = int128_args(&issuer, "device-code");
+    args.push(format!("--oidc-client-secret={secret}"));
+    let config = sandbox.kubeconfig(&api, &[KubeUser::new("oidc", args)]);
+    let shim = broker_tests::harness::binaries().shim.display().to_string();
+    let text = std::fs::read_to_string(&config).unwrap().replacen(
+        &format!("command: {shim}\n      args: [\"get-token\", "),
+        "command: kubectl\n      args: [\"oidc-login\", \"get-token\", ",
+        1,
+    );
+    std::fs::write(&config, &text).unwrap();
+    success(
+        &sandbox.ctl(&[
+            "kubeconfig",
+            "convert",
+            "--kubeconfig",
+            config.to_str().unwrap(),
+            "--shim",
+            &shim,
+            "--allow-memory-store",
+        ]),
+        "brokerctl kubeconfig convert",
+    );
+    let converted = std::fs::read_to_string(&config).unwrap();
+    assert!(!converted.contains(secret), "{converted}");
+
+    // The sign-in, the kubectl runs and the refreshes all carry the kept secret.
+    let mut login = sandbox.start_login(&login_args);
+    let code = login.next_event();
+    assert_eq!(code["event"], "device_code", "{code}");
+    assert!(mock.approve(code["user_code"].as_str().unwrap()));
+    assert_eq!(login.next_event()["event"], "logged_in");
+    assert!(login.finish().0.success());
+    success(&sandbox.kubectl_get_api(&config, "oidc", &[]), "kubectl");
+    assert_eq!(
+        last_request(&api),
+        (true, "alice@contoso.example".to_string())
+    );
+    let session = only_session(&sandbox);
+    success(&sandbox.ctl(&["refresh", &session]), "brokerctl refresh");
+    let found = sandbox.files_containing(secret);
+    assert!(found.is_empty(), "the secret is in {found:?}");
+    assert!(!daemon.log().contains(secret));
+}

@@ -21,6 +21,12 @@ impl Broker {
         credentials: &mut Credentials,
         supplied: &Supplied,
     ) -> bool {
+        let secret_changed = user_session_of_a_confidential_client(session)
+            && supplied.client_secret.is_some()
+            && !same_secret(&credentials.client_secret, &supplied.client_secret);
+        if secret_changed {
+            credentials.client_secret = supplied.client_secret.clone();
+        }
         let new = match session.spec.login_mode {
             LoginMode::ServicePrincipal => {
                 if let Some(certificate) = &supplied.certificate {
@@ -42,7 +48,7 @@ impl Broker {
                 if changed {
                     credentials.password = supplied.password.clone();
                 }
-                return changed;
+                return changed || secret_changed;
             }
             LoginMode::DeviceCode
             | LoginMode::Interactive
@@ -51,12 +57,12 @@ impl Broker {
             | LoginMode::AzureDeveloperCli => None,
         };
         let Some(new) = new else {
-            return false;
+            return secret_changed;
         };
         let changed = !same_grantor(credentials.grantor.as_ref(), &new);
         credentials.grantor = Some(new);
         credentials.loaded = true;
-        changed
+        changed || secret_changed
     }
 
     /// Reads what a restarted brokerd needs from the secret store and the index.
@@ -67,6 +73,9 @@ impl Broker {
     ) -> Result<(), BrokerError> {
         let id = &session.id;
         let mode = session.spec.login_mode;
+        if user_session_of_a_confidential_client(session) && credentials.client_secret.is_none() {
+            credentials.client_secret = self.load_secret(SecretKind::ClientSecret.key(id)).await?;
+        }
         if credentials.grantor.is_some() {
             return Ok(());
         }
@@ -179,7 +188,9 @@ impl Broker {
     ) -> Result<(), BrokerError> {
         let id = &session.id;
         let label = |what: &str| format!("token-broker {what}: {}", session.spec.describe());
-        if session.spec.login_mode == LoginMode::ServicePrincipal {
+        if session.spec.login_mode == LoginMode::ServicePrincipal
+            || user_session_of_a_confidential_client(session)
+        {
             if let Some(secret) = &supplied.client_secret
                 && supplied.certificate.is_none()
             {
@@ -239,6 +250,12 @@ impl Broker {
         )
         .await
     }
+}
+
+/// An OpenID Connect session that signs a user in (not client credentials): its client secret,
+/// when it has one, goes with every grant rather than being the grant.
+fn user_session_of_a_confidential_client(session: &Session) -> bool {
+    session.spec.oidc.is_some() && session.spec.login_mode != LoginMode::ServicePrincipal
 }
 
 /// Whether two grantors are the same credential (secrets compared by value).

@@ -153,11 +153,36 @@ impl Broker {
         }
         let (session, created) = self.session_for(spec);
         let accepted = if spec.login_mode.prompts() {
-            match self.prompted_tokens(spec, prompt).await {
+            // A confidential client's secret: the caller's, else the one kept for the session.
+            let secret = {
+                let mut credentials = session.credentials.lock().await;
+                self.take_supplied(&session, &mut credentials, supplied);
+                if credentials.client_secret.is_none() && spec.oidc.is_some() {
+                    self.load_credentials(&session, &mut credentials)
+                        .await
+                        .map(|()| credentials.target_secret())
+                } else {
+                    Ok(credentials.target_secret())
+                }
+            };
+            let tokens = match secret {
+                Ok(secret) => self.prompted_tokens(spec, secret, prompt).await,
+                Err(error) => Err(error),
+            };
+            match tokens {
                 Ok(tokens) => {
                     let mut credentials = session.credentials.lock().await;
-                    self.accept_tokens(&session, &mut credentials, tokens, Persist::Required)
-                        .await
+                    let accepted = self
+                        .accept_tokens(&session, &mut credentials, tokens, Persist::Required)
+                        .await;
+                    drop(credentials);
+                    match accepted {
+                        Ok(access) => self
+                            .save_supplied(&session, supplied, remember_password)
+                            .await
+                            .map(|()| access),
+                        Err(error) => Err(error),
+                    }
                 }
                 Err(error) => Err(error),
             }
@@ -197,9 +222,11 @@ impl Broker {
     async fn prompted_tokens(
         &self,
         spec: &SessionSpec,
+        client_secret: Option<crate::identity::TargetSecret>,
         prompt: &(dyn Fn(LoginPrompt) + Send + Sync),
     ) -> Result<crate::identity::token::TokenSet, BrokerError> {
-        let target = spec.target();
+        let mut target = spec.target();
+        target.client_secret = client_secret;
         let timeout = self.settings.get().login.timeout;
         let hint = (!spec.login_hint.is_empty()).then_some(spec.login_hint.as_str());
         let tokens = if spec.login_mode == LoginMode::Interactive {

@@ -10,8 +10,6 @@
 
 use std::sync::Arc;
 
-use secrecy::SecretString;
-
 use super::error::BrokerError;
 use super::session::{Credentials, Failure, Grantor, Hold, Session};
 use super::{Broker, EventKind, Reason};
@@ -105,8 +103,7 @@ impl Broker {
                 Err(error) => return Err(self.record_failure(session, error, None)),
             }
         }
-        let grantor = credentials.grantor.clone();
-        if grantor.is_none() && credentials.password.is_none() {
+        if credentials.grantor.is_none() && credentials.password.is_none() {
             let error = self.no_credentials(session);
             if session.needs_login(error.to_string()) {
                 self.emit(
@@ -125,8 +122,7 @@ impl Broker {
                 .acquire()
                 .await
                 .map_err(|_| BrokerError::Internal("the request limiter closed".into()))?;
-            self.redeem(session, grantor.as_ref(), credentials.password.as_ref())
-                .await
+            self.redeem(session, &credentials).await
         };
 
         let outcome = match result {
@@ -161,11 +157,12 @@ impl Broker {
     async fn redeem(
         &self,
         session: &Session,
-        grantor: Option<&Grantor>,
-        password: Option<&SecretString>,
+        credentials: &super::session::Credentials,
     ) -> Result<TokenSet, IdentityError> {
+        let (grantor, password) = (credentials.grantor.as_ref(), credentials.password.as_ref());
         let spec = &session.spec;
-        let target = spec.target();
+        let mut target = spec.target();
+        target.client_secret = credentials.target_secret();
         let identity = &self.identity;
         let sign_in_with_password = || async {
             match password {

@@ -57,9 +57,19 @@ pub(super) struct Credentials {
     /// ROPC: the password, to sign in again when the refresh token runs out. Only when the
     /// caller supplies it (memory) or a login asked to keep it (keyring).
     pub password: Option<SecretString>,
+    /// An OpenID Connect user session of a confidential client: its secret, sent with every
+    /// grant (kept in the keyring, as a service principal's is).
+    pub client_secret: Option<SecretString>,
 }
 
 impl Credentials {
+    /// The secret a user session's grants carry, if its client has one.
+    pub fn target_secret(&self) -> Option<crate::identity::TargetSecret> {
+        self.client_secret
+            .clone()
+            .map(crate::identity::TargetSecret)
+    }
+
     /// The refresh token, if that is what the session redeems.
     pub fn refresh_token(&self) -> Option<&RefreshToken> {
         match &self.grantor {

@@ -40,6 +40,33 @@ pub struct Target {
     pub scopes: Vec<String>,
     /// Set for any OpenID Connect issuer but Entra: endpoints by discovery, the ID token served.
     pub oidc: Option<OidcTarget>,
+    /// A confidential client's secret, sent with every grant of a user session (an OpenID
+    /// Connect issuer that wants it even with PKCE, as Google's installed apps do).
+    pub client_secret: Option<TargetSecret>,
+}
+
+/// A client secret travelling with a [`Target`]: compared by value, never printed, and left
+/// out of the hash (a target is the same whatever its secret).
+#[derive(Clone)]
+pub struct TargetSecret(pub secrecy::SecretString);
+
+impl PartialEq for TargetSecret {
+    fn eq(&self, other: &Self) -> bool {
+        use secrecy::ExposeSecret;
+        self.0.expose_secret() == other.0.expose_secret()
+    }
+}
+
+impl Eq for TargetSecret {}
+
+impl std::hash::Hash for TargetSecret {
+    fn hash<H: std::hash::Hasher>(&self, _: &mut H) {}
+}
+
+impl std::fmt::Debug for TargetSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TargetSecret(..)")
+    }
 }
 
 /// What differs for an OpenID Connect issuer that is not Entra.
@@ -247,12 +274,19 @@ impl IdentityClient {
         target: &Target,
         endpoints: &discovery::Endpoints,
     ) -> Result<OAuthClient, IdentityError> {
+        use secrecy::ExposeSecret;
         let invalid = |e: url::ParseError| IdentityError::InvalidEndpoint(e.to_string());
-        Ok(oauth2::Client::new(ClientId::new(target.client_id.clone()))
+        let client = oauth2::Client::new(ClientId::new(target.client_id.clone()))
             // Public clients send client_id in the form body, as Entra expects.
             .set_auth_type(AuthType::RequestBody)
             .set_auth_uri(AuthUrl::new(endpoints.authorize.clone()).map_err(invalid)?)
-            .set_token_uri(TokenUrl::new(endpoints.token.clone()).map_err(invalid)?))
+            .set_token_uri(TokenUrl::new(endpoints.token.clone()).map_err(invalid)?);
+        Ok(match &target.client_secret {
+            Some(secret) => client.set_client_secret(oauth2::ClientSecret::new(
+                secret.0.expose_secret().to_string(),
+            )),
+            None => client,
+        })
     }
 
     /// Revokes `refresh_token` at the issuer (RFC 7009), when it has a revocation endpoint.

@@ -54,7 +54,7 @@ const SECRET_FLAGS: &[(&str, Option<SecretField>)] = &[
         Some(SecretField::CertificatePassword),
     ),
     ("--password", Some(SecretField::Password)),
-    ("--oidc-client-secret", None),
+    ("--oidc-client-secret", Some(SecretField::ClientSecret)),
 ];
 
 /// User fields that hold credentials of their own.

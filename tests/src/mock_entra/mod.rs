@@ -219,6 +219,17 @@ impl MockEntra {
         self.state.realm_issuer(name)
     }
 
+    /// As `add_realm`, with a client that must send `secret` with every grant, PKCE or not, as
+    /// Google's installed-app clients must.
+    pub fn add_confidential_realm(&self, name: &str, client_id: &str, secret: &str) -> String {
+        let issuer = self.add_realm(name, client_id);
+        self.state
+            .lock()
+            .realm_client_secrets
+            .insert(client_id.to_string(), secret.to_string());
+        issuer
+    }
+
     /// Realms leave the ID token out of their refresh answers.
     pub fn set_omit_id_token_on_refresh(&self, omit: bool) {
         self.state.lock().omit_id_token_on_refresh = omit;

@@ -245,6 +245,11 @@ async fn token(Extract(state): Shared, Path(tenant): Path<String>, body: Bytes) 
     if let Some(response) = fault(&state).await {
         return response;
     }
+    if grant != "client_credentials"
+        && let Some(refusal) = state.realm_client_refusal(&tenant, &form)
+    {
+        return *refusal;
+    }
     let result = match grant {
         "device_code" => state.redeem_device_code(&tenant, &form),
         "authorization_code" => state.redeem_code(&tenant, &form),

@@ -106,6 +106,9 @@ pub(super) struct Inner {
     pub realms: HashSet<String>,
     /// Realms leave the ID token out of refresh answers.
     pub omit_id_token_on_refresh: bool,
+    /// Realm clients that must send their secret with every grant, PKCE or not (Google's
+    /// installed-app clients).
+    pub realm_client_secrets: HashMap<String, String>,
 }
 
 impl Inner {
@@ -210,6 +213,7 @@ impl State {
                 pipeline_job_token: None,
                 realms: HashSet::new(),
                 omit_id_token_on_refresh: false,
+                realm_client_secrets: HashMap::new(),
             }),
             counted: Condvar::new(),
         }
@@ -326,6 +330,32 @@ impl State {
     /// The issuer of realm `name`: it has a path, as Keycloak's do.
     pub fn realm_issuer(&self, name: &str) -> String {
         format!("{}/realms/{name}", self.base_url)
+    }
+
+    /// A realm client's secret check, for the grants a user signs in with: `Some` refusal when
+    /// the client has a secret and the request does not carry it.
+    pub fn realm_client_refusal(
+        &self,
+        tenant: &str,
+        form: &HashMap<String, String>,
+    ) -> Option<Refusal> {
+        let inner = self.lock();
+        if !inner.realms.contains(tenant) {
+            return None;
+        }
+        let client = form.get("client_id")?;
+        let expected = inner.realm_client_secrets.get(client)?;
+        match form.get("client_secret") {
+            Some(given) if given == expected => None,
+            Some(_) => Some(refuse(super::errors::json_response(
+                StatusCode::UNAUTHORIZED,
+                &json!({"error": "invalid_client", "error_description": "Unauthorized"}),
+            ))),
+            None => Some(refuse(super::errors::json_response(
+                StatusCode::BAD_REQUEST,
+                &json!({"error": "invalid_request", "error_description": "client_secret is missing."}),
+            ))),
+        }
     }
 
     /// Revokes the refresh token `token` and every other of its sign-in. Unknown tokens are

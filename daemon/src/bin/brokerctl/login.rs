@@ -35,6 +35,10 @@ pub struct LoginArgs {
     /// runs out
     #[arg(long)]
     remember_password: bool,
+    /// OpenID Connect: the client is confidential; read its secret from stdin (or a hidden
+    /// prompt) and keep it in the keyring, to go with every grant
+    #[arg(long)]
+    client_secret_stdin: bool,
     /// Serve the session on the forwarding socket too, to the machines brokerd is forwarded
     /// to (`brokerctl forward`)
     #[arg(long)]
@@ -67,7 +71,11 @@ pub async fn command(args: LoginArgs, socket: &Path) -> Result<ExitCode> {
         }
         _ => args.spec.clone(),
     };
-    let (spec, credentials) = spec.resolve()?;
+    let (spec, mut credentials) = spec.resolve()?;
+    if args.client_secret_stdin {
+        credentials.client_secret =
+            read_secret(&format!("Client secret for {}: ", spec.client_id))?;
+    }
     let credentials = complete_credentials(&spec, credentials)?;
     let request = v1::LoginRequest {
         spec: Some(spec),
