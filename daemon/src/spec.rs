@@ -206,6 +206,11 @@ pub struct SessionSpec {
     pub azure_config_dir: String,
     /// Azure Pipelines only: the service connection.
     pub service_connection_id: String,
+    /// Interactive, ROPC, service principal: the cluster's ARM id for proof-of-possession
+    /// tokens (`--pop-claims u=…`); empty for bearer tokens. That PoP is wanted is part of the
+    /// identity; the cluster is not (one PoP access token serves every Arc cluster, each
+    /// getting its own signed wrapper).
+    pub pop_u: String,
     /// Set for a session with any OpenID Connect issuer (the authority is then the issuer).
     pub oidc: Option<OidcSpec>,
 }
@@ -375,14 +380,12 @@ impl SessionSpec {
                       v2.0 tokens",
             });
         }
-        if !input.pop_claims.trim().is_empty()
-            && matches!(mode, Interactive | Ropc | ServicePrincipal)
-        {
-            return Err(SpecError::Unsupported {
-                flag: "--pop-enabled",
-                why: "proof-of-possession tokens (Azure Arc-enabled clusters)",
-            });
-        }
+        // Proof-of-possession (Azure Arc): only the u claim is used, as kubelogin uses it.
+        let pop_u = if matches!(mode, Interactive | Ropc | ServicePrincipal) {
+            pop_u_claim(&input.pop_claims)?
+        } else {
+            String::new()
+        };
 
         Ok(SessionSpec {
             environment: input.environment.trim().to_string(),
@@ -404,6 +407,7 @@ impl SessionSpec {
             subscription,
             azure_config_dir,
             service_connection_id,
+            pop_u,
             oidc: None,
         })
     }
@@ -507,6 +511,7 @@ impl SessionSpec {
             subscription: String::new(),
             azure_config_dir: String::new(),
             service_connection_id: String::new(),
+            pop_u: String::new(),
             oidc: Some(OidcSpec {
                 issuer: issuer.to_string(),
                 extra_scopes,
@@ -543,6 +548,7 @@ impl SessionSpec {
                 auth_params: oidc.auth_params.clone(),
             }),
             client_secret: None,
+            pop: None,
         }
     }
 
@@ -566,6 +572,7 @@ impl SessionSpec {
             .as_ref()
             .map(|o| o.issuer.clone())
             .unwrap_or_default();
+        let pop = if self.pop_u.is_empty() { "" } else { "1" }.to_string();
         let use_access_token = match &self.oidc {
             Some(o) if o.use_access_token => "1".to_string(),
             _ => String::new(),
@@ -579,6 +586,7 @@ impl SessionSpec {
             ("service_connection_id", &self.service_connection_id),
             ("oidc_issuer", &oidc_issuer),
             ("oidc_use_access_token", &use_access_token),
+            ("pop", &pop),
         ] {
             if !value.is_empty() {
                 hasher.update(name.as_bytes());
@@ -630,6 +638,34 @@ fn check_token_value(flag: &'static str, value: &str) -> Result<(), SpecError> {
         });
     }
     Ok(())
+}
+
+/// The `u` claim of `--pop-claims` (`u=<ARM id>[,k=v…]`, as the clients canonicalise it);
+/// empty when there are none.
+fn pop_u_claim(claims: &str) -> Result<String, SpecError> {
+    let claims = claims.trim();
+    if claims.is_empty() {
+        return Ok(String::new());
+    }
+    let u = claims
+        .split(',')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(key, _)| key.trim() == "u")
+        .map(|(_, value)| value.trim())
+        .filter(|value| !value.is_empty() && value.len() <= 1024)
+        .ok_or(SpecError::Invalid {
+            flag: "--pop-claims",
+            value: claims.chars().take(80).collect(),
+            why: "the u claim (the cluster's ARM id) is required",
+        })?;
+    if u.chars().any(|c| c.is_control() || c == '"' || c == '\\') {
+        return Err(SpecError::Invalid {
+            flag: "--pop-claims",
+            value: u.chars().take(80).collect(),
+            why: "the u claim is an ARM id: no quotes, backslashes or control characters",
+        });
+    }
+    Ok(u.to_string())
 }
 
 /// An account name as Entra spells one (`alice@contoso.com`): one short line, no spaces.
@@ -709,7 +745,11 @@ impl From<&SessionSpec> for broker_proto::v1::SessionSpec {
             subscription: spec.subscription.clone(),
             azure_config_dir: spec.azure_config_dir.clone(),
             legacy: false,
-            pop_claims: String::new(),
+            pop_claims: if spec.pop_u.is_empty() {
+                String::new()
+            } else {
+                format!("u={}", spec.pop_u)
+            },
             service_connection_id: spec.service_connection_id.clone(),
             oidc_issuer_url: spec
                 .oidc
@@ -1033,16 +1073,18 @@ mod tests {
             legacy.to_string().starts_with("--legacy is not supported"),
             "{legacy}"
         );
-        let pop = SessionSpec::new(&SpecInput {
-            pop_claims: "u=/x".into(),
-            ..input(LoginMode::Interactive)
-        })
-        .unwrap_err();
-        assert!(
-            pop.to_string()
-                .starts_with("--pop-enabled is not supported"),
-            "{pop}"
-        );
+        // PoP is part of the identity; the cluster's u claim is not.
+        let pop = |claims: &str| {
+            SessionSpec::new(&SpecInput {
+                pop_claims: claims.into(),
+                ..input(LoginMode::Interactive)
+            })
+        };
+        let arc1 = pop("u=/x/arc1").unwrap();
+        assert_eq!(arc1.pop_u, "/x/arc1");
+        assert_eq!(arc1.id(), pop("k=v,u=/x/arc2").unwrap().id());
+        assert_ne!(arc1.id(), pop("").unwrap().id());
+        assert!(pop("k=v").unwrap_err().to_string().contains("the u claim"));
         // Where kubelogin ignores them (azurecli, msi, ...), so does brokerd.
         assert!(
             SessionSpec::new(&SpecInput {

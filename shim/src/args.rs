@@ -26,8 +26,9 @@ variables are accepted (the variables override the flags unless
 --disable-environment-override). --timeout (60s, 5m, 1m30s) bounds the whole run, a login at
 the terminal included; without it, 10 minutes when a login may prompt and 90 seconds
 otherwise. Every other flag of kubelogin v0.2.19 is accepted: --token-cache-dir, --cache-dir,
---disable-instance-discovery, -v and --logtostderr have no effect; --legacy and
---pop-enabled/--pop-claims are refused by brokerd with the reason.";
+--disable-instance-discovery, -v and --logtostderr have no effect; --legacy is refused by
+brokerd with the reason. With --oidc-issuer-url, int128/kubelogin's flags apply instead
+(any OpenID Connect issuer).";
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Command {

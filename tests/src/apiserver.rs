@@ -121,11 +121,75 @@ impl FakeApiServer {
                 scp: None,
                 ver: String::new(),
                 uti: text("jti"),
+                cnf: None,
             })
         });
         let server = Self::start_on(verifier, 0).expect("a free port on 127.0.0.1");
         server.accept_audience(client_id);
         server
+    }
+
+    /// Starts as an Azure Arc-enabled cluster whose ARM id is `u`: it takes proof-of-possession
+    /// tokens only. The wrapper must be signed by the key in its own `cnf.jwk`, that key must be
+    /// the one the access token inside is bound to (its `cnf.kid`, an RFC 7638 thumbprint), the
+    /// access token one `mock` signed for the audience, `u` this cluster, and `ts` within five
+    /// minutes. A bare bearer token is refused.
+    pub fn start_pop(mock: Arc<State>, u: &str) -> Self {
+        let u = u.to_string();
+        let verifier: Arc<Verifier> = Arc::new(move |token, audience| {
+            use base64::Engine;
+            let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+            let parts: Vec<&str> = token.split('.').collect();
+            let [header, payload, signature] = parts.as_slice() else {
+                return Err("not a JWS".into());
+            };
+            let signed = format!("{header}.{payload}");
+            let decode = |part: &str| -> Result<serde_json::Value, String> {
+                let bytes = b64.decode(part).map_err(|e| e.to_string())?;
+                serde_json::from_slice(&bytes).map_err(|e| e.to_string())
+            };
+            let (header, payload) = (decode(header)?, decode(payload)?);
+            if header["typ"] != "pop" || header["alg"] != "RS256" {
+                return Err("not a PoP token".into());
+            }
+            let jwk = &payload["cnf"]["jwk"];
+            let (n, e) = (
+                jwk["n"].as_str().ok_or("no n")?,
+                jwk["e"].as_str().ok_or("no e")?,
+            );
+            let key = ring::signature::RsaPublicKeyComponents {
+                n: b64.decode(n).map_err(|e| e.to_string())?,
+                e: b64.decode(e).map_err(|e| e.to_string())?,
+            };
+            key.verify(
+                &ring::signature::RSA_PKCS1_2048_8192_SHA256,
+                signed.as_bytes(),
+                &b64.decode(signature).map_err(|e| e.to_string())?,
+            )
+            .map_err(|_| "the PoP signature does not verify".to_string())?;
+            let thumbprint = b64.encode(<sha2::Sha256 as sha2::Digest>::digest(
+                format!(r#"{{"e":"{e}","kty":"RSA","n":"{n}"}}"#).as_bytes(),
+            ));
+            let at = payload["at"].as_str().ok_or("no at")?;
+            let claims = mock.key.verify(at, audience)?;
+            let bound = claims.cnf.as_ref().and_then(|c| c["kid"].as_str());
+            if bound != Some(thumbprint.as_str()) {
+                return Err("the access token is not bound to the signing key".into());
+            }
+            if payload["u"].as_str() != Some(u.as_str()) {
+                return Err("the PoP token is for another cluster".into());
+            }
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_err(|e| e.to_string())?
+                .as_secs();
+            let ts = payload["ts"].as_u64().unwrap_or(0);
+            if ts.abs_diff(now) > 300 {
+                return Err("the PoP token is stale".into());
+            }
+            Ok(claims)
+        });
+        Self::start_on(verifier, 0).expect("a free port on 127.0.0.1")
     }
 
     /// Starts on `127.0.0.1:port` (0: any free port), trusting what `verifier` accepts.

@@ -33,6 +33,9 @@ pub struct AccessClaims {
     pub ver: String,
     /// Unique per token, so that every issued token differs.
     pub uti: String,
+    /// Proof-of-possession tokens: the key they are bound to (`{"kid": …}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<serde_json::Value>,
 }
 
 pub struct SigningKey {
@@ -193,6 +196,7 @@ mod tests {
             scp: Some("user.read".into()),
             ver: "2.0".into(),
             uti: "x".into(),
+            cnf: None,
         }
     }
 

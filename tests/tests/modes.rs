@@ -694,3 +694,66 @@ fn azure_cli_with_its_config_dir_and_subscription_and_a_changed_account_dropped_
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
+
+#[test]
+fn proof_of_possession_tokens_for_an_arc_cluster_through_kubectl() {
+    if !kubectl_available() {
+        return;
+    }
+    let mock = fast_mock();
+    mock.register_app(
+        APP,
+        App {
+            secret: Some(SECRET.into()),
+            ..App::default()
+        },
+    );
+    let arm = "/subscriptions/00000000-0000-0000-0000-00000000000s/resourceGroups/rg/providers/Microsoft.Kubernetes/connectedClusters/arc1";
+    let api = FakeApiServer::start_pop(mock.shared_state(), arm);
+    let sandbox = Sandbox::new();
+    let daemon = sandbox.start_daemon(&["--store", "memory"]);
+    let mut bearer = base_args(&mock, "spn");
+    bearer.extend(["--client-id".into(), APP.into()]);
+    let with_pop = |u: &str| {
+        let mut args = bearer.clone();
+        args.extend([
+            "--pop-enabled".into(),
+            "--pop-claims".into(),
+            format!("u={u}"),
+        ]);
+        args
+    };
+    let config = sandbox.kubeconfig(
+        &api,
+        &[
+            KubeUser::new("arc", with_pop(arm)),
+            KubeUser::new(
+                "other-cluster",
+                with_pop("/subscriptions/x/connectedClusters/arc2"),
+            ),
+            KubeUser::new("bearer", bearer.clone()),
+        ],
+    );
+    let env = [("AZURE_CLIENT_SECRET", SECRET)];
+    for _ in 0..3 {
+        success(
+            &sandbox.kubectl_get_api(&config, "arc", &env),
+            "kubectl with PoP",
+        );
+        assert!(!last_subject(&api).is_empty());
+    }
+    // One PoP access token, asked for once; each run got its own signed wrapper.
+    assert_eq!(mock.requests("client_credentials"), 1);
+    // The same session's token wrapped for another cluster, and a bare bearer token, are
+    // refused by this one.
+    failure(
+        &sandbox.kubectl_get_api(&config, "other-cluster", &env),
+        "a PoP token for another cluster",
+    );
+    assert_eq!(mock.requests("client_credentials"), 1, "same session");
+    failure(
+        &sandbox.kubectl_get_api(&config, "bearer", &env),
+        "a bearer token at an Arc cluster",
+    );
+    assert!(!daemon.log().contains(SECRET));
+}

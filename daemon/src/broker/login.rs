@@ -165,9 +165,16 @@ impl Broker {
                     Ok(credentials.target_secret())
                 }
             };
-            let tokens = match secret {
-                Ok(secret) => self.prompted_tokens(spec, secret, prompt).await,
-                Err(error) => Err(error),
+            let pop = match spec.pop_u.is_empty() {
+                true => Ok(None),
+                false => self.pop_key(&session).await.map(Some),
+            };
+            let tokens = match (secret, pop) {
+                (Ok(secret), Ok(pop)) => {
+                    let pop = pop.map(|key| key.req_cnf().to_string());
+                    self.prompted_tokens(spec, secret, pop, prompt).await
+                }
+                (Err(error), _) | (_, Err(error)) => Err(error),
             };
             match tokens {
                 Ok(tokens) => {
@@ -223,10 +230,12 @@ impl Broker {
         &self,
         spec: &SessionSpec,
         client_secret: Option<crate::identity::TargetSecret>,
+        pop: Option<String>,
         prompt: &(dyn Fn(LoginPrompt) + Send + Sync),
     ) -> Result<crate::identity::token::TokenSet, BrokerError> {
         let mut target = spec.target();
         target.client_secret = client_secret;
+        target.pop = pop;
         let timeout = self.settings.get().login.timeout;
         let hint = (!spec.login_hint.is_empty()).then_some(spec.login_hint.as_str());
         let tokens = if spec.login_mode == LoginMode::Interactive {

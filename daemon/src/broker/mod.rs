@@ -19,6 +19,7 @@ mod federated;
 mod forwarding;
 mod login;
 mod persist;
+mod pop;
 mod refresh;
 pub mod scheduler;
 mod session;
@@ -276,6 +277,16 @@ impl Broker {
     /// else after a refresh. `supplied` are the caller's credentials for the non-interactive
     /// modes; with them a session is set up on first use, without a separate login.
     pub async fn get_token(
+        &self,
+        spec: &SessionSpec,
+        supplied: &Supplied,
+    ) -> Result<Grant, BrokerError> {
+        let grant = self.bearer_grant(spec, supplied).await?;
+        self.as_requested(spec, grant)
+    }
+
+    /// The session's access token as the IdP issued it (see [`Self::get_token`]).
+    async fn bearer_grant(
         &self,
         spec: &SessionSpec,
         supplied: &Supplied,

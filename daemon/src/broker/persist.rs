@@ -39,14 +39,17 @@ pub(super) enum SecretKind {
     ClientSecret,
     CertificatePassword,
     Password,
+    /// A proof-of-possession session's private key (PKCS#8, base64).
+    PopKey,
 }
 
 impl SecretKind {
-    pub const ALL: [SecretKind; 4] = [
+    pub const ALL: [SecretKind; 5] = [
         SecretKind::RefreshToken,
         SecretKind::ClientSecret,
         SecretKind::CertificatePassword,
         SecretKind::Password,
+        SecretKind::PopKey,
     ];
 
     /// The secret store key: `refresh-token/<session id>` and so on.
@@ -56,6 +59,7 @@ impl SecretKind {
             SecretKind::ClientSecret => "client-secret",
             SecretKind::CertificatePassword => "certificate-password",
             SecretKind::Password => "password",
+            SecretKind::PopKey => "pop-key",
         };
         format!("{kind}/{id}")
     }
@@ -139,6 +143,7 @@ fn session_from_index(record: &IndexedSession, now: SystemTime) -> Result<Sessio
         oidc_extra_scopes: record.oidc_extra_scopes.clone(),
         oidc_use_access_token: record.oidc_use_access_token,
         oidc_auth_params: record.oidc_auth_params.clone(),
+        pop_claims: record.pop_claims.clone(),
         ..SpecInput::default()
     })?;
     if spec.id().as_str() != record.id {
@@ -196,6 +201,7 @@ fn index_record(session: &Session) -> IndexedSession {
         oidc_extra_scopes: wire.oidc_extra_scopes,
         oidc_use_access_token: wire.oidc_use_access_token,
         oidc_auth_params: wire.oidc_auth_params,
+        pop_claims: wire.pop_claims,
         certificate_path: text(&remembered.certificate_path),
         federated_token_file: text(&remembered.federated_token_file),
         allow_forwarding: remembered.allow_forwarding,

@@ -115,6 +115,11 @@ impl Broker {
             return Err(error);
         }
 
+        if !session.spec.pop_u.is_empty()
+            && let Err(error) = self.pop_key(session).await
+        {
+            return Err(self.record_failure(session, error, None));
+        }
         let result = {
             let _refreshing = session.begin_refresh();
             let permits = self.permits(policy.max_concurrent);
@@ -163,6 +168,7 @@ impl Broker {
         let spec = &session.spec;
         let mut target = spec.target();
         target.client_secret = credentials.target_secret();
+        target.pop = session.pop_key.get().map(|key| key.req_cnf().to_string());
         let identity = &self.identity;
         let sign_in_with_password = || async {
             match password {

@@ -199,6 +199,8 @@ pub struct Session {
     last_served: AtomicI64,
     /// A scheduler task is on its way for this session.
     scheduled: AtomicBool,
+    /// Proof-of-possession sessions: the key their tokens are bound to, once loaded or made.
+    pub(super) pop_key: std::sync::OnceLock<Arc<crate::identity::pop::PopKey>>,
 }
 
 /// While held, the session shows `refreshing` and the scheduler leaves it alone.
@@ -257,6 +259,7 @@ impl Session {
             forwarded_served: AtomicU64::new(0),
             last_served: AtomicI64::new(0),
             scheduled: AtomicBool::new(false),
+            pop_key: std::sync::OnceLock::new(),
         }
     }
 

@@ -11,6 +11,7 @@ mod flows;
 pub mod http;
 pub mod managed_identity;
 pub mod pipelines;
+pub mod pop;
 pub mod token;
 
 use std::time::{Duration, SystemTime};
@@ -40,6 +41,9 @@ pub struct Target {
     pub scopes: Vec<String>,
     /// Set for any OpenID Connect issuer but Entra: endpoints by discovery, the ID token served.
     pub oidc: Option<OidcTarget>,
+    /// Proof-of-possession: the `req_cnf` naming the session's key; the token asked for is
+    /// bound to it.
+    pub pop: Option<String>,
     /// A confidential client's secret, sent with every grant of a user session (an OpenID
     /// Connect issuer that wants it even with PKCE, as Google's installed apps do).
     pub client_secret: Option<TargetSecret>,
@@ -247,6 +251,21 @@ pub struct IdentityClient {
     discovered: discovery::Discovered,
 }
 
+/// A token request as `target` wants it: for proof-of-possession, with `token_type=pop` and
+/// the key's `req_cnf` (kubelogin's PoP authentication scheme).
+macro_rules! as_target_wants {
+    ($request:expr, $target:expr) => {{
+        let request = $request;
+        match &$target.pop {
+            Some(cnf) => request
+                .add_extra_param("token_type", "pop")
+                .add_extra_param("req_cnf", cnf.clone()),
+            None => request,
+        }
+    }};
+}
+pub(crate) use as_target_wants;
+
 impl IdentityClient {
     pub fn new(clock: std::sync::Arc<dyn Clock>) -> Result<Self, IdentityError> {
         Ok(IdentityClient {
@@ -331,12 +350,15 @@ impl IdentityClient {
     ) -> Result<TokenSet, IdentityError> {
         let client = self.oauth_client(target).await?;
         let presented = oauth2::RefreshToken::new(refresh_token.expose().to_string());
-        let answer = client
-            .exchange_refresh_token(&presented)
-            .add_scopes(Self::scopes(target))
-            .request_async(&self.http)
-            .await
-            .map_err(|e| IdentityError::from_request(e, IdentityError::rejected))?;
+        let answer = as_target_wants!(
+            client
+                .exchange_refresh_token(&presented)
+                .add_scopes(Self::scopes(target)),
+            target
+        )
+        .request_async(&self.http)
+        .await
+        .map_err(|e| IdentityError::from_request(e, IdentityError::rejected))?;
         self.token_set(answer, target)
     }
 
@@ -353,12 +375,15 @@ impl IdentityClient {
             .set_client_secret(oauth2::ClientSecret::new(
                 secret.expose_secret().to_string(),
             ));
-        let answer = client
-            .exchange_client_credentials()
-            .add_scopes(Self::scopes(target))
-            .request_async(&self.http)
-            .await
-            .map_err(|e| IdentityError::from_request(e, IdentityError::rejected))?;
+        let answer = as_target_wants!(
+            client
+                .exchange_client_credentials()
+                .add_scopes(Self::scopes(target)),
+            target
+        )
+        .request_async(&self.http)
+        .await
+        .map_err(|e| IdentityError::from_request(e, IdentityError::rejected))?;
         self.token_set(answer, target)
     }
 
@@ -370,14 +395,17 @@ impl IdentityClient {
         assertion: String,
     ) -> Result<TokenSet, IdentityError> {
         let client = self.oauth_client(target).await?;
-        let answer = client
-            .exchange_client_credentials()
-            .add_scopes(Self::scopes(target))
-            .add_extra_param("client_assertion_type", JWT_BEARER)
-            .add_extra_param("client_assertion", assertion)
-            .request_async(&self.http)
-            .await
-            .map_err(|e| IdentityError::from_request(e, IdentityError::rejected))?;
+        let answer = as_target_wants!(
+            client
+                .exchange_client_credentials()
+                .add_scopes(Self::scopes(target))
+                .add_extra_param("client_assertion_type", JWT_BEARER)
+                .add_extra_param("client_assertion", assertion),
+            target
+        )
+        .request_async(&self.http)
+        .await
+        .map_err(|e| IdentityError::from_request(e, IdentityError::rejected))?;
         self.token_set(answer, target)
     }
 
@@ -445,12 +473,15 @@ impl IdentityClient {
         let client = self.oauth_client(target).await?;
         let username = oauth2::ResourceOwnerUsername::new(username.to_string());
         let password = oauth2::ResourceOwnerPassword::new(password.expose_secret().to_string());
-        let answer = client
-            .exchange_password(&username, &password)
-            .add_scopes(Self::scopes(target))
-            .request_async(&self.http)
-            .await
-            .map_err(|e| IdentityError::from_request(e, IdentityError::rejected))?;
+        let answer = as_target_wants!(
+            client
+                .exchange_password(&username, &password)
+                .add_scopes(Self::scopes(target)),
+            target
+        )
+        .request_async(&self.http)
+        .await
+        .map_err(|e| IdentityError::from_request(e, IdentityError::rejected))?;
         self.token_set(answer, target)
     }
 

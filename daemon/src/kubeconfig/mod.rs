@@ -513,15 +513,11 @@ users:
 
     #[test]
     fn unconvertible_kubelogin_users_are_skipped_with_the_reason() {
-        let text = "users:\n- name: pop\n  user:\n    exec:\n      command: kubelogin\n      args: [get-token, --server-id, s, --tenant-id, t.example, --login, interactive, --pop-enabled, --pop-claims, u=x]\n";
+        let text = "users:\n- name: pop\n  user:\n    exec:\n      command: kubelogin\n      args: [get-token, --server-id, s, --tenant-id, t.example, --login, devicecode, --legacy]\n";
         let out = convert(text, &SHIM).unwrap();
         assert!(!out.changed());
         assert_eq!(out.text, text);
-        assert!(
-            out.skipped[0].why.contains("--pop-enabled"),
-            "{:?}",
-            out.skipped
-        );
+        assert!(out.skipped[0].why.contains("--legacy"), "{:?}", out.skipped);
     }
 
     #[test]

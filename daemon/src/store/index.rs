@@ -59,6 +59,9 @@ pub struct IndexedSession {
     pub oidc_use_access_token: bool,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub oidc_auth_params: Vec<String>,
+    /// Proof-of-possession sessions: `u=<ARM id>` of the cluster that started it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub pop_claims: String,
     /// A service principal's certificate file (its password, if any, is in the keyring).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub certificate_path: String,
@@ -224,6 +227,7 @@ mod tests {
             oidc_extra_scopes: Vec::new(),
             oidc_use_access_token: false,
             oidc_auth_params: Vec::new(),
+            pop_claims: String::new(),
         }
     }
 

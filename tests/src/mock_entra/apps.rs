@@ -133,7 +133,13 @@ impl State {
         }
         self.bump("client_credentials_ok");
         let lifetime = self.lock().config.access_token_lifetime;
-        Ok(self.app_token(tenant, &client_id, &resource, lifetime))
+        Ok(self.app_token(
+            tenant,
+            &client_id,
+            &resource,
+            lifetime,
+            super::state::pop_cnf(form),
+        ))
     }
 
     /// A certificate assertion (header names the certificate's thumbprint) or a federated one
@@ -245,7 +251,14 @@ impl State {
     }
 
     /// An access token for an application (no user claims), as the answer Entra gives.
-    fn app_token(&self, tenant: &str, client_id: &str, resource: &str, lifetime: u64) -> Value {
+    fn app_token(
+        &self,
+        tenant: &str,
+        client_id: &str,
+        resource: &str,
+        lifetime: u64,
+        cnf: Option<Value>,
+    ) -> Value {
         let now = now_unix();
         let tid = if is_guid(tenant) {
             tenant.to_string()
@@ -268,11 +281,12 @@ impl State {
             scp: None,
             ver: "2.0".into(),
             uti: random_text(22, URL_SAFE),
+            cnf,
         };
         let access_token = self.key.sign(&claims);
         self.lock().access_tokens_mut().push(access_token.clone());
         json!({
-            "token_type": "Bearer",
+            "token_type": if claims.cnf.is_some() { "pop" } else { "Bearer" },
             "expires_in": lifetime,
             "ext_expires_in": lifetime,
             "access_token": access_token,
@@ -340,6 +354,7 @@ impl State {
             scp: Some("user_impersonation".into()),
             ver: "2.0".into(),
             uti: random_text(22, URL_SAFE),
+            cnf: None,
         };
         let token = self.key.sign(&claims);
         self.lock().access_tokens_mut().push(token.clone());
@@ -438,7 +453,7 @@ impl State {
         };
         let lifetime = 86_399;
         let tenant = self.lock().config.user.home_tenant.clone();
-        let answer = self.app_token(&tenant, &identity.client_id, resource, lifetime);
+        let answer = self.app_token(&tenant, &identity.client_id, resource, lifetime, None);
         let now = now_unix();
         json_response(
             StatusCode::OK,

@@ -245,6 +245,17 @@ async fn token(Extract(state): Shared, Path(tenant): Path<String>, body: Bytes) 
     if let Some(response) = fault(&state).await {
         return response;
     }
+    if form.get("token_type").map(String::as_str) == Some("pop")
+        && super::state::pop_cnf(&form).is_none()
+    {
+        return entra_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            5002201,
+            "The req_cnf parameter is missing or malformed for a PoP token request.",
+            None,
+        );
+    }
     if grant != "client_credentials"
         && let Some(refusal) = state.realm_client_refusal(&tenant, &form)
     {

@@ -914,11 +914,12 @@ impl State {
             scp: Some("user.read".into()),
             ver: "2.0".into(),
             uti: random_text(22, URL_SAFE),
+            cnf: pop_cnf(form),
         };
         let access_token = self.key.sign(&claims);
         inner.access_tokens.push(access_token.clone());
         let mut answer = json!({
-            "token_type": "Bearer",
+            "token_type": if claims.cnf.is_some() { "pop" } else { "Bearer" },
             "scope": format!("{resource}/user.read {resource}/.default"),
             "expires_in": lifetime,
             "ext_expires_in": lifetime,
@@ -969,6 +970,21 @@ impl State {
         }
         answer
     }
+}
+
+/// A proof-of-possession request's key (`token_type=pop`, `req_cnf` = base64url of
+/// `{"kid": …, "xms_ksl": "sw"}`), as the token's `cnf` claim; `None` for a bearer request or
+/// a `req_cnf` that does not decode (the token route refuses those first).
+pub fn pop_cnf(form: &HashMap<String, String>) -> Option<Value> {
+    if form.get("token_type").map(String::as_str) != Some("pop") {
+        return None;
+    }
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(form.get("req_cnf")?)
+        .ok()?;
+    let req_cnf: Value = serde_json::from_slice(&bytes).ok()?;
+    let kid = req_cnf["kid"].as_str().filter(|k| !k.is_empty())?;
+    Some(json!({ "kid": kid }))
 }
 
 /// Entra accepts `http` redirect URIs only for localhost, and ignores their port.

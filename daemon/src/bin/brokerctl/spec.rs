@@ -58,6 +58,12 @@ pub struct SpecArgs {
     /// Azure CLI: the subscription (id or name) whose tenant az signs for
     #[arg(long, short = 's', value_name = "ID")]
     pub subscription: Option<String>,
+    /// Proof-of-possession tokens (Azure Arc); needs --pop-claims
+    #[arg(long, requires = "pop_claims")]
+    pub pop_enabled: bool,
+    /// Proof-of-possession: u=<the cluster's ARM id>[,key=value…]; needs --pop-enabled
+    #[arg(long, value_name = "CLAIMS", requires = "pop_enabled")]
+    pub pop_claims: Option<String>,
     /// Azure Pipelines: the service connection's id
     #[arg(long, value_name = "ID")]
     pub azure_pipelines_service_connection_id: Option<String>,
@@ -99,6 +105,7 @@ impl SpecArgs {
             &self.subscription,
             &self.azure_pipelines_service_connection_id,
             &self.oidc_issuer_url,
+            &self.pop_claims,
         ]
         .iter()
         .any(|v| v.is_some())
@@ -169,6 +176,7 @@ impl SpecArgs {
                 oidc_extra_scopes: self.oidc_extra_scope.clone(),
                 oidc_use_access_token: self.oidc_use_access_token,
                 oidc_auth_params: self.oidc_auth_request_extra_params.clone(),
+                pop_claims: text(&self.pop_claims),
                 ..v1::SessionSpec::default()
             },
             credentials: v1::Credentials {
@@ -179,6 +187,7 @@ impl SpecArgs {
             login: self.login.clone(),
             use_azurerm_env_vars: self.use_azurerm_env_vars,
             disable_environment_override: self.disable_environment_override,
+            pop_enabled: self.pop_enabled,
             ..GetTokenOptions::default()
         };
         options.apply_environment(&|name| std::env::var(name).ok());

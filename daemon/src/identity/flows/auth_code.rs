@@ -58,12 +58,15 @@ pub(in crate::identity) async fn run(
         }
     };
 
-    let answer = client
-        .exchange_code(AuthorizationCode::new(code))
-        .set_pkce_verifier(verifier)
-        .add_extra_param("scope", target.scopes.join(" "))
-        .request_async(&identity.http)
-        .await
-        .map_err(|e| IdentityError::from_request(e, IdentityError::rejected))?;
+    let answer = crate::identity::as_target_wants!(
+        client
+            .exchange_code(AuthorizationCode::new(code))
+            .set_pkce_verifier(verifier)
+            .add_extra_param("scope", target.scopes.join(" ")),
+        target
+    )
+    .request_async(&identity.http)
+    .await
+    .map_err(|e| IdentityError::from_request(e, IdentityError::rejected))?;
     identity.token_set(answer, target)
 }
