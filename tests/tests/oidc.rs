@@ -380,3 +380,50 @@ fn a_client_that_needs_its_secret_even_with_pkce_keeps_it_in_the_keyring_not_the
     assert!(found.is_empty(), "the secret is in {found:?}");
     assert!(!daemon.log().contains(secret));
 }
+
+#[test]
+fn a_dex_shaped_issuer_without_a_revocation_endpoint() {
+    if !kubectl_available() {
+        return;
+    }
+    let mock = fast_mock();
+    let issuer = mock.add_realm(broker_tests::mock_entra::DEX, CLIENT);
+    assert!(issuer.ends_with("/dex"), "{issuer}");
+    let api = FakeApiServer::start_oidc(mock.shared_state(), &issuer, CLIENT);
+    let sandbox = Sandbox::new();
+    let _daemon = sandbox.start_daemon(&["--store", "memory"]);
+    let mut args = int128_args(&issuer, "device-code");
+    args.push("--oidc-extra-scope=offline_access".into());
+    let config = sandbox.kubeconfig(&api, &[KubeUser::new("dex", args)]);
+    let mut login = sandbox.start_login(&[
+        "--oidc-issuer-url",
+        &issuer,
+        "--client-id",
+        CLIENT,
+        "--oidc-extra-scope",
+        "email",
+        "--oidc-extra-scope",
+        "offline_access",
+        "--login",
+        "devicecode",
+    ]);
+    let code = login.next_event();
+    assert_eq!(code["event"], "device_code", "{code}");
+    assert!(mock.approve(code["user_code"].as_str().unwrap()));
+    assert_eq!(login.next_event()["event"], "logged_in");
+    assert!(login.finish().0.success());
+    success(&sandbox.kubectl_get_api(&config, "dex", &[]), "kubectl");
+    assert_eq!(
+        last_request(&api),
+        (true, "alice@contoso.example".to_string())
+    );
+    // No revocation endpoint: the logout is local, and nothing is asked of the issuer.
+    let session = only_session(&sandbox);
+    success(&sandbox.ctl(&["logout", &session]), "brokerctl logout");
+    assert_eq!(mock.requests("revoke"), 0);
+    let err = failure(
+        &sandbox.kubectl_get_api(&config, "dex", &[]),
+        "kubectl after logout",
+    );
+    assert!(err.contains("brokerctl login"), "{err}");
+}

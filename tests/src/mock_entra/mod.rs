@@ -27,6 +27,9 @@ pub const AKS_CLIENT_ID: &str = "80faf920-1908-4b52-b5ef-a8e7bedfc67a";
 /// The tenant the tests sign in to.
 pub const TENANT_ID: &str = "00000000-0000-0000-0000-000000000001";
 
+/// The realm name that makes the mock's generic issuer Dex-shaped.
+pub const DEX: &str = "dex";
+
 /// The user who signs in.
 #[derive(Clone, Debug)]
 pub struct MockUser {
@@ -210,7 +213,8 @@ impl MockEntra {
     }
 
     /// A generic OpenID Connect issuer shaped as a Keycloak realm, with `client_id` a public
-    /// client of it. Returns the issuer (`{base}/realms/{name}`).
+    /// client of it. Returns the issuer (`{base}/realms/{name}`; for the name [`DEX`], Dex's
+    /// shape, `{base}/dex`, with no revocation endpoint).
     pub fn add_realm(&self, name: &str, client_id: &str) -> String {
         let mut inner = self.state.lock();
         inner.realms.insert(name.to_string());

@@ -52,6 +52,15 @@ pub fn router(state: Arc<State>) -> Router {
             post(token),
         )
         .route("/realms/{tenant}/protocol/openid-connect/certs", get(keys))
+        // Dex's shape: one issuer, `{base}/dex`, flat endpoint names, no revocation endpoint.
+        .route(
+            "/dex/.well-known/openid-configuration",
+            get(dex_configuration),
+        )
+        .route("/dex/auth", get(dex_auth))
+        .route("/dex/token", post(dex_token))
+        .route("/dex/device/code", post(dex_device_code))
+        .route("/dex/keys", get(keys))
         .route(
             "/realms/{tenant}/protocol/openid-connect/revoke",
             post(revoke_token),
@@ -176,6 +185,44 @@ async fn realm_configuration(Extract(state): Shared, Path(tenant): Path<String>)
             "id_token_signing_alg_values_supported": ["RS256"],
         }),
     )
+}
+
+/// Dex's discovery document (when the test made its realm, `super::DEX`).
+async fn dex_configuration(Extract(state): Shared) -> Response {
+    state.bump("discovery");
+    if !state.is_realm(super::DEX) {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    let issuer = state.realm_issuer(super::DEX);
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "issuer": issuer,
+            "authorization_endpoint": format!("{issuer}/auth"),
+            "token_endpoint": format!("{issuer}/token"),
+            "jwks_uri": format!("{issuer}/keys"),
+            "userinfo_endpoint": format!("{issuer}/userinfo"),
+            "device_authorization_endpoint": format!("{issuer}/device/code"),
+            "grant_types_supported": ["authorization_code", "refresh_token", "urn:ietf:params:oauth:grant-type:device_code"],
+            "response_types_supported": ["code"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+            "code_challenge_methods_supported": ["S256", "plain"],
+            "scopes_supported": ["openid", "email", "groups", "profile", "offline_access"],
+        }),
+    )
+}
+
+async fn dex_auth(state: Shared, query: Query<HashMap<String, String>>) -> Response {
+    authorize(state, Path(super::DEX.to_string()), query).await
+}
+
+async fn dex_token(state: Shared, body: Bytes) -> Response {
+    token(state, Path(super::DEX.to_string()), body).await
+}
+
+async fn dex_device_code(state: Shared, body: Bytes) -> Response {
+    devicecode(state, Path(super::DEX.to_string()), body).await
 }
 
 /// RFC 7009 token revocation, as Keycloak does it: the refresh token and every token of its

@@ -329,7 +329,11 @@ impl State {
 
     /// The issuer of realm `name`: it has a path, as Keycloak's do.
     pub fn realm_issuer(&self, name: &str) -> String {
-        format!("{}/realms/{name}", self.base_url)
+        if name == super::DEX {
+            format!("{}/dex", self.base_url)
+        } else {
+            format!("{}/realms/{name}", self.base_url)
+        }
     }
 
     /// A realm client's secret check, for the grants a user signs in with: `Some` refusal when
