@@ -241,8 +241,8 @@ impl GetTokenOptions {
     /// variable set to an empty value still counts as set, as in kubelogin.
     pub fn apply_environment(&mut self, env: &dyn Fn(&str) -> Option<String>) {
         // What the tools kubelogin runs read for themselves, whatever the override switch:
-        // the Azure CLI its configuration directory, Azure Pipelines' credential the job's
-        // token and OIDC endpoint. (KUBECACHEDIR, kubelogin's cache, means nothing here.)
+        // the Azure CLI its configuration directory, Azure Pipelines' and GitHub Actions'
+        // credentials the job's token and OIDC endpoint. (KUBECACHEDIR, kubelogin's cache, means nothing here.)
         if let Some(dir) = env("AZURE_CONFIG_DIR").filter(|d| !d.is_empty()) {
             self.spec.azure_config_dir = dir;
         }
@@ -251,6 +251,12 @@ impl GetTokenOptions {
         }
         if let Some(uri) = env("SYSTEM_OIDCREQUESTURI") {
             self.credentials.oidc_request_uri = uri;
+        }
+        if let Some(url) = env("ACTIONS_ID_TOKEN_REQUEST_URL") {
+            self.credentials.actions_id_token_request_url = url;
+        }
+        if let Some(token) = env("ACTIONS_ID_TOKEN_REQUEST_TOKEN") {
+            self.credentials.actions_id_token_request_token = token;
         }
         if self.disable_environment_override {
             return;
@@ -395,6 +401,10 @@ impl GetTokenOptions {
         }
         if !for_mode(LoginMode::AzureCli) {
             spec.azure_config_dir.clear();
+        }
+        if !for_mode(LoginMode::WorkloadIdentity) {
+            credentials.actions_id_token_request_url.clear();
+            credentials.actions_id_token_request_token.clear();
         }
         if spec.profile.is_empty() && spec.oidc_issuer_url.is_empty() {
             if spec.server_id.is_empty() {

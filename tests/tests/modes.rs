@@ -6,8 +6,8 @@ use broker_tests::harness::{
     ClientCert, KubeUser, Sandbox, failure, fast_mock, on_path, require, success,
 };
 use broker_tests::mock_entra::{
-    AKS_SERVER_ID, App, FEDERATION_AUDIENCE, ManagedIdentity, MockConfig, MockEntra, MockUser,
-    TENANT_ID, pipeline_subject,
+    AKS_SERVER_ID, App, FEDERATION_AUDIENCE, GITHUB_SUBJECT, ManagedIdentity, MockConfig,
+    MockEntra, MockUser, TENANT_ID, pipeline_subject,
 };
 
 const APP: &str = "aaaaaaaa-0000-0000-0000-00000000000a";
@@ -756,4 +756,54 @@ fn proof_of_possession_tokens_for_an_arc_cluster_through_kubectl() {
         "a bearer token at an Arc cluster",
     );
     assert!(!daemon.log().contains(SECRET));
+}
+
+#[test]
+fn workload_identity_in_a_github_actions_job_uses_its_id_token() {
+    if !kubectl_available() {
+        return;
+    }
+    let mock = fast_mock();
+    mock.register_app(
+        APP,
+        App {
+            federated: Some((mock.federation_issuer(), GITHUB_SUBJECT.into())),
+            ..App::default()
+        },
+    );
+    let request_token = "github-request-token-0123456789";
+    mock.set_github_request_token(request_token);
+    let api = FakeApiServer::start(mock.shared_state());
+    let sandbox = Sandbox::new();
+    let daemon = sandbox.start_daemon(&["--store", "memory"]);
+    let args: Vec<String> = [
+        "--login",
+        "workloadidentity",
+        "--server-id",
+        AKS_SERVER_ID,
+        "--authority-host",
+        &mock.authority_host(),
+    ]
+    .map(String::from)
+    .to_vec();
+    let config = sandbox.kubeconfig(&api, &[KubeUser::new("gha", args)]);
+    let url = mock.github_id_token_url();
+    // What `azure/login` and `permissions: id-token: write` leave in a job's environment.
+    let env = [
+        ("AZURE_CLIENT_ID", APP),
+        ("AZURE_TENANT_ID", TENANT_ID),
+        ("ACTIONS_ID_TOKEN_REQUEST_URL", url.as_str()),
+        ("ACTIONS_ID_TOKEN_REQUEST_TOKEN", request_token),
+    ];
+    for _ in 0..2 {
+        success(
+            &sandbox.kubectl_get_api(&config, "gha", &env),
+            "kubectl in a job",
+        );
+    }
+    assert!(!last_subject(&api).is_empty());
+    assert_eq!(mock.requests("github_id_token"), 1);
+    assert_eq!(mock.requests("client_credentials"), 1);
+    assert_nowhere(&sandbox, request_token);
+    assert!(!daemon.log().contains(request_token));
 }

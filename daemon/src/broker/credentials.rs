@@ -7,6 +7,7 @@ use super::Broker;
 use super::error::BrokerError;
 use super::persist::SecretKind;
 use super::session::{Credentials, Grantor, Session};
+use crate::identity::ci_tokens::{CiCredential, CiSystem};
 use crate::identity::cli::Tool;
 use crate::identity::credential::{CertificateSource, Supplied, same_secret};
 use crate::identity::token::RefreshToken;
@@ -36,12 +37,18 @@ impl Broker {
                     supplied.client_secret.clone().map(Grantor::ClientSecret)
                 }
             }
-            LoginMode::WorkloadIdentity => supplied.federated_token_file.clone().map(|file| {
-                session.set_federated_token_file(file.clone());
-                self.watch_federated_file(&file);
-                Grantor::FederatedToken(file)
-            }),
-            LoginMode::AzurePipelines => supplied.pipeline.clone().map(Grantor::Pipeline),
+            // GitHub Actions' token wins over a file when the job has one, as in kubelogin.
+            LoginMode::WorkloadIdentity => match ci_of(supplied, CiSystem::GitHubActions) {
+                Some(github) => Some(Grantor::CiToken(github)),
+                None => supplied.federated_token_file.clone().map(|file| {
+                    session.set_federated_token_file(file.clone());
+                    self.watch_federated_file(&file);
+                    Grantor::FederatedToken(file)
+                }),
+            },
+            LoginMode::AzurePipelines => {
+                ci_of(supplied, CiSystem::AzurePipelines).map(Grantor::CiToken)
+            }
             LoginMode::Ropc => {
                 let changed = supplied.password.is_some()
                     && !same_secret(&credentials.password, &supplied.password);
@@ -133,8 +140,9 @@ impl Broker {
                     .into(),
             },
             LoginMode::WorkloadIdentity => BrokerError::MissingCredential {
-                what: format!("no federated token file for {}", spec.client_id),
-                how: "set AZURE_FEDERATED_TOKEN_FILE (the pod's projected service account token)"
+                what: format!("no federated token for {}", spec.client_id),
+                how: "set AZURE_FEDERATED_TOKEN_FILE (the pod's projected service account \
+                      token), or run in a GitHub Actions job with `permissions: id-token: write`"
                     .into(),
             },
             LoginMode::AzurePipelines => BrokerError::MissingCredential {
@@ -258,6 +266,11 @@ fn user_session_of_a_confidential_client(session: &Session) -> bool {
     session.spec.oidc.is_some() && session.spec.login_mode != LoginMode::ServicePrincipal
 }
 
+/// The caller's CI credential, if it is `system`'s.
+fn ci_of(supplied: &Supplied, system: CiSystem) -> Option<CiCredential> {
+    supplied.ci.clone().filter(|ci| ci.system == system)
+}
+
 /// Whether two grantors are the same credential (secrets compared by value).
 fn same_grantor(old: Option<&Grantor>, new: &Grantor) -> bool {
     match (old, new) {
@@ -266,7 +279,7 @@ fn same_grantor(old: Option<&Grantor>, new: &Grantor) -> bool {
         }
         (Some(Grantor::ClientCertificate(a)), Grantor::ClientCertificate(b)) => a == b,
         (Some(Grantor::FederatedToken(a)), Grantor::FederatedToken(b)) => a == b,
-        (Some(Grantor::Pipeline(a)), Grantor::Pipeline(b)) => a == b,
+        (Some(Grantor::CiToken(a)), Grantor::CiToken(b)) => a == b,
         _ => false,
     }
 }

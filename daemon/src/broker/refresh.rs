@@ -198,9 +198,9 @@ impl Broker {
                 identity.client_certificate(&target, source).await
             }
             Grantor::FederatedToken(file) => identity.federated(&target, file).await,
-            Grantor::Pipeline(credential) => {
+            Grantor::CiToken(credential) => {
                 identity
-                    .pipelines(&target, credential, &spec.service_connection_id)
+                    .ci_token(&target, credential, &spec.service_connection_id)
                     .await
             }
             Grantor::ManagedIdentity => {

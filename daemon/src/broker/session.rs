@@ -18,9 +18,9 @@ use secrecy::SecretString;
 
 use crate::clock::{from_unix_seconds, unix_seconds};
 use crate::config::RefreshPolicy;
+use crate::identity::ci_tokens::CiCredential;
 use crate::identity::cli::Tool;
 use crate::identity::credential::CertificateSource;
-use crate::identity::pipelines::PipelineCredential;
 use crate::identity::token::{AccessToken, RefreshToken};
 use crate::spec::{SessionId, SessionSpec};
 
@@ -43,9 +43,9 @@ pub(super) enum Grantor {
     FederatedToken(PathBuf),
     ManagedIdentity,
     Cli(Tool),
-    /// Azure Pipelines: the job's credential, as its last caller supplied it (never stored:
-    /// it lives as long as the job).
-    Pipeline(PipelineCredential),
+    /// A CI job's credential (Azure Pipelines, GitHub Actions), as its last caller supplied
+    /// it (never stored: it lives as long as the job).
+    CiToken(CiCredential),
 }
 
 /// A session's credentials, behind the refresh lock.

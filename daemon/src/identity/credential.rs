@@ -36,8 +36,8 @@ pub struct Supplied {
     pub certificate: Option<CertificateSource>,
     pub federated_token_file: Option<PathBuf>,
     pub password: Option<SecretString>,
-    /// Azure Pipelines: the job's OIDC endpoint and access token.
-    pub pipeline: Option<super::pipelines::PipelineCredential>,
+    /// A CI job's OIDC endpoint and token (Azure Pipelines, GitHub Actions).
+    pub ci: Option<super::ci_tokens::CiCredential>,
 }
 
 impl Supplied {
@@ -46,7 +46,7 @@ impl Supplied {
             && self.certificate.is_none()
             && self.federated_token_file.is_none()
             && self.password.is_none()
-            && self.pipeline.is_none()
+            && self.ci.is_none()
     }
 }
 
@@ -57,7 +57,7 @@ impl fmt::Debug for Supplied {
             .field("certificate", &self.certificate)
             .field("federated_token_file", &self.federated_token_file)
             .field("password", &self.password.is_some())
-            .field("pipeline", &self.pipeline)
+            .field("ci", &self.ci)
             .finish()
     }
 }
@@ -85,7 +85,7 @@ mod tests {
             }),
             federated_token_file: None,
             password: Some("user-password".into()),
-            pipeline: None,
+            ci: None,
         };
         let printed = format!("{supplied:?}");
         for secret in ["s3cret-value", "pfx-password", "user-password"] {

@@ -2,6 +2,7 @@
 //! answers mean. No state lives here; the broker decides when to call and keeps the results.
 
 pub mod certificate;
+pub mod ci_tokens;
 pub mod cli;
 pub mod cloud;
 pub mod credential;
@@ -10,7 +11,6 @@ pub mod error;
 mod flows;
 pub mod http;
 pub mod managed_identity;
-pub mod pipelines;
 pub mod pop;
 pub mod token;
 
@@ -449,16 +449,16 @@ impl IdentityClient {
         self.client_assertion(target, assertion.to_string()).await
     }
 
-    /// Azure Pipelines: the service connection's OIDC token, bought with the job's access
+    /// A CI job (Azure Pipelines, GitHub Actions): its OIDC token, bought with the job's own
     /// token, is the client assertion.
-    pub async fn pipelines(
+    pub async fn ci_token(
         &self,
         target: &Target,
-        credential: &pipelines::PipelineCredential,
+        credential: &ci_tokens::CiCredential,
         service_connection_id: &str,
     ) -> Result<TokenSet, IdentityError> {
         let assertion =
-            pipelines::oidc_token(&self.http, credential, service_connection_id).await?;
+            ci_tokens::oidc_token(&self.http, credential, service_connection_id).await?;
         self.client_assertion(target, assertion).await
     }
 

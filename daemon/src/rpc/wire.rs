@@ -11,11 +11,11 @@ use crate::broker::{Broker, EventKind, PendingLogin, SessionEvent, SessionState,
 use crate::clock::unix_seconds;
 use crate::doctor;
 use crate::identity::LoginPrompt;
+use crate::identity::ci_tokens::{CiCredential, CiSystem};
 use crate::identity::credential::{CertificateSource, Supplied};
-use crate::identity::pipelines::PipelineCredential;
 
-/// The credentials a caller sent, as the broker takes them. Empty strings are "not given"; an
-/// Azure Pipelines endpoint that the job's token must not be sent to is an error.
+/// The credentials a caller sent, as the broker takes them. Empty strings are "not given"; a
+/// CI endpoint that the job's token must not be sent to is an error.
 impl TryFrom<Option<v1::Credentials>> for Supplied {
     type Error = String;
 
@@ -23,16 +23,21 @@ impl TryFrom<Option<v1::Credentials>> for Supplied {
         let c = credentials.unwrap_or_default();
         let secret = |s: String| (!s.is_empty()).then(|| SecretString::from(s));
         let path = |s: String| (!s.is_empty()).then(|| PathBuf::from(s));
-        let pipeline = match (
-            c.oidc_request_uri.is_empty(),
-            c.system_access_token.is_empty(),
-        ) {
-            (false, false) => Some(PipelineCredential::new(
-                &c.oidc_request_uri,
-                SecretString::from(c.system_access_token),
-            )?),
-            _ => None,
+        let ci = |system, endpoint: String, token: String| {
+            (!endpoint.is_empty() && !token.is_empty())
+                .then(|| CiCredential::new(system, &endpoint, SecretString::from(token)))
+                .transpose()
         };
+        let pipelines = ci(
+            CiSystem::AzurePipelines,
+            c.oidc_request_uri,
+            c.system_access_token,
+        )?;
+        let github = ci(
+            CiSystem::GitHubActions,
+            c.actions_id_token_request_url,
+            c.actions_id_token_request_token,
+        )?;
         Ok(Supplied {
             client_secret: secret(c.client_secret),
             certificate: path(c.client_certificate_path).map(|path| CertificateSource {
@@ -41,7 +46,7 @@ impl TryFrom<Option<v1::Credentials>> for Supplied {
             }),
             federated_token_file: path(c.federated_token_file),
             password: secret(c.password),
-            pipeline,
+            ci: github.or(pipelines),
         })
     }
 }

@@ -27,6 +27,9 @@ pub const AKS_CLIENT_ID: &str = "80faf920-1908-4b52-b5ef-a8e7bedfc67a";
 /// The tenant the tests sign in to.
 pub const TENANT_ID: &str = "00000000-0000-0000-0000-000000000001";
 
+/// The subject of the ID tokens the mock's GitHub Actions issues.
+pub const GITHUB_SUBJECT: &str = "repo:contoso/app:ref:refs/heads/main";
+
 /// The realm name that makes the mock's generic issuer Dex-shaped.
 pub const DEX: &str = "dex";
 
@@ -242,6 +245,17 @@ impl MockEntra {
     /// Azure Pipelines: the job token `SYSTEM_OIDCREQUESTURI` accepts.
     pub fn set_pipeline_job_token(&self, token: &str) {
         self.state.lock().pipeline_job_token = Some(token.to_string());
+    }
+
+    /// GitHub Actions: the request token `ACTIONS_ID_TOKEN_REQUEST_URL` accepts; the subject of its ID
+    /// tokens is [`GITHUB_SUBJECT`].
+    pub fn set_github_request_token(&self, token: &str) {
+        self.state.lock().github_request_token = Some(token.to_string());
+    }
+
+    /// The `ACTIONS_ID_TOKEN_REQUEST_URL` of a GitHub Actions job (it carries a query).
+    pub fn github_id_token_url(&self) -> String {
+        format!("{}/_github/idtoken?api-version=2.0", self.base_url())
     }
 
     /// The `SYSTEM_OIDCREQUESTURI` of a pipeline job.

@@ -34,6 +34,7 @@ pub fn router(state: Arc<State>) -> Router {
         )
         .route("/metadata/identity/oauth2/token", get(imds))
         .route("/_pipelines/oidctoken", post(pipelines_oidc))
+        .route("/_github/idtoken", get(github_id_token))
         // A generic OpenID Connect issuer shaped as Keycloak's realms: the issuer has a path.
         .route(
             "/realms/{tenant}/.well-known/openid-configuration",
@@ -373,6 +374,31 @@ async fn pipelines_oidc(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     state.pipelines_oidc(bearer, &query)
+}
+
+/// GitHub Actions' ID token endpoint for a job (`ACTIONS_ID_TOKEN_REQUEST_URL`).
+async fn github_id_token(
+    Extract(state): Shared,
+    headers: axum::http::HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    state.bump("github_id_token");
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.to_string());
+    let expected = state.lock().github_request_token.clone();
+    if expected.is_none() || bearer != expected {
+        return json_response(
+            StatusCode::UNAUTHORIZED,
+            &json!({"message": "Bad credentials"}),
+        );
+    }
+    let audience = query.get("audience").cloned().unwrap_or_default();
+    let token = state.mint_federated_token(super::GITHUB_SUBJECT, &audience, 300);
+    json_response(StatusCode::OK, &json!({ "value": token }))
 }
 
 async fn devicelogin_page() -> Response {

@@ -102,6 +102,8 @@ pub(super) struct Inner {
     /// Azure Pipelines: the job token its OIDC endpoint accepts, and the service connections
     /// it issues tokens for.
     pub pipeline_job_token: Option<String>,
+    /// GitHub Actions: the request token its ID token endpoint accepts.
+    pub github_request_token: Option<String>,
     /// Generic OpenID Connect issuers (Keycloak-shaped realms) by name.
     pub realms: HashSet<String>,
     /// Realms leave the ID token out of refresh answers.
@@ -211,6 +213,7 @@ impl State {
                 managed_identities: vec![super::apps::ManagedIdentity::system_assigned()],
                 users: Vec::new(),
                 pipeline_job_token: None,
+                github_request_token: None,
                 realms: HashSet::new(),
                 omit_id_token_on_refresh: false,
                 realm_client_secrets: HashMap::new(),
