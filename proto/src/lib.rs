@@ -50,7 +50,8 @@ pub const VERSION_HEADER: &str = "tokenbroker-version";
 /// azurepipelines mode and its credentials. A daemon older than 5 would ignore them and serve
 /// another session's token, so clients refuse its answers when they sent one (see
 /// [`SessionSpec::needs_protocol`]).
-/// 6: any OpenID Connect issuer (SessionSpec's oidc_* fields).
+/// 6: any OpenID Connect issuer (SessionSpec's oidc_* fields); proof-of-possession tokens
+/// served (a protocol-5 daemon refuses pop_claims); GitHub Actions' job credentials.
 pub const PROTOCOL_HEADER: &str = "tokenbroker-protocol";
 pub const PROTOCOL_VERSION: u32 = 6;
 
