@@ -121,6 +121,20 @@ pub struct GetTokenOptions {
     pub timeout: Option<std::time::Duration>,
     /// broker-shim's own `--socket`: brokerd's socket, over `TOKEN_BROKER_SOCKET`.
     pub socket: Option<String>,
+    /// How broker-shim opens a sign-in page at a terminal (int128's flags).
+    pub browser: Browser,
+}
+
+/// How broker-shim opens the sign-in page when it runs a browser login at a terminal.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Browser {
+    /// `$BROWSER`, else the desktop's opener.
+    #[default]
+    Default,
+    /// int128's `--skip-open-browser`: the URL is printed, nothing is opened.
+    Skip,
+    /// int128's `--browser-command`: this program, given the URL as its argument.
+    Command(String),
 }
 
 impl GetTokenOptions {

@@ -7,7 +7,7 @@
 //! `client-credentials` as a confidential client (`spn`); `auto`, int128's default, is
 //! `password` when a username is given and `authcode` otherwise, as int128's is.
 
-use crate::kubelogin::{Flag, FlagTable, GetTokenOptions, Kind, read_flags};
+use crate::kubelogin::{Browser, Flag, FlagTable, GetTokenOptions, Kind, read_flags};
 
 /// int128/kubelogin's flags (its `docs/usage.md`), klog's global ones, and token-broker's
 /// `--socket` and `--profile`.
@@ -90,13 +90,13 @@ pub(crate) fn parse_flags(args: &[String]) -> Result<GetTokenOptions, String> {
             Flag::Switch(on) => {
                 match name {
                     "oidc-use-access-token" => spec.oidc_use_access_token = on,
+                    "skip-open-browser" if on => options.browser = Browser::Skip,
                     "insecure-skip-tls-verify" if on => {
                         return Err("--insecure-skip-tls-verify is refused: brokerd sends \
                                     secrets to the issuer and checks whom it talks to"
                             .into());
                     }
-                    // The cache and TLS renegotiation flags mean nothing here; opening the
-                    // browser is the caller's side (broker-shim at a terminal).
+                    // The cache and TLS renegotiation flags mean nothing here.
                     _ => {}
                 }
                 return Ok(());
@@ -126,6 +126,10 @@ pub(crate) fn parse_flags(args: &[String]) -> Result<GetTokenOptions, String> {
                 }
             }
             "grant-type" => grant_type = value,
+            // --skip-open-browser wins, wherever it stands.
+            "browser-command" if options.browser != Browser::Skip => {
+                options.browser = Browser::Command(value);
+            }
             "listen-address" => {
                 listen_address.get_or_insert(value);
             }
@@ -222,8 +226,14 @@ pub(crate) fn to_args(options: &GetTokenOptions) -> Vec<String> {
             &timeout.as_secs().max(1).to_string(),
         );
     }
+    if let Browser::Command(command) = &options.browser {
+        args.push(format!("--browser-command={command}"));
+    }
     if spec.oidc_use_access_token {
         args.push("--oidc-use-access-token".into());
+    }
+    if options.browser == Browser::Skip {
+        args.push("--skip-open-browser".into());
     }
     args
 }
@@ -290,6 +300,14 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(o.spec.redirect_url, "http://localhost:18000");
+        let o = parse(&format!("{base} --browser-command /usr/bin/firefox")).unwrap();
+        assert_eq!(o.browser, Browser::Command("/usr/bin/firefox".into()));
+        assert!(
+            o.to_args()
+                .contains(&"--browser-command=/usr/bin/firefox".to_string())
+        );
+        let o = parse(&format!("{base} --browser-command x --skip-open-browser")).unwrap();
+        assert_eq!(o.browser, Browser::Skip);
         let o = parse(&format!(
             "{base} --oidc-use-access-token --authentication-timeout-sec 60"
         ))

@@ -5,6 +5,7 @@
 
 use std::process::Stdio;
 
+use broker_proto::kubelogin::Browser;
 use broker_proto::text::{is_openable_url, printable};
 use broker_proto::v1::{GetTokenRequest, LoginEvent, LoginRequest, login_event::Event};
 
@@ -19,7 +20,11 @@ pub enum LoginError {
 }
 
 /// Runs the login brokerd asks for, for the session `request` names, until it ends.
-pub fn run(channel: &mut Channel, request: &GetTokenRequest) -> Result<(), LoginError> {
+pub fn run(
+    channel: &mut Channel,
+    request: &GetTokenRequest,
+    browser: &Browser,
+) -> Result<(), LoginError> {
     let login = LoginRequest {
         spec: request.spec.clone(),
         credentials: request.credentials.clone(),
@@ -49,11 +54,15 @@ pub fn run(channel: &mut Channel, request: &GetTokenRequest) -> Result<(), Login
                 event: Some(Event::OpenUrl(open)),
             }) => {
                 if is_openable_url(&open.url) {
-                    eprintln!(
-                        "Sign in with your browser. If it does not open, visit:\n\n    {}\n",
-                        open.url
-                    );
-                    open_browser(&open.url);
+                    if *browser == Browser::Skip {
+                        eprintln!("Sign in with your browser at:\n\n    {}\n", open.url);
+                    } else {
+                        eprintln!(
+                            "Sign in with your browser. If it does not open, visit:\n\n    {}\n",
+                            open.url
+                        );
+                        open_browser(&open.url, browser);
+                    }
                 } else {
                     eprintln!(
                         "brokerd asked to open a URL that is not https:// (not opened):\n\n    \
@@ -85,19 +94,21 @@ pub fn run(channel: &mut Channel, request: &GetTokenRequest) -> Result<(), Login
     }
 }
 
-/// Best effort: the URL is on stderr anyway. `$BROWSER` first, then the desktop's opener.
-fn open_browser(url: &str) {
-    let opener = std::env::var("BROWSER")
-        .ok()
-        .filter(|b| !b.is_empty())
-        .unwrap_or_else(|| {
-            if cfg!(target_os = "macos") {
-                "open"
-            } else {
-                "xdg-open"
-            }
-            .to_string()
-        });
+/// Best effort: the URL is on stderr anyway. The kubeconfig's `--browser-command`, else
+/// `$BROWSER`, else the desktop's opener.
+fn open_browser(url: &str, browser: &Browser) {
+    let chosen = match browser {
+        Browser::Command(command) => Some(command.clone()),
+        _ => std::env::var("BROWSER").ok(),
+    };
+    let opener = chosen.filter(|b| !b.is_empty()).unwrap_or_else(|| {
+        if cfg!(target_os = "macos") {
+            "open"
+        } else {
+            "xdg-open"
+        }
+        .to_string()
+    });
     let _ = std::process::Command::new(opener)
         .arg(url)
         .stdin(Stdio::null())

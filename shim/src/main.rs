@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use broker_proto::exec_credential;
+use broker_proto::kubelogin::Browser;
 use broker_proto::v1::{Credentials, ErrorReason, GetTokenRequest, GetTokenResponse, SessionSpec};
 
 use broker_shim::grpc::{self, CallError};
@@ -38,8 +39,9 @@ fn main() -> ExitCode {
             options.apply_environment(&|name| std::env::var(name).ok());
             let timeout = options.timeout;
             let socket = options.socket.clone().map(std::path::PathBuf::from);
+            let browser = options.browser.clone();
             match options.finish().and_then(|(spec, credentials)| {
-                get_token(spec, credentials, timeout, socket.as_deref())
+                get_token(spec, credentials, timeout, socket.as_deref(), &browser)
             }) {
                 Ok(credential) => {
                     let mut stdout = std::io::stdout().lock();
@@ -74,6 +76,7 @@ fn get_token(
     credentials: Credentials,
     timeout: Option<Duration>,
     socket: Option<&std::path::Path>,
+    browser: &Browser,
 ) -> Result<String, String> {
     let info = exec_credential::exec_info(
         std::env::var("KUBERNETES_EXEC_INFO").ok().as_deref(),
@@ -99,7 +102,7 @@ fn get_token(
             Err(CallError::Failed(failure))
                 if failure.reason() == ErrorReason::LoginRequired && info.interactive =>
             {
-                match login::run(&mut channel, &request) {
+                match login::run(&mut channel, &request, browser) {
                     Ok(()) => {}
                     // A forwarded brokerd signs in where it runs; its answer said how.
                     Err(login::LoginError::NotHere) => return Err(failure.to_message()),

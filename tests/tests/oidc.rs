@@ -427,3 +427,42 @@ fn a_dex_shaped_issuer_without_a_revocation_endpoint() {
     );
     assert!(err.contains("brokerctl login"), "{err}");
 }
+
+#[test]
+fn at_a_terminal_the_shim_signs_in_with_the_kubeconfig_s_browser_command() {
+    if !require("curl (the stand-in browser)", on_path("curl")) {
+        return;
+    }
+    let (mock, issuer, _api) = issuer_and_cluster();
+    let sandbox = Sandbox::new();
+    let _daemon = sandbox.start_daemon(&["--store", "memory"]);
+    let opened = sandbox.root().join("opened");
+    let browser = sandbox.script(
+        "idp-browser",
+        &format!(
+            "echo \"$1\" > {}\nexec curl -fsSL -o /dev/null \"$1\"",
+            opened.display()
+        ),
+    );
+    let out = sandbox
+        .command(&broker_tests::harness::binaries().shim)
+        .arg("get-token")
+        .args(int128_args(&issuer, "authcode"))
+        .arg(format!("--browser-command={}", browser.display()))
+        .env(
+            "KUBERNETES_EXEC_INFO",
+            broker_tests::harness::exec_info(broker_tests::harness::EXEC_V1, true),
+        )
+        // Not this one: the kubeconfig names its own.
+        .env("BROWSER", "/bin/false")
+        .output()
+        .unwrap();
+    let cred = broker_tests::harness::credential(&out);
+    assert!(cred["status"]["token"].as_str().is_some());
+    let url = std::fs::read_to_string(&opened).unwrap();
+    assert!(
+        url.starts_with(&format!("{issuer}/protocol/openid-connect/auth?")),
+        "{url}"
+    );
+    assert_eq!(mock.requests("authorization_code"), 1);
+}
