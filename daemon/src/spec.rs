@@ -141,6 +141,7 @@ pub struct SpecInput {
     pub oidc_extra_scopes: Vec<String>,
     pub oidc_use_access_token: bool,
     pub oidc_auth_params: Vec<String>,
+    pub oidc_certificate_authority: String,
 }
 
 impl SpecInput {
@@ -172,6 +173,7 @@ impl SpecInput {
             oidc_extra_scopes: spec.oidc_extra_scopes,
             oidc_use_access_token: spec.oidc_use_access_token,
             oidc_auth_params: spec.oidc_auth_params,
+            oidc_certificate_authority: spec.oidc_certificate_authority,
         };
         Ok((spec.profile, input))
     }
@@ -226,6 +228,9 @@ pub struct OidcSpec {
     pub use_access_token: bool,
     /// Extra parameters of the authorization request, `key=value`.
     pub auth_params: Vec<(String, String)>,
+    /// PEM certificates trusted for this issuer besides the system's; empty for none. Not
+    /// part of the identity.
+    pub certificate_authority: String,
 }
 
 /// A short, stable name for a session, derived from what identifies it.
@@ -478,6 +483,8 @@ impl SessionSpec {
             }
             auth_params.push((key.to_string(), value.to_string()));
         }
+        let certificate_authority = input.oidc_certificate_authority.trim().to_string();
+        check_certificate_authority(&certificate_authority)?;
         let redirect_url = if mode == Interactive {
             input.redirect_url.trim().to_string()
         } else {
@@ -517,6 +524,7 @@ impl SessionSpec {
                 extra_scopes,
                 use_access_token: input.oidc_use_access_token,
                 auth_params,
+                certificate_authority,
             }),
         })
     }
@@ -546,6 +554,7 @@ impl SessionSpec {
                 issuer: oidc.issuer.clone(),
                 use_access_token: oidc.use_access_token,
                 auth_params: oidc.auth_params.clone(),
+                certificate_authority: oidc.certificate_authority.clone(),
             }),
             client_secret: None,
             pop: None,
@@ -636,6 +645,36 @@ fn check_token_value(flag: &'static str, value: &str) -> Result<(), SpecError> {
             value: value.into(),
             why: "it must not contain spaces or control characters",
         });
+    }
+    Ok(())
+}
+
+/// `--certificate-authority[-data]`: PEM certificates, at most 32 KiB of them (the issuer's
+/// own CA chain travels with every request; a whole system bundle does not belong here), each
+/// one that parses as a certificate.
+fn check_certificate_authority(pem: &str) -> Result<(), SpecError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    if pem.is_empty() {
+        return Ok(());
+    }
+    let invalid = |why| SpecError::Invalid {
+        flag: "--certificate-authority",
+        value: format!("{} bytes of PEM", pem.len()),
+        why,
+    };
+    if pem.len() > broker_proto::kubelogin::MAX_CERTIFICATE_AUTHORITY {
+        return Err(invalid(
+            "at most 32 KiB of certificates: the issuer's own CA chain",
+        ));
+    }
+    let mut count = 0;
+    for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+        cert.map_err(|_| invalid("it is not PEM certificates"))?;
+        count += 1;
+    }
+    if count == 0 {
+        return Err(invalid("it holds no PEM certificate"));
     }
     Ok(())
 }
@@ -768,6 +807,11 @@ impl From<&SessionSpec> for broker_proto::v1::SessionSpec {
                 .flat_map(|o| &o.auth_params)
                 .map(|(k, v)| format!("{k}={v}"))
                 .collect(),
+            oidc_certificate_authority: spec
+                .oidc
+                .as_ref()
+                .map(|o| o.certificate_authority.clone())
+                .unwrap_or_default(),
         }
     }
 }

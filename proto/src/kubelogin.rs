@@ -123,6 +123,10 @@ pub struct GetTokenOptions {
     pub socket: Option<String>,
     /// How broker-shim opens a sign-in page at a terminal (int128's flags).
     pub browser: Browser,
+    /// int128's `--certificate-authority` files and `--certificate-authority-data` values, as
+    /// given; [`Self::finish`] reads them into the spec's PEM.
+    pub ca_files: Vec<String>,
+    pub ca_data: Vec<String>,
 }
 
 /// How broker-shim opens the sign-in page when it runs a browser login at a terminal.
@@ -377,6 +381,8 @@ impl GetTokenOptions {
             mut credentials,
             login,
             pop_enabled,
+            ca_files,
+            ca_data,
             ..
         } = self;
         // kubelogin's rule: the two PoP flags come together.
@@ -420,6 +426,7 @@ impl GetTokenOptions {
             credentials.actions_id_token_request_url.clear();
             credentials.actions_id_token_request_token.clear();
         }
+        spec.oidc_certificate_authority = read_certificate_authorities(&ca_files, &ca_data)?;
         if spec.profile.is_empty() && spec.oidc_issuer_url.is_empty() {
             if spec.server_id.is_empty() {
                 return Err("--server-id is required (or --profile)".into());
@@ -452,6 +459,52 @@ impl GetTokenOptions {
         }
         Ok((spec, credentials))
     }
+}
+
+/// How much PEM `--certificate-authority[-data]` may add up to: it travels with every request,
+/// and an issuer's own CA chain is a few KiB.
+pub const MAX_CERTIFICATE_AUTHORITY: usize = 32 * 1024;
+
+/// The PEM text of int128's `--certificate-authority` files (made absolute) and
+/// `--certificate-authority-data` values (base64 of PEM), one after the other.
+fn read_certificate_authorities(files: &[String], data: &[String]) -> Result<String, String> {
+    use base64::Engine;
+    const LIMIT: u64 = MAX_CERTIFICATE_AUTHORITY as u64;
+    let mut pem = String::new();
+    for file in files {
+        let path = std::path::absolute(file)
+            .map_err(|e| format!("--certificate-authority {file:?}: {e}"))?;
+        let size = std::fs::metadata(&path)
+            .map_err(|e| format!("--certificate-authority {}: {e}", path.display()))?
+            .len();
+        if size > LIMIT {
+            return Err(format!(
+                "--certificate-authority {}: larger than 32 KiB (name the issuer's own CA, not a \
+                 whole bundle)",
+                path.display()
+            ));
+        }
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| format!("--certificate-authority {}: {e}", path.display()))?;
+        pem.push_str(&text);
+        pem.push('\n');
+    }
+    for value in data {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(value.trim())
+            .map_err(|_| "--certificate-authority-data is not base64".to_string())?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| "--certificate-authority-data is not base64 of PEM text".to_string())?;
+        pem.push_str(&text);
+        pem.push('\n');
+    }
+    if pem.len() > MAX_CERTIFICATE_AUTHORITY {
+        return Err("--certificate-authority[-data] add up to more than 32 KiB".into());
+    }
+    if !pem.is_empty() && !pem.contains("-----BEGIN CERTIFICATE-----") {
+        return Err("--certificate-authority[-data] holds no PEM certificate".into());
+    }
+    Ok(pem)
 }
 
 /// `--pop-claims` (`u=<ARM id>,key=value,…`) checked as kubelogin checks it, the `u` claim

@@ -141,13 +141,12 @@ pub(crate) fn parse_flags(args: &[String]) -> Result<GetTokenOptions, String> {
             }
             "username" => spec.username = value,
             "password" => creds.password = value,
-            "certificate-authority"
-            | "certificate-authority-data"
-            | "local-server-cert"
-            | "local-server-key" => {
+            "certificate-authority" => options.ca_files.push(value),
+            "certificate-authority-data" => options.ca_data.push(value),
+            "local-server-cert" | "local-server-key" => {
                 return Err(format!(
-                    "--{name} is not supported by this token-broker yet: brokerd trusts the \
-                     system's certificate authorities (add the issuer's CA there)"
+                    "--{name} is not supported by this token-broker yet: the browser comes back \
+                     to brokerd over http on loopback, as Entra and most issuers allow"
                 ));
             }
             // brokerd always sends an S256 challenge; an issuer without PKCE ignores it.
@@ -218,6 +217,12 @@ pub(crate) fn to_args(options: &GetTokenOptions) -> Vec<String> {
         _ => "authcode",
     };
     flag("grant-type", grant_type);
+    for file in &options.ca_files {
+        flag("certificate-authority", file);
+    }
+    for data in &options.ca_data {
+        flag("certificate-authority-data", data);
+    }
     flag("profile", &spec.profile);
     flag("socket", options.socket.as_deref().unwrap_or(""));
     if let Some(timeout) = options.timeout {
@@ -317,11 +322,48 @@ mod tests {
     }
 
     #[test]
+    fn certificate_authorities_are_read_into_pem_and_bounded() {
+        use base64::Engine;
+        let b64 = |text: &str| base64::engine::general_purpose::STANDARD.encode(text);
+        let base = "--oidc-issuer-url https://i.example --oidc-client-id c";
+        let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        let (spec, _) = parse(&format!("{base} --certificate-authority-data {}", b64(pem)))
+            .unwrap()
+            .finish()
+            .unwrap();
+        assert!(
+            spec.oidc_certificate_authority
+                .contains("BEGIN CERTIFICATE")
+        );
+        for (data, why) in [
+            (b64("not a certificate"), "holds no PEM certificate"),
+            ("%%%".to_string(), "not base64"),
+            (b64(&pem.repeat(1000)), "more than 32 KiB"),
+        ] {
+            let err = parse(&format!("{base} --certificate-authority-data {data}"))
+                .unwrap()
+                .finish()
+                .unwrap_err();
+            assert!(err.contains(why), "{err}");
+        }
+        let err = parse(&format!(
+            "{base} --certificate-authority /nonexistent/ca.pem"
+        ))
+        .unwrap()
+        .finish()
+        .unwrap_err();
+        assert!(
+            err.starts_with("--certificate-authority /nonexistent/ca.pem"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn what_cannot_be_honoured_is_refused_in_one_line() {
         let base = "--oidc-issuer-url https://i.example --oidc-client-id c";
         for (extra, why) in [
             ("--insecure-skip-tls-verify", "is refused"),
-            ("--certificate-authority /ca.pem", "not supported"),
+            ("--local-server-cert /c.pem", "not supported"),
             ("--grant-type magic", "--grant-type \"magic\""),
             ("--oidc-pkce-method plain", "use auto, S256 or no"),
             ("--listen-address nowhere", "expected HOST:PORT"),

@@ -41,12 +41,12 @@ pub struct Seen {
 }
 
 /// A CA and a leaf certificate for 127.0.0.1 and localhost, made fresh for each server.
-struct Tls {
-    ca_pem: String,
-    config: rustls::ServerConfig,
+pub(crate) struct Tls {
+    pub(crate) ca_pem: String,
+    pub(crate) config: rustls::ServerConfig,
 }
 
-fn make_tls() -> Tls {
+pub(crate) fn make_tls() -> Tls {
     let ca_key = KeyPair::generate().expect("key");
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);

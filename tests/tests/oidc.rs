@@ -466,3 +466,68 @@ fn at_a_terminal_the_shim_signs_in_with_the_kubeconfig_s_browser_command() {
     );
     assert_eq!(mock.requests("authorization_code"), 1);
 }
+
+#[test]
+fn an_issuer_behind_a_private_certificate_authority() {
+    if !kubectl_available() {
+        return;
+    }
+    let mock = MockEntra::start_https(broker_tests::mock_entra::MockConfig {
+        device_code_interval: 1,
+        ..Default::default()
+    });
+    let issuer = mock.add_realm("corp", CLIENT);
+    assert!(issuer.starts_with("https://"), "{issuer}");
+    let api = FakeApiServer::start_oidc(mock.shared_state(), &issuer, CLIENT);
+    let sandbox = Sandbox::new();
+    let _daemon = sandbox.start_daemon(&["--store", "memory"]);
+    let ca = sandbox.root().join("corp-ca.pem");
+    std::fs::write(&ca, mock.ca_pem().unwrap()).unwrap();
+    let ca = ca.display().to_string();
+    let login = |extra: &[&str]| {
+        let mut args = vec![
+            "--oidc-issuer-url",
+            &issuer,
+            "--client-id",
+            CLIENT,
+            "--oidc-extra-scope",
+            "email",
+            "--login",
+            "devicecode",
+        ];
+        args.extend_from_slice(extra);
+        sandbox.start_login(&args)
+    };
+
+    // Without the CA, the issuer's certificate is not trusted: one line, nothing sent.
+    let mut refused = login(&[]);
+    let failed = refused.next_event();
+    assert_eq!(failed["event"], "failed", "{failed}");
+    assert!(
+        failed["message"].as_str().unwrap().contains("certificate"),
+        "{failed}"
+    );
+    refused.finish();
+    assert_eq!(mock.requests("devicecode"), 0);
+
+    let mut signing_in = login(&["--certificate-authority", &ca]);
+    let code = signing_in.next_event();
+    assert_eq!(code["event"], "device_code", "{code}");
+    assert!(mock.approve(code["user_code"].as_str().unwrap()));
+    assert_eq!(signing_in.next_event()["event"], "logged_in");
+    assert!(signing_in.finish().0.success());
+
+    let mut args = int128_args(&issuer, "device-code");
+    args.push(format!("--certificate-authority={ca}"));
+    let config = sandbox.kubeconfig(&api, &[KubeUser::new("corp", args)]);
+    success(&sandbox.kubectl_get_api(&config, "corp", &[]), "kubectl");
+    assert_eq!(
+        last_request(&api),
+        (true, "alice@contoso.example".to_string())
+    );
+    let session = only_session(&sandbox);
+    success(
+        &sandbox.ctl(&["refresh", &session]),
+        "a refresh through the private CA",
+    );
+}

@@ -144,6 +144,7 @@ fn session_from_index(record: &IndexedSession, now: SystemTime) -> Result<Sessio
         oidc_use_access_token: record.oidc_use_access_token,
         oidc_auth_params: record.oidc_auth_params.clone(),
         pop_claims: record.pop_claims.clone(),
+        oidc_certificate_authority: record.oidc_certificate_authority.clone(),
         ..SpecInput::default()
     })?;
     if spec.id().as_str() != record.id {
@@ -202,6 +203,7 @@ fn index_record(session: &Session) -> IndexedSession {
         oidc_use_access_token: wire.oidc_use_access_token,
         oidc_auth_params: wire.oidc_auth_params,
         pop_claims: wire.pop_claims,
+        oidc_certificate_authority: wire.oidc_certificate_authority,
         certificate_path: text(&remembered.certificate_path),
         federated_token_file: text(&remembered.federated_token_file),
         allow_forwarding: remembered.allow_forwarding,

@@ -324,6 +324,7 @@ impl Profile {
             oidc_extra_scopes: given.oidc_extra_scopes.clone(),
             oidc_use_access_token: given.oidc_use_access_token,
             oidc_auth_params: given.oidc_auth_params.clone(),
+            oidc_certificate_authority: given.oidc_certificate_authority.clone(),
         })
         .map_err(|e| e.to_string())
     }

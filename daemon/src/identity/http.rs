@@ -54,8 +54,31 @@ pub struct IdpHttp {
 
 impl IdpHttp {
     pub fn new(clock: Arc<dyn Clock>) -> Result<Self, HttpError> {
+        Ok(IdpHttp {
+            client: Self::client(Vec::new())?,
+            max_answer: MAX_ANSWER_BYTES,
+            clock,
+            skews: Arc::default(),
+        })
+    }
+
+    /// The same client trusting `pem`'s certificates besides the system's (an issuer behind
+    /// a private CA, int128's `--certificate-authority`). Clock skews stay shared.
+    pub fn with_roots(&self, pem: &str) -> Result<Self, HttpError> {
+        let roots = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
+            .map_err(|e| HttpError::Setup(format!("the issuer's certificate authority: {e}")))?;
+        Ok(IdpHttp {
+            client: Self::client(roots)?,
+            max_answer: self.max_answer,
+            clock: self.clock.clone(),
+            skews: self.skews.clone(),
+        })
+    }
+
+    fn client(extra_roots: Vec<reqwest::Certificate>) -> Result<reqwest::Client, HttpError> {
         install_crypto_provider();
-        let client = reqwest::Client::builder()
+        reqwest::Client::builder()
+            .tls_certs_merge(extra_roots)
             .timeout(REQUEST_TIMEOUT)
             .connect_timeout(CONNECT_TIMEOUT)
             // A token endpoint never redirects; following one could send a grant elsewhere.
@@ -65,13 +88,7 @@ impl IdpHttp {
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .user_agent(concat!("token-broker/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| HttpError::Setup(setup_failure(&e)))?;
-        Ok(IdpHttp {
-            client,
-            max_answer: MAX_ANSWER_BYTES,
-            clock,
-            skews: Arc::default(),
-        })
+            .map_err(|e| HttpError::Setup(setup_failure(&e)))
     }
 
     /// How far `host`'s clock was ahead of this machine's at its last answer, in seconds

@@ -82,6 +82,8 @@ pub struct OidcTarget {
     pub use_access_token: bool,
     /// Extra parameters of the authorization request.
     pub auth_params: Vec<(String, String)>,
+    /// PEM certificates trusted for this issuer besides the system's; empty for none.
+    pub certificate_authority: String,
 }
 
 /// What the user must see or do while a login waits for them.
@@ -249,6 +251,8 @@ pub struct IdentityClient {
     clock: std::sync::Arc<dyn Clock>,
     imds_endpoint: String,
     discovered: discovery::Discovered,
+    /// Clients that trust an issuer's private CA besides the system's, by the CA's digest.
+    with_roots: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, IdpHttp>>>,
 }
 
 /// A token request as `target` wants it: for proof-of-possession, with `token_type=pop` and
@@ -273,14 +277,39 @@ impl IdentityClient {
             clock,
             imds_endpoint: managed_identity::endpoint(),
             discovered: discovery::Discovered::default(),
+            with_roots: Default::default(),
         })
+    }
+
+    /// The HTTP client for `target`: the common one, or one that also trusts the issuer's own
+    /// certificate authority (made once per CA).
+    fn http_for(&self, target: &Target) -> Result<IdpHttp, IdentityError> {
+        let pem = match &target.oidc {
+            Some(oidc) if !oidc.certificate_authority.is_empty() => &oidc.certificate_authority,
+            _ => return Ok(self.http.clone()),
+        };
+        use sha2::Digest;
+        let digest: String = sha2::Sha256::digest(pem.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let mut clients = self.with_roots.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(http) = clients.get(&digest) {
+            return Ok(http.clone());
+        }
+        let http = self.http.with_roots(pem)?;
+        clients.insert(digest, http.clone());
+        Ok(http)
     }
 
     /// `target`'s endpoints: Entra's by their layout, any other issuer's by discovery.
     pub async fn endpoints(&self, target: &Target) -> Result<discovery::Endpoints, IdentityError> {
         match &target.oidc {
             None => Ok(discovery::Endpoints::entra(target)),
-            Some(oidc) => self.discovered.endpoints(&self.http, &oidc.issuer).await,
+            Some(oidc) => {
+                let http = self.http_for(target)?;
+                self.discovered.endpoints(&http, &oidc.issuer).await
+            }
         }
     }
 
@@ -328,7 +357,7 @@ impl IdentityClient {
             .header("Content-Type", "application/x-www-form-urlencoded")
             .body(body.into_bytes())
             .map_err(|e| IdentityError::InvalidEndpoint(e.to_string()))?;
-        let response = self.http.fetch(request).await?;
+        let response = self.http_for(target)?.fetch(request).await?;
         // RFC 7009 §2.2: 200 whether or not the token was valid.
         match response.status().as_u16() {
             200 => Ok(true),
@@ -356,7 +385,7 @@ impl IdentityClient {
                 .add_scopes(Self::scopes(target)),
             target
         )
-        .request_async(&self.http)
+        .request_async(&self.http_for(target)?)
         .await
         .map_err(|e| IdentityError::from_request(e, IdentityError::rejected))?;
         self.token_set(answer, target)
@@ -381,7 +410,7 @@ impl IdentityClient {
                 .add_scopes(Self::scopes(target)),
             target
         )
-        .request_async(&self.http)
+        .request_async(&self.http_for(target)?)
         .await
         .map_err(|e| IdentityError::from_request(e, IdentityError::rejected))?;
         self.token_set(answer, target)
@@ -403,7 +432,7 @@ impl IdentityClient {
                 .add_extra_param("client_assertion", assertion),
             target
         )
-        .request_async(&self.http)
+        .request_async(&self.http_for(target)?)
         .await
         .map_err(|e| IdentityError::from_request(e, IdentityError::rejected))?;
         self.token_set(answer, target)
@@ -458,7 +487,8 @@ impl IdentityClient {
         service_connection_id: &str,
     ) -> Result<TokenSet, IdentityError> {
         let assertion =
-            ci_tokens::oidc_token(&self.http, credential, service_connection_id).await?;
+            ci_tokens::oidc_token(&self.http_for(target)?, credential, service_connection_id)
+                .await?;
         self.client_assertion(target, assertion).await
     }
 
@@ -479,7 +509,7 @@ impl IdentityClient {
                 .add_scopes(Self::scopes(target)),
             target
         )
-        .request_async(&self.http)
+        .request_async(&self.http_for(target)?)
         .await
         .map_err(|e| IdentityError::from_request(e, IdentityError::rejected))?;
         self.token_set(answer, target)

@@ -59,6 +59,9 @@ pub struct IndexedSession {
     pub oidc_use_access_token: bool,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub oidc_auth_params: Vec<String>,
+    /// Certificates trusted for an OpenID Connect issuer besides the system's (PEM).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub oidc_certificate_authority: String,
     /// Proof-of-possession sessions: `u=<ARM id>` of the cluster that started it.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub pop_claims: String,
@@ -228,6 +231,7 @@ mod tests {
             oidc_use_access_token: false,
             oidc_auth_params: Vec::new(),
             pop_claims: String::new(),
+            oidc_certificate_authority: String::new(),
         }
     }
 

@@ -136,6 +136,36 @@ pub struct MockEntra {
     base_url: String,
     state: Arc<State>,
     stop: Option<oneshot::Sender<()>>,
+    /// Served over HTTPS: the private CA its certificate chains to.
+    ca_pem: Option<String>,
+}
+
+/// TLS over a TCP listener, for `axum::serve`: an issuer behind a private CA.
+struct TlsListener {
+    tcp: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((stream, addr)) = self.tcp.accept().await else {
+                continue;
+            };
+            // A client that never finishes its handshake must not hold the listener.
+            let handshake = self.acceptor.accept(stream);
+            if let Ok(Ok(tls)) = tokio::time::timeout(Duration::from_secs(5), handshake).await {
+                return (tls, addr);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
+    }
 }
 
 impl MockEntra {
@@ -146,9 +176,32 @@ impl MockEntra {
 
     /// Starts on `127.0.0.1:port` (0 = any free port).
     pub fn start_on(config: MockConfig, port: u16) -> std::io::Result<Self> {
+        Self::start_with(config, port, None)
+    }
+
+    /// Starts over HTTPS on a free loopback port, its certificate from a private CA
+    /// ([`Self::ca_pem`]) that no trust store holds.
+    pub fn start_https(config: MockConfig) -> Self {
+        Self::start_with(config, 0, Some(crate::apiserver::make_tls()))
+            .expect("the mock Entra ID starts on a free port")
+    }
+
+    /// The private CA of a mock started with [`Self::start_https`].
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.ca_pem.as_deref()
+    }
+
+    fn start_with(
+        config: MockConfig,
+        port: u16,
+        tls: Option<crate::apiserver::Tls>,
+    ) -> std::io::Result<Self> {
         let listener = std::net::TcpListener::bind(("127.0.0.1", port))?;
         listener.set_nonblocking(true)?;
-        let base_url = format!("http://{}", listener.local_addr()?);
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let base_url = format!("{scheme}://{}", listener.local_addr()?);
+        let ca_pem = tls.as_ref().map(|t| t.ca_pem.clone());
+        let acceptor = tls.map(|t| tokio_rustls::TlsAcceptor::from(Arc::new(t.config)));
         let state = Arc::new(State::new(config, base_url.clone()));
         let app = routes::router(state.clone());
         let (stop, stopped) = oneshot::channel::<()>();
@@ -165,10 +218,26 @@ impl MockEntra {
                         Ok(l) => l,
                         Err(e) => return eprintln!("mock-entra: {e}"),
                     };
-                    let server = axum::serve(listener, app);
-                    tokio::select! {
-                        result = server => if let Err(e) = result { eprintln!("mock-entra: {e}") },
-                        _ = stopped => {}
+                    let served = match acceptor {
+                        None => {
+                            tokio::select! {
+                                result = axum::serve(listener, app) => result,
+                                _ = stopped => Ok(()),
+                            }
+                        }
+                        Some(acceptor) => {
+                            let tls = TlsListener {
+                                tcp: listener,
+                                acceptor,
+                            };
+                            tokio::select! {
+                                result = axum::serve(tls, app) => result,
+                                _ = stopped => Ok(()),
+                            }
+                        }
+                    };
+                    if let Err(e) = served {
+                        eprintln!("mock-entra: {e}");
                     }
                 });
                 // Dropping the runtime here closes every connection still open.
@@ -177,6 +246,7 @@ impl MockEntra {
             base_url,
             state,
             stop: Some(stop),
+            ca_pem,
         })
     }
 

@@ -28,6 +28,13 @@ pub struct SpecArgs {
     /// OpenID Connect: serve the access token instead of the ID token
     #[arg(long)]
     pub oidc_use_access_token: bool,
+    /// OpenID Connect: a PEM file of certificate authorities to trust for the issuer besides
+    /// the system's (repeatable)
+    #[arg(long, value_name = "FILE")]
+    pub certificate_authority: Vec<String>,
+    /// OpenID Connect: the same, base64-encoded PEM (repeatable)
+    #[arg(long, value_name = "BASE64")]
+    pub certificate_authority_data: Vec<String>,
     /// OpenID Connect: KEY=VALUE added to the authorization request (repeatable)
     #[arg(long, value_name = "KEY=VALUE")]
     pub oidc_auth_request_extra_params: Vec<String>,
@@ -188,6 +195,8 @@ impl SpecArgs {
             use_azurerm_env_vars: self.use_azurerm_env_vars,
             disable_environment_override: self.disable_environment_override,
             pop_enabled: self.pop_enabled,
+            ca_files: self.certificate_authority.clone(),
+            ca_data: self.certificate_authority_data.clone(),
             ..GetTokenOptions::default()
         };
         options.apply_environment(&|name| std::env::var(name).ok());

@@ -65,7 +65,7 @@ pub(in crate::identity) async fn run(
             .add_extra_param("scope", target.scopes.join(" ")),
         target
     )
-    .request_async(&identity.http)
+    .request_async(&identity.http_for(target)?)
     .await
     .map_err(|e| IdentityError::from_request(e, IdentityError::rejected))?;
     identity.token_set(answer, target)

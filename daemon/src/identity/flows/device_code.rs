@@ -39,7 +39,7 @@ pub(in crate::identity) async fn run(
     let details: oauth2::DeviceAuthorizationResponse<EntraDeviceFields> = client
         .exchange_device_code()
         .add_scopes(IdentityClient::scopes(target))
-        .request_async(&identity.http)
+        .request_async(&identity.http_for(target)?)
         .await
         .map_err(|e| IdentityError::from_request(e, IdentityError::rejected))?;
 
@@ -63,7 +63,7 @@ pub(in crate::identity) async fn run(
 
     let answer = client
         .exchange_device_access_token(&details)
-        .request_async(&identity.http, tokio::time::sleep, Some(wait))
+        .request_async(&identity.http_for(target)?, tokio::time::sleep, Some(wait))
         .await
         .map_err(|e| IdentityError::from_request(e, |body| poll_failure(&body, wait)))?;
     identity.token_set(answer, target)
