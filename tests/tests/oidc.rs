@@ -5,8 +5,8 @@
 
 use broker_tests::apiserver::FakeApiServer;
 use broker_tests::harness::{
-    KubeUser, Sandbox, as_strs, assert_no_tokens_in, browse, failure, fast_mock, on_path, require,
-    success,
+    CtlRun, KubeUser, Sandbox, as_strs, assert_no_tokens_in, browse, failure, fast_mock, on_path,
+    require, success,
 };
 use broker_tests::mock_entra::MockEntra;
 
@@ -49,6 +49,38 @@ fn only_session(sandbox: &Sandbox) -> String {
     let sessions = status["sessions"].as_array().unwrap();
     assert_eq!(sessions.len(), 1, "{status}");
     sessions[0]["id"].as_str().unwrap().to_string()
+}
+
+/// `brokerctl login` at `issuer` with a device code, asking for `openid email`, plus `extra`.
+fn start_device_login(sandbox: &Sandbox, issuer: &str, extra: &[&str]) -> CtlRun {
+    let mut args = vec![
+        "--oidc-issuer-url",
+        issuer,
+        "--client-id",
+        CLIENT,
+        "--oidc-extra-scope",
+        "email",
+        "--login",
+        "devicecode",
+    ];
+    args.extend_from_slice(extra);
+    sandbox.start_login(&args)
+}
+
+/// Approves at the mock the device code `login` shows.
+fn approve(login: &mut CtlRun, mock: &MockEntra) {
+    let code = login.next_event();
+    assert_eq!(code["event"], "device_code", "{code}");
+    assert!(mock.approve(code["user_code"].as_str().unwrap()));
+}
+
+/// A whole device code sign-in at `issuer`, approved at the mock.
+fn sign_in(sandbox: &Sandbox, mock: &MockEntra, issuer: &str, extra: &[&str]) {
+    let mut login = start_device_login(sandbox, issuer, extra);
+    approve(&mut login, mock);
+    let done = login.next_event();
+    assert_eq!(done["event"], "logged_in", "{done}");
+    assert!(login.finish().0.success());
 }
 
 #[test]
@@ -221,18 +253,7 @@ fn a_refresh_answer_without_an_id_token_asks_for_a_new_sign_in() {
     let (mock, issuer, _api) = issuer_and_cluster();
     let sandbox = Sandbox::new();
     let _daemon = sandbox.start_daemon(&["--store", "memory"]);
-    let mut login = sandbox.start_login(&[
-        "--oidc-issuer-url",
-        &issuer,
-        "--client-id",
-        CLIENT,
-        "--login",
-        "devicecode",
-    ]);
-    let code = login.next_event();
-    assert!(mock.approve(code["user_code"].as_str().unwrap()));
-    assert_eq!(login.next_event()["event"], "logged_in");
-    assert!(login.finish().0.success());
+    sign_in(&sandbox, &mock, &issuer, &[]);
     mock.set_omit_id_token_on_refresh(true);
     let session = only_session(&sandbox);
     let err = failure(&sandbox.ctl(&["refresh", &session]), "refresh");
@@ -276,20 +297,7 @@ fn int128_kubeconfigs_convert_for_any_issuer_and_then_work() {
     assert!(!converted.contains("oidc-login"), "{converted}");
     assert!(converted.contains("--oidc-issuer-url"), "{converted}");
 
-    let mut login = sandbox.start_login(&[
-        "--oidc-issuer-url",
-        &issuer,
-        "--client-id",
-        CLIENT,
-        "--oidc-extra-scope",
-        "email",
-        "--login",
-        "devicecode",
-    ]);
-    let code = login.next_event();
-    assert!(mock.approve(code["user_code"].as_str().unwrap()));
-    assert_eq!(login.next_event()["event"], "logged_in");
-    assert!(login.finish().0.success());
+    sign_in(&sandbox, &mock, &issuer, &[]);
     success(&sandbox.kubectl_get_api(&config, "oidc", &[]), "kubectl");
     assert_eq!(
         last_request(&api),
@@ -309,22 +317,10 @@ fn a_client_that_needs_its_secret_even_with_pkce_keeps_it_in_the_keyring_not_the
     let api = FakeApiServer::start_oidc(mock.shared_state(), &issuer, CLIENT);
     let sandbox = Sandbox::new();
     let daemon = sandbox.start_daemon(&["--store", "memory"]);
-    let login_args = [
-        "--oidc-issuer-url",
-        &issuer,
-        "--client-id",
-        CLIENT,
-        "--oidc-extra-scope",
-        "email",
-        "--login",
-        "devicecode",
-    ];
 
     // Without the secret the issuer refuses the grant, in one line.
-    let mut login = sandbox.start_login(&login_args);
-    let code = login.next_event();
-    assert_eq!(code["event"], "device_code", "{code}");
-    assert!(mock.approve(code["user_code"].as_str().unwrap()));
+    let mut login = start_device_login(&sandbox, &issuer, &[]);
+    approve(&mut login, &mock);
     let failed = login.next_event();
     assert_eq!(failed["event"], "failed", "{failed}");
     assert!(
@@ -363,12 +359,7 @@ fn a_client_that_needs_its_secret_even_with_pkce_keeps_it_in_the_keyring_not_the
     assert!(!converted.contains(secret), "{converted}");
 
     // The sign-in, the kubectl runs and the refreshes all carry the kept secret.
-    let mut login = sandbox.start_login(&login_args);
-    let code = login.next_event();
-    assert_eq!(code["event"], "device_code", "{code}");
-    assert!(mock.approve(code["user_code"].as_str().unwrap()));
-    assert_eq!(login.next_event()["event"], "logged_in");
-    assert!(login.finish().0.success());
+    sign_in(&sandbox, &mock, &issuer, &[]);
     success(&sandbox.kubectl_get_api(&config, "oidc", &[]), "kubectl");
     assert_eq!(
         last_request(&api),
@@ -395,23 +386,12 @@ fn a_dex_shaped_issuer_without_a_revocation_endpoint() {
     let mut args = int128_args(&issuer, "device-code");
     args.push("--oidc-extra-scope=offline_access".into());
     let config = sandbox.kubeconfig(&api, &[KubeUser::new("dex", args)]);
-    let mut login = sandbox.start_login(&[
-        "--oidc-issuer-url",
+    sign_in(
+        &sandbox,
+        &mock,
         &issuer,
-        "--client-id",
-        CLIENT,
-        "--oidc-extra-scope",
-        "email",
-        "--oidc-extra-scope",
-        "offline_access",
-        "--login",
-        "devicecode",
-    ]);
-    let code = login.next_event();
-    assert_eq!(code["event"], "device_code", "{code}");
-    assert!(mock.approve(code["user_code"].as_str().unwrap()));
-    assert_eq!(login.next_event()["event"], "logged_in");
-    assert!(login.finish().0.success());
+        &["--oidc-extra-scope", "offline_access"],
+    );
     success(&sandbox.kubectl_get_api(&config, "dex", &[]), "kubectl");
     assert_eq!(
         last_request(&api),
@@ -484,23 +464,9 @@ fn an_issuer_behind_a_private_certificate_authority() {
     let ca = sandbox.root().join("corp-ca.pem");
     std::fs::write(&ca, mock.ca_pem().unwrap()).unwrap();
     let ca = ca.display().to_string();
-    let login = |extra: &[&str]| {
-        let mut args = vec![
-            "--oidc-issuer-url",
-            &issuer,
-            "--client-id",
-            CLIENT,
-            "--oidc-extra-scope",
-            "email",
-            "--login",
-            "devicecode",
-        ];
-        args.extend_from_slice(extra);
-        sandbox.start_login(&args)
-    };
 
     // Without the CA, the issuer's certificate is not trusted: one line, nothing sent.
-    let mut refused = login(&[]);
+    let mut refused = start_device_login(&sandbox, &issuer, &[]);
     let failed = refused.next_event();
     assert_eq!(failed["event"], "failed", "{failed}");
     assert!(
@@ -510,12 +476,7 @@ fn an_issuer_behind_a_private_certificate_authority() {
     refused.finish();
     assert_eq!(mock.requests("devicecode"), 0);
 
-    let mut signing_in = login(&["--certificate-authority", &ca]);
-    let code = signing_in.next_event();
-    assert_eq!(code["event"], "device_code", "{code}");
-    assert!(mock.approve(code["user_code"].as_str().unwrap()));
-    assert_eq!(signing_in.next_event()["event"], "logged_in");
-    assert!(signing_in.finish().0.success());
+    sign_in(&sandbox, &mock, &issuer, &["--certificate-authority", &ca]);
 
     let mut args = int128_args(&issuer, "device-code");
     args.push(format!("--certificate-authority={ca}"));
