@@ -18,6 +18,9 @@ pub mod exec_credential;
 pub mod kubelogin;
 mod oidc_login;
 mod on_demand;
+#[cfg(windows)]
+pub mod pipe;
+#[cfg(unix)]
 pub mod socket;
 pub mod text;
 
@@ -56,6 +59,7 @@ pub const PROTOCOL_HEADER: &str = "tokenbroker-protocol";
 pub const PROTOCOL_VERSION: u32 = 6;
 
 /// Name of the per-user directory that holds the socket.
+#[cfg(unix)]
 const SOCKET_DIR: &str = "token-broker";
 const SOCKET_FILE: &str = "broker.sock";
 
@@ -71,6 +75,14 @@ pub fn socket_path(explicit: Option<&Path>) -> PathBuf {
     }
 }
 
+/// On Windows: the user's named pipe, `\\.\pipe\token-broker-<SID>` ([`pipe`]).
+#[cfg(windows)]
+pub fn default_socket_path() -> PathBuf {
+    // A process whose own token cannot be read cannot do much else; the pipe's server is
+    // still checked against the user's SID before anything is sent.
+    pipe::default_pipe_name().unwrap_or_else(|_| PathBuf::from(r"\\.\pipe\token-broker"))
+}
+
 /// `$XDG_RUNTIME_DIR/token-broker/broker.sock`. Where there is no runtime dir (macOS, or a
 /// Linux session without pam_systemd) the socket goes under the temp dir in a directory named
 /// for the user, as tmux and ssh-agent do; brokerd checks that directory's owner and mode.
@@ -79,6 +91,7 @@ pub fn socket_path(explicit: Option<&Path>) -> PathBuf {
 /// in a login session. Processes launchd starts without it (an agent, a cron job) ask the OS
 /// for the same directory (`confstr(_CS_DARWIN_USER_TEMP_DIR)`), so that they meet the
 /// terminal's clients instead of starting a second brokerd under `/tmp`.
+#[cfg(unix)]
 pub fn default_socket_path() -> PathBuf {
     default_socket_path_from(
         std::env::var_os("XDG_RUNTIME_DIR"),
@@ -88,6 +101,7 @@ pub fn default_socket_path() -> PathBuf {
     )
 }
 
+#[cfg(unix)]
 fn default_socket_path_from(
     runtime_dir: Option<std::ffi::OsString>,
     tmp_dir: Option<std::ffi::OsString>,
@@ -127,7 +141,7 @@ fn user_temp_dir() -> Option<PathBuf> {
     Some(PathBuf::from(std::ffi::OsStr::from_bytes(text)))
 }
 
-#[cfg(not(target_os = "macos"))]
+#[cfg(all(unix, not(target_os = "macos")))]
 fn user_temp_dir() -> Option<PathBuf> {
     None
 }
@@ -151,6 +165,7 @@ pub fn forward_socket_path(socket: &Path) -> PathBuf {
 }
 
 /// The real user id of this process.
+#[cfg(unix)]
 pub fn current_uid() -> u32 {
     // SAFETY: getuid has no preconditions and cannot fail (POSIX).
     unsafe { libc::getuid() }
@@ -470,8 +485,7 @@ mod client {
         let connector = tower::service_fn(move |_: Uri| {
             let socket = socket.clone();
             async move {
-                let stream = tokio::net::UnixStream::connect(&socket).await?;
-                super::socket::check_peer(&stream, &socket, super::current_uid())?;
+                let stream = open(&socket).await?;
                 Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
             }
         });
@@ -479,6 +493,37 @@ mod client {
             Ok(channel) => Ok(BrokerClient::new(channel)),
             Err(source) => Err(classify(path, &source)),
         }
+    }
+
+    /// The socket, connected and its listener checked as the user's own.
+    #[cfg(unix)]
+    async fn open(socket: &Path) -> std::io::Result<tokio::net::UnixStream> {
+        let stream = tokio::net::UnixStream::connect(socket).await?;
+        super::socket::check_peer(&stream, socket, super::current_uid())?;
+        Ok(stream)
+    }
+
+    /// The pipe, opened and its server checked as the user's own. Every instance busy (a
+    /// burst of clients between brokerd's accepts) is waited out briefly.
+    #[cfg(windows)]
+    async fn open(
+        pipe: &Path,
+    ) -> std::io::Result<tokio::net::windows::named_pipe::NamedPipeClient> {
+        use std::os::windows::io::AsRawHandle;
+        let user = super::pipe::current_user_sid()?;
+        let mut waited = Duration::ZERO;
+        let client = loop {
+            match tokio::net::windows::named_pipe::ClientOptions::new().open(pipe) {
+                Ok(client) => break client,
+                Err(e) if super::pipe::is_busy(&e) && waited < CONNECT_TIMEOUT => {
+                    tokio::time::sleep(super::pipe::BUSY_PAUSE).await;
+                    waited += super::pipe::BUSY_PAUSE;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        super::pipe::check_server(client.as_raw_handle(), pipe, &user)?;
+        Ok(client)
     }
 
     /// [`connect`], and when nothing answers, brokerd started on demand (once) and connected to.
@@ -526,6 +571,7 @@ mod client {
 mod tests {
     use super::*;
 
+    #[cfg(unix)]
     #[test]
     fn the_default_socket_follows_xdg_then_falls_back_to_a_per_user_temp_dir() {
         let none = || None;

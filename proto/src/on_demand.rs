@@ -52,14 +52,18 @@ impl ConnectError {
     pub fn from_io(path: &Path, error: &std::io::Error) -> Self {
         use std::io::ErrorKind;
         let path = path.to_path_buf();
-        if let Some(foreign) = error
+        #[cfg(unix)]
+        let foreign = error
             .get_ref()
             .and_then(|e| e.downcast_ref::<crate::socket::ForeignPeer>())
-        {
-            return ConnectError::Untrusted {
-                path,
-                reason: foreign.to_string(),
-            };
+            .map(ToString::to_string);
+        #[cfg(windows)]
+        let foreign = error
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<crate::pipe::ForeignPeer>())
+            .map(ToString::to_string);
+        if let Some(reason) = foreign {
+            return ConnectError::Untrusted { path, reason };
         }
         match error.kind() {
             ErrorKind::NotFound | ErrorKind::ConnectionRefused => ConnectError::NotRunning { path },
@@ -127,6 +131,7 @@ impl std::error::Error for ConnectError {}
 /// What a client checks before it connects to `path`: the socket's directory and every one
 /// above it, and the socket file ([`crate::socket`]). A missing directory or socket means
 /// brokerd is not running.
+#[cfg(unix)]
 pub fn check_before_connect(path: &Path) -> Result<(), ConnectError> {
     use crate::socket::{DirProblem, check_client_dir, check_socket_file, socket_dir};
     let uid = crate::current_uid();
@@ -144,6 +149,19 @@ pub fn check_before_connect(path: &Path) -> Result<(), ConnectError> {
     })?;
     check_client_dir(dir, uid).map_err(untrusted)?;
     check_socket_file(path, uid).map_err(untrusted)
+}
+
+/// On Windows, only that `path` names a local pipe: the pipe namespace has no directories to
+/// check, and the server's user is checked once connected ([`crate::pipe`]).
+#[cfg(windows)]
+pub fn check_before_connect(path: &Path) -> Result<(), ConnectError> {
+    if crate::pipe::is_pipe_name(path) {
+        Ok(())
+    } else {
+        Err(ConnectError::BadPath {
+            path: path.to_path_buf(),
+        })
+    }
 }
 
 /// Runs `brokerd --on-demand` for `path` and waits for its readiness line. brokerd itself
@@ -177,7 +195,18 @@ fn start(path: &Path) -> Result<(), String> {
     use std::process::{Command, Stdio};
 
     let brokerd = brokerd_program();
-    let mut child = Command::new(&brokerd)
+    let mut command = Command::new(&brokerd);
+    // No console window, ever: brokerd is a windowless program, and this keeps Windows from
+    // giving it a console of its own even when it is started from a console program (kubectl
+    // under k9s or a GUI: what Azure/kubelogin#438 is about).
+    #[cfg(windows)]
+    {
+        use std::os::windows::process::CommandExt;
+        const CREATE_NO_WINDOW: u32 = 0x0800_0000;
+        command.creation_flags(CREATE_NO_WINDOW);
+        crate::pipe::keep_std_handles_from_children();
+    }
+    let mut child = command
         .arg("--on-demand")
         .arg("--socket")
         .arg(path)
@@ -212,7 +241,7 @@ fn start(path: &Path) -> Result<(), String> {
 pub fn brokerd_program() -> PathBuf {
     std::env::current_exe()
         .ok()
-        .map(|me| me.with_file_name("brokerd"))
+        .map(|me| me.with_file_name(format!("brokerd{}", std::env::consts::EXE_SUFFIX)))
         .filter(|sibling| sibling.is_file())
-        .unwrap_or_else(|| PathBuf::from("brokerd"))
+        .unwrap_or_else(|| PathBuf::from(format!("brokerd{}", std::env::consts::EXE_SUFFIX)))
 }

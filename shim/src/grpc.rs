@@ -4,7 +4,6 @@
 //! One call at a time on one connection, which is all the shim makes: a GetToken, and when a
 //! login is needed, a Login stream followed by another GetToken.
 
-use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Instant;
 
@@ -57,7 +56,7 @@ impl From<h2::WireError> for CallError {
 }
 
 /// A connection to brokerd.
-pub struct Channel<T = UnixStream> {
+pub struct Channel<T = h2::Stream> {
     connection: h2::Connection<T>,
     decoder: hpack::Decoder,
 }
@@ -78,12 +77,25 @@ pub fn connect_or_start(path: &Path, deadline: Instant) -> Result<Channel, Conne
 /// before connecting, the listening process's uid after, and nothing sent before both pass.
 fn connect(path: &Path, deadline: Instant) -> Result<Channel, ConnectError> {
     broker_proto::check_before_connect(path)?;
-    let stream = UnixStream::connect(path).map_err(|e| ConnectError::from_io(path, &e))?;
-    broker_proto::socket::check_peer(&stream, path, broker_proto::current_uid())
-        .map_err(|e| ConnectError::from_io(path, &e))?;
+    let stream = open(path, deadline).map_err(|e| ConnectError::from_io(path, &e))?;
     let mut channel = Channel::new(stream);
     channel.connection.set_deadline(Some(deadline));
     Ok(channel)
+}
+
+#[cfg(unix)]
+fn open(path: &Path, _deadline: Instant) -> std::io::Result<h2::Stream> {
+    let stream = std::os::unix::net::UnixStream::connect(path)?;
+    broker_proto::socket::check_peer(&stream, path, broker_proto::current_uid())?;
+    Ok(stream)
+}
+
+#[cfg(windows)]
+fn open(path: &Path, deadline: Instant) -> std::io::Result<h2::Stream> {
+    let user = broker_proto::pipe::current_user_sid()?;
+    let pipe = crate::pipe::open(path, deadline)?;
+    broker_proto::pipe::check_server(pipe.raw_handle(), path, &user)?;
+    Ok(pipe)
 }
 
 impl<T: Transport> Channel<T> {

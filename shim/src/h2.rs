@@ -14,6 +14,7 @@
 //! deadline, however many frames (an endless stream of PINGs, say) keep arriving before it.
 
 use std::io::{self, BufReader, Read, Write};
+#[cfg(unix)]
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
@@ -138,6 +139,13 @@ pub trait Transport: Read + Write {
     fn set_timeout(&self, timeout: Duration) -> io::Result<()>;
 }
 
+/// What the shim reaches brokerd through: its Unix socket, or on Windows its named pipe.
+#[cfg(unix)]
+pub type Stream = UnixStream;
+#[cfg(windows)]
+pub type Stream = crate::pipe::Pipe;
+
+#[cfg(unix)]
 impl Transport for UnixStream {
     fn set_timeout(&self, timeout: Duration) -> io::Result<()> {
         self.set_read_timeout(Some(timeout))?;
@@ -194,7 +202,7 @@ impl<T: Transport> Write for Timed<T> {
 }
 
 /// A client connection: `T` is a `UnixStream`, or a byte buffer in tests.
-pub struct Connection<T = UnixStream> {
+pub struct Connection<T = Stream> {
     /// Buffered for reading, so that a frame header and its payload cost one read between
     /// them; writes go to the stream underneath (`get_mut`), whole.
     io: BufReader<Timed<T>>,

@@ -5,6 +5,8 @@
 pub mod grpc;
 pub mod h2;
 pub mod hpack;
+#[cfg(windows)]
+pub mod pipe;
 
 /// Entry points for `cargo fuzz` (fuzz/): brokerd's side of a conversation, whatever bytes it
 /// is, read the way the shim reads it. Built only under `--cfg fuzzing`.
