@@ -9,10 +9,24 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+#[cfg(unix)]
 use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
 use tokio::sync::Notify;
 
+/// Windows: nothing is done yet. Windows Error Reporting writes no full dumps unless an
+/// administrator asks for them, but any process of the user can read brokerd's memory; said
+/// once at start-up rather than hidden.
+#[cfg(windows)]
+pub fn protect_process() -> Vec<String> {
+    vec![
+        "on Windows other processes of this user can read brokerd's memory (no \
+         debugger protection is applied)"
+            .to_string(),
+    ]
+}
+
 /// What [`protect_process`] could not do, one line each.
+#[cfg(unix)]
 pub fn protect_process() -> Vec<String> {
     let mut failures = Vec::new();
     // A core file would hold every token in memory, written wherever core_pattern says.
@@ -47,7 +61,7 @@ fn refuse_debuggers() -> std::io::Result<()> {
     Ok(())
 }
 
-#[cfg(not(any(target_os = "linux", target_os = "macos")))]
+#[cfg(all(unix, not(any(target_os = "linux", target_os = "macos"))))]
 fn refuse_debuggers() -> std::io::Result<()> {
     Err(std::io::Error::other("not supported on this OS"))
 }
@@ -68,13 +82,21 @@ pub fn dumpable() -> Option<bool> {
 }
 
 /// The core file size limit in bytes (0: no core dumps; `u64::MAX`: unlimited).
+#[cfg(unix)]
 pub fn core_limit() -> u64 {
     getrlimit(Resource::Core).current.unwrap_or(u64::MAX)
+}
+
+/// Windows has no core file limit; Windows Error Reporting decides.
+#[cfg(windows)]
+pub fn core_limit() -> u64 {
+    u64::MAX
 }
 
 /// Raises the open-file limit to what the hard limit allows: every client connection is a
 /// descriptor, and the usual soft limit of 1024 is less than a busy CI machine's parallel
 /// kubectl runs.
+#[cfg(unix)]
 pub fn raise_open_file_limit() {
     let limit = getrlimit(Resource::Nofile);
     if limit.current == limit.maximum {
@@ -94,6 +116,10 @@ pub fn raise_open_file_limit() {
         },
     );
 }
+
+/// Windows has no per-process descriptor limit to raise.
+#[cfg(windows)]
+pub fn raise_open_file_limit() {}
 
 /// How long brokerd must have been quiet before it hands free memory back.
 const QUIET: Duration = Duration::from_secs(20);

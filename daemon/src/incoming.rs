@@ -22,13 +22,14 @@ use std::collections::VecDeque;
 use std::sync::Weak;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+#[cfg(unix)]
 use tokio::net::{UnixListener, UnixStream};
 
 use tokio::sync::futures::OwnedNotified;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 use tokio_stream::Stream;
-use tonic::transport::server::{Connected, UdsConnectInfo};
+use tonic::transport::server::Connected;
 
 /// How long a new connection has to send its first bytes.
 pub const GREETING: Duration = Duration::from_secs(10);
@@ -42,11 +43,14 @@ pub const KEEPALIVE: Duration = Duration::from_secs(60);
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// Descriptors kept free for everything else brokerd opens (the secret store's bus, the IdP's
 /// connections, the log, the index).
+#[cfg(unix)]
 const RESERVED_DESCRIPTORS: u64 = 128;
+#[cfg(unix)]
 const MOST_CONNECTIONS: u64 = 4096;
 
 /// The most client connections at once: well below the open-file limit, and no more than any
 /// honest use needs (a thousand parallel kubectl runs).
+#[cfg(unix)]
 pub fn max_connections() -> usize {
     let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
         .current
@@ -55,6 +59,28 @@ pub fn max_connections() -> usize {
         .saturating_sub(RESERVED_DESCRIPTORS)
         .clamp(16, MOST_CONNECTIONS);
     usize::try_from(cap).unwrap_or(16)
+}
+
+/// On Windows a pipe instance is a kernel object, not a slot in a per-process table: the cap is
+/// the most any honest use needs.
+#[cfg(windows)]
+pub fn max_connections() -> usize {
+    1024
+}
+
+/// Where connections come from: brokerd's Unix socket, or on Windows the named pipe's
+/// accepted (and already vetted) instances.
+pub trait Accept: Unpin {
+    type Conn: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static;
+    fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Self::Conn>>;
+}
+
+#[cfg(unix)]
+impl Accept for UnixListener {
+    type Conn = UnixStream;
+    fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<UnixStream>> {
+        UnixListener::poll_accept(self, cx).map_ok(|(stream, _)| stream)
+    }
 }
 
 /// How many connections, and how much silence from each.
@@ -77,8 +103,8 @@ impl Limits {
 }
 
 /// The accepted connections, as tonic's server takes them.
-pub struct Incoming {
-    listener: UnixListener,
+pub struct Incoming<L> {
+    listener: L,
     limits: Limits,
     slots: Arc<Semaphore>,
     /// Connections in the order they came, to find the oldest that has not spoken.
@@ -88,8 +114,8 @@ pub struct Incoming {
     last_refusal_log: Option<Instant>,
 }
 
-impl Incoming {
-    pub fn new(listener: UnixListener, limits: Limits) -> Self {
+impl<L: Accept> Incoming<L> {
+    pub fn new(listener: L, limits: Limits) -> Self {
         Incoming {
             listener,
             limits,
@@ -134,8 +160,8 @@ impl Incoming {
     }
 }
 
-impl Stream for Incoming {
-    type Item = io::Result<Guarded>;
+impl<L: Accept> Stream for Incoming<L> {
+    type Item = io::Result<Guarded<L::Conn>>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         loop {
@@ -144,7 +170,7 @@ impl Stream for Incoming {
                 self.pause = None;
             }
             match ready!(self.listener.poll_accept(cx)) {
-                Ok((stream, _)) => {
+                Ok(stream) => {
                     let slot = match self.slots.clone().try_acquire_owned() {
                         Ok(slot) => Some(slot),
                         // Full: a silent connection makes room (its slot is free a moment
@@ -191,8 +217,8 @@ struct Liveness {
 }
 
 /// One accepted connection, holding its slot, closed when its client falls silent.
-pub struct Guarded {
-    stream: UnixStream,
+pub struct Guarded<S> {
+    stream: S,
     _slot: Option<OwnedSemaphorePermit>,
     liveness: Arc<Liveness>,
     /// Until the client speaks: done when the connection is to make room for another.
@@ -204,9 +230,9 @@ pub struct Guarded {
     idle: Duration,
 }
 
-impl Guarded {
+impl<S> Guarded<S> {
     fn new(
-        stream: UnixStream,
+        stream: S,
         slot: Option<OwnedSemaphorePermit>,
         liveness: Arc<Liveness>,
         limits: Limits,
@@ -254,7 +280,7 @@ impl Guarded {
     }
 }
 
-impl AsyncRead for Guarded {
+impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -281,7 +307,7 @@ impl AsyncRead for Guarded {
     }
 }
 
-impl AsyncWrite for Guarded {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -311,8 +337,8 @@ impl AsyncWrite for Guarded {
     }
 }
 
-impl Connected for Guarded {
-    type ConnectInfo = UdsConnectInfo;
+impl<S: Connected> Connected for Guarded<S> {
+    type ConnectInfo = S::ConnectInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
         self.stream.connect_info()
@@ -320,6 +346,7 @@ impl Connected for Guarded {
 }
 
 #[cfg(test)]
+#[cfg(unix)]
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -339,7 +366,7 @@ mod tests {
         }
     }
 
-    async fn next(incoming: &mut Incoming) -> Guarded {
+    async fn next(incoming: &mut Incoming<UnixListener>) -> Guarded<UnixStream> {
         std::future::poll_fn(|cx| Pin::new(&mut *incoming).poll_next(cx))
             .await
             .unwrap()

@@ -13,10 +13,15 @@ pub mod hardening;
 pub mod identity;
 pub mod incoming;
 pub mod kubeconfig;
+#[cfg(unix)]
 pub mod listener;
 pub mod notify;
 pub mod paths;
+#[cfg(windows)]
+pub mod pipe;
 pub mod rpc;
+#[cfg(windows)]
+pub mod run_key;
 pub mod server;
 pub mod service;
 pub mod spec;

@@ -1,5 +1,9 @@
 //! brokerd: the per-user daemon that owns Entra refresh tokens and answers token requests.
 
+// A windowless program on Windows: started at logon or on demand, it never opens (or flashes)
+// a console window. It logs to a file there, as a start on demand does everywhere.
+#![cfg_attr(windows, windows_subsystem = "windows")]
+
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -16,9 +20,24 @@ use brokerd::cli::{DaemonArgs as Args, StoreChoice};
 use brokerd::clock::{AdjustableClock, Clock, SystemClock};
 use brokerd::config::{self, watch::Settings};
 use brokerd::identity::IdentityClient;
+#[cfg(unix)]
+use brokerd::listener;
 use brokerd::rpc::TestClockService;
 use brokerd::store::{KeyringStore, MemoryStore, SecretStore, SessionIndex};
-use brokerd::{hardening, listener, paths, server};
+use brokerd::{hardening, paths, server};
+
+/// A listening socket handed over by the service manager (systemd, launchd); none on Windows.
+#[cfg(unix)]
+type Inherited = std::os::unix::net::UnixListener;
+#[cfg(windows)]
+type Inherited = std::convert::Infallible;
+
+/// This start's turn: on Unix the start lock, let go once brokerd serves; on Windows the
+/// named mutex that makes it the user's one brokerd, held for its whole life.
+#[cfg(unix)]
+type StartTurn = listener::StartLock;
+#[cfg(windows)]
+type StartTurn = brokerd::pipe::Instance;
 
 /// How long start-up asks the secret store whether it answers.
 const STORE_PROBE: std::time::Duration = std::time::Duration::from_secs(2);
@@ -35,7 +54,11 @@ fn main() {
     hardening::raise_open_file_limit();
     let args = Args::parse();
     // While the process has one thread: taking the socket unsets LISTEN_FDS and LISTEN_PID.
-    let inherited = match listener::take_inherited() {
+    #[cfg(unix)]
+    let inherited = listener::take_inherited();
+    #[cfg(windows)]
+    let inherited: std::io::Result<Option<Inherited>> = Ok(None);
+    let inherited = match inherited {
         Ok(inherited) => inherited,
         Err(error) => exit_with(&error.into()),
     };
@@ -63,9 +86,23 @@ fn exit_with(error: &anyhow::Error) -> ! {
     std::process::exit(1);
 }
 
+/// Windows: a start on demand claims the user's named mutex; when another brokerd holds it, it
+/// waits for that one to serve instead.
+#[cfg(windows)]
+fn on_demand_turn(socket: &std::path::Path) -> Result<Option<StartTurn>> {
+    match brokerd::pipe::claim(socket).context("cannot claim brokerd's mutex")? {
+        Some(instance) => Ok(Some(instance)),
+        None => {
+            brokerd::pipe::wait_until_served(socket, START_PATIENCE)?;
+            Ok(None)
+        }
+    }
+}
+
 /// A start on demand leaves the caller's session (kubectl's Ctrl-C must not reach it, and it
 /// must outlive the shim), then waits its turn behind any other start.
-fn on_demand_turn(socket: &std::path::Path) -> Result<Option<listener::StartLock>> {
+#[cfg(unix)]
+fn on_demand_turn(socket: &std::path::Path) -> Result<Option<StartTurn>> {
     // Fails only for a process group leader, which a freshly spawned child is not.
     let _ = rustix::process::setsid();
     match listener::start_turn(socket, broker_proto::current_uid(), START_PATIENCE)? {
@@ -111,17 +148,18 @@ fn init_logging(
 async fn run(
     args: Args,
     socket: PathBuf,
-    inherited: Option<std::os::unix::net::UnixListener>,
-    start: Option<listener::StartLock>,
+    inherited: Option<Inherited>,
+    #[cfg_attr(unix, allow(unused_mut))] mut start: Option<StartTurn>,
     unprotected: Vec<String>,
 ) -> Result<()> {
+    let on_demand = start.is_some();
     let config_path = match args.config {
         Some(path) => path,
         None => config::default_path()
             .context("cannot find a configuration directory; give --config")?,
     };
     let settings = Arc::new(Settings::load(config_path)?);
-    if start.is_some() && !settings.get().start_on_demand {
+    if on_demand && !settings.get().start_on_demand {
         anyhow::bail!(
             "start on demand is turned off (start_on_demand = false in {}); start brokerd \
              yourself, or install it as a service: brokerctl service install",
@@ -131,10 +169,11 @@ async fn run(
     let state_dir = args.state_dir.clone().or_else(paths::state_dir);
     // An explicit state dir (tests, odd set-ups) keeps the log beside the index.
     let log_dir = args.state_dir.clone().or_else(paths::log_dir);
-    let log_file = match (&start, &log_dir) {
-        (Some(_), Some(dir)) => Some(paths::open_log(dir)?),
-        (Some(_), None) => anyhow::bail!("cannot find a home directory for brokerd.log"),
-        (None, _) => None,
+    // A start on demand has no terminal or journal to log to; nor has a windowless brokerd.
+    let log_file = match (on_demand || cfg!(windows), &log_dir) {
+        (true, Some(dir)) => Some(paths::open_log(dir)?),
+        (true, None) => anyhow::bail!("cannot find a home directory for brokerd.log"),
+        (false, _) => None,
     };
     let log_handle = init_logging(settings.get().log_level.as_deref(), log_file);
     for failure in unprotected {
@@ -172,18 +211,37 @@ async fn run(
     let identity = IdentityClient::new(clock.clone())?;
     let broker = Broker::new(store, index, identity, clock, settings.clone());
 
-    let uid = broker_proto::current_uid();
-    let listener = match inherited {
-        Some(socket) => listener::adopt(socket, uid)?,
-        None => listener::bind(&socket, uid)?,
+    #[cfg(unix)]
+    let (listener, forward) = {
+        let uid = broker_proto::current_uid();
+        let listener = match inherited {
+            Some(socket) => listener::adopt(socket, uid)?,
+            None => listener::bind(&socket, uid)?,
+        };
+        // The forwarding socket, under the same rules; brokerd serves without one if it cannot.
+        let forward_path = broker_proto::forward_socket_path(&listener.path);
+        let forward = listener::bind(&forward_path, uid).map_err(|e| {
+            tracing::warn!("no forwarding socket: {e}");
+            e.to_string()
+        });
+        (listener, forward)
+    };
+    // Windows: the user's one brokerd (the named mutex, claimed here unless a start on demand
+    // did), then the pipe.
+    #[cfg(windows)]
+    let (listener, _instance) = {
+        let _ = inherited;
+        let instance = match start.take() {
+            Some(instance) => instance,
+            None => brokerd::pipe::claim(&socket)
+                .context("cannot claim brokerd's mutex")?
+                .with_context(|| {
+                    format!("another brokerd already serves on {}", socket.display())
+                })?,
+        };
+        (brokerd::pipe::PipeListener::bind(&socket)?, instance)
     };
     let socket = listener.path.clone();
-    // The forwarding socket, under the same rules; brokerd serves without one if it cannot.
-    let forward_path = broker_proto::forward_socket_path(&socket);
-    let forward = listener::bind(&forward_path, uid).map_err(|e| {
-        tracing::warn!("no forwarding socket: {e}");
-        e.to_string()
-    });
     // The store that is really there: a question that needs no unlock, briefly.
     let store = match (
         broker.store_reachable(STORE_PROBE).await,
@@ -196,9 +254,9 @@ async fn run(
     tracing::info!(
         "serving on {}{} (secret store: {}; configuration: {})",
         socket.display(),
-        if listener.inherited {
+        if cfg!(unix) && inherited_listener(&listener) {
             ", passed by the service manager"
-        } else if start.is_some() {
+        } else if on_demand {
             ", started on demand"
         } else {
             ""
@@ -219,8 +277,9 @@ async fn run(
     let _ = stdout.flush();
     drop(stdout);
     // No-op unless a service manager asked (NOTIFY_SOCKET).
+    #[cfg(unix)]
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
-    if start.is_some() {
+    if on_demand {
         // The client that started us stops reading: let go of its pipes and terminal, then of
         // the start lock, so that the next waiting start finds us serving.
         detach_stdio();
@@ -233,19 +292,27 @@ async fn run(
     });
     let shutdown = async {
         stop.await;
+        #[cfg(unix)]
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     };
     // On a worker thread, not this one: #[tokio::main]'s own future runs outside the worker
     // pool, and accepting there would cost every new connection a hop between threads.
+    #[cfg(unix)]
     let served = tokio::spawn(server::serve(
         listener,
         forward,
         broker.clone(),
         test_clock,
         shutdown,
-    ))
-    .await
-    .context("the server task failed");
+    ));
+    #[cfg(windows)]
+    let served = tokio::spawn(server::serve(
+        listener,
+        broker.clone(),
+        test_clock,
+        shutdown,
+    ));
+    let served = served.await.context("the server task failed");
     // A rotated refresh token the store refused so far is tried once more before it is gone
     // with this process.
     if tokio::time::timeout(SHUTDOWN_SAVE, broker.save_all_unsaved())
@@ -270,7 +337,24 @@ fn kernel_keyring() -> Result<Arc<dyn SecretStore>> {
     }
 }
 
+#[cfg(unix)]
+fn inherited_listener(listener: &listener::Listener) -> bool {
+    listener.inherited
+}
+
+#[cfg(windows)]
+fn inherited_listener(_listener: &brokerd::pipe::PipeListener) -> bool {
+    false
+}
+
+/// Windows: the standard handles are the starting client's pipes, which it stops reading;
+/// nothing is written to them after the readiness line (the log is a file), and they close
+/// with this process. There is no controlling terminal to leave.
+#[cfg(windows)]
+fn detach_stdio() {}
+
 /// Points stdin, stdout and stderr at /dev/null.
+#[cfg(unix)]
 fn detach_stdio() {
     match std::fs::OpenOptions::new()
         .read(true)
@@ -310,8 +394,45 @@ fn follow_log_level(
     });
 }
 
+/// Windows: Ctrl-C or Ctrl-Break in a console brokerd runs in (`brokerd` started by hand), or
+/// the end of the logon session or of the system. Started windowless, it has no console to get
+/// Ctrl-C from: logging off stops it, as does ending its process.
+#[cfg(windows)]
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::windows::{ctrl_break, ctrl_c, ctrl_logoff, ctrl_shutdown};
+    let mut c = ctrl_c().context("cannot watch Ctrl-C")?;
+    let mut brk = ctrl_break().context("cannot watch Ctrl-Break")?;
+    let logoff = ctrl_logoff().ok();
+    let shutdown = ctrl_shutdown().ok();
+    Ok(async move {
+        let logoff = async move {
+            match logoff {
+                Some(mut s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        let shutdown = async move {
+            match shutdown {
+                Some(mut s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = c.recv() => {}
+            _ = brk.recv() => {}
+            () = logoff => {}
+            () = shutdown => {}
+        }
+    })
+}
+
 /// SIGTERM or SIGINT. The handlers are installed here, before brokerd says it is ready, so that
 /// a stop that follows the readiness signal at once is still an orderly one.
+#[cfg(unix)]
 fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;

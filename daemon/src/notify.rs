@@ -15,6 +15,7 @@ use std::time::Duration;
 const DEADLINE: Duration = Duration::from_secs(5);
 
 /// The name notifications are sent under.
+#[cfg(unix)]
 const APP: &str = "token-broker";
 
 /// What to tell: a title and one paragraph of plain text.

@@ -37,18 +37,40 @@ pub fn log_dir() -> Option<PathBuf> {
 /// log to. Appended to; a log past 4 MiB is moved to brokerd.log.1 first, so there are never
 /// more than two.
 pub fn open_log(dir: &std::path::Path) -> std::io::Result<std::fs::File> {
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
+    create_private_dir(dir)?;
     let path = dir.join("brokerd.log");
     if std::fs::metadata(&path).is_ok_and(|m| m.len() > 4 * 1024 * 1024) {
         std::fs::rename(&path, dir.join("brokerd.log.1"))?;
     }
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(path)
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true).append(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)
+}
+
+/// Creates `dir` and the directories above it, private to the user: mode 0700 on Unix. On
+/// Windows brokerd's directories are under `%LOCALAPPDATA%`, whose access list (the user,
+/// SYSTEM and Administrators) they inherit; nothing narrower is set.
+pub fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+/// Makes `file` readable and writable by the user alone (0600) on Unix; on Windows it keeps
+/// the access list it inherited from its directory ([`create_private_dir`]).
+pub fn make_private(file: &std::fs::File) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+    }
+    #[cfg(windows)]
+    {
+        let _ = file;
+        Ok(())
+    }
 }

@@ -10,7 +10,8 @@ use tonic::service::interceptor::InterceptedService;
 
 use crate::broker::Broker;
 use crate::hardening::Reclaimer;
-use crate::incoming::{self, Incoming};
+use crate::incoming::{self, Accept, Incoming};
+#[cfg(unix)]
 use crate::listener::Listener;
 use crate::rpc::{BrokerService, ForwardSocket, TestClockService, peer_check};
 
@@ -47,6 +48,7 @@ fn stamp_version<B>(mut response: http::Response<B>) -> http::Response<B> {
 /// then removes the socket files. `forward` is the forwarding socket beside the main one (or
 /// why there is none), served by the same broker with every call but GetToken refused.
 /// `test_clock` adds the clock-moving service tests use, on the main socket only.
+#[cfg(unix)]
 pub async fn serve(
     listener: Listener,
     forward: Result<Listener, String>,
@@ -89,7 +91,7 @@ pub async fn serve(
         socket,
         service,
         test_clock,
-        uid,
+        peer_check(uid),
         reclaimer.clone(),
         stopped(),
     );
@@ -98,7 +100,7 @@ pub async fn serve(
             Some((socket, service)) => {
                 let (main, forwarded) = tokio::join!(
                     main,
-                    one_socket(socket, service, None, uid, reclaimer, stopped())
+                    one_socket(socket, service, None, peer_check(uid), reclaimer, stopped())
                 );
                 main.and(forwarded)
             }
@@ -128,12 +130,66 @@ pub async fn serve(
     result
 }
 
+/// Windows: serves on the named pipe until `shutdown` completes and in-flight calls finish (or
+/// the drain time runs out). There is no forwarding socket: a forward reaches brokerd through
+/// OpenSSH's Unix socket forwarding, which Windows's sshd does not do for pipes.
+#[cfg(windows)]
+pub async fn serve(
+    listener: crate::pipe::PipeListener,
+    broker: Arc<Broker>,
+    test_clock: Option<TestClockService>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let service = BrokerService::new(
+        broker,
+        listener.path.clone(),
+        ForwardSocket::NotServed("a forwarding socket is served on Linux and macOS only".into()),
+    );
+    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        tracing::info!("shutting down");
+        let _ = stop_tx.send(true);
+        let _ = stopping_tx.send(());
+    });
+    let stopped = async move {
+        let _ = stop_rx.wait_for(|stop| *stop).await;
+    };
+    let server = one_socket(
+        listener.accept(),
+        service,
+        test_clock,
+        peer_check(),
+        Reclaimer::start(),
+        stopped,
+    );
+    let drain_deadline = async move {
+        if stopping_rx.await.is_ok() {
+            tokio::time::sleep(DRAIN_TIMEOUT).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        result = server => result.map_err(std::io::Error::other),
+        () = drain_deadline => {
+            tracing::warn!("in-flight calls did not finish within {} s; stopping anyway", DRAIN_TIMEOUT.as_secs());
+            Ok(())
+        }
+    }
+}
+
 /// tonic on one socket: the peer check in front, the version headers on every answer.
-async fn one_socket(
-    socket: tokio::net::UnixListener,
+async fn one_socket<L: Accept + Send + 'static>(
+    socket: L,
     service: BrokerService,
     test_clock: Option<TestClockService>,
-    uid: u32,
+    check: impl Fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status>
+    + Clone
+    + Send
+    + Sync
+    + 'static,
     reclaimer: Reclaimer,
     stopped: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
@@ -151,9 +207,9 @@ async fn one_socket(
             },
         ))
         .layer(tower::util::MapResponseLayer::new(stamp_version))
-        .add_service(InterceptedService::new(broker_server, peer_check(uid)))
+        .add_service(InterceptedService::new(broker_server, check.clone()))
         .add_optional_service(
-            test_clock.map(|clock| TestClockServer::with_interceptor(clock, peer_check(uid))),
+            test_clock.map(|clock| TestClockServer::with_interceptor(clock, check)),
         )
         .serve_with_incoming_shutdown(Incoming::new(socket, incoming::Limits::serving()), stopped)
         .await

@@ -189,7 +189,7 @@ impl LaunchAgent {
     pub fn plan(&self) -> Plan {
         let plist = self.plist_path();
         let mut steps = Vec::new();
-        if let Some(dir) = broker_proto::socket::socket_dir(&self.socket) {
+        if let Some(dir) = self.socket.parent().filter(|d| !d.as_os_str().is_empty()) {
             steps.push(Step::Dir {
                 path: dir.to_path_buf(),
                 mode: 0o700,

@@ -128,6 +128,9 @@ pub fn spawn_reloader(settings: Arc<Settings>) {
             let _ = settings.reload();
         }
     });
+    #[cfg(windows)]
+    drop(tx);
+    #[cfg(unix)]
     tokio::spawn(async move {
         use tokio::signal::unix::{SignalKind, signal};
         let mut hangups = match signal(SignalKind::hangup()) {

@@ -1,14 +1,66 @@
 //! How brokerd is set up on this machine: its socket directory, and the user service that
 //! starts it at login.
 
+#[cfg(unix)]
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
+#[cfg(unix)]
+use std::path::PathBuf;
 
 use super::{Check, Env};
+#[cfg(unix)]
 use crate::listener::{DirProblem, ListenError, check_private_dir};
+
+/// Windows: the pipe brokerd serves on must be a local pipe; whose it is, is checked by every
+/// client once connected (the server's user), which the daemon check above did.
+#[cfg(windows)]
+pub fn socket_dir(pipe: &Path) -> Check {
+    if broker_proto::pipe::is_pipe_name(pipe) {
+        Check::pass(
+            "socket_dir",
+            format!(
+                "brokerd's pipe is {}; only your user may open it, and clients check that its \
+                 server runs as you",
+                pipe.display()
+            ),
+        )
+    } else {
+        Check::fail(
+            "socket_dir",
+            format!("{} is not a local pipe name", pipe.display()),
+            "unset TOKEN_BROKER_SOCKET, or set it to \\\\.\\pipe\\NAME",
+        )
+    }
+}
+
+/// Windows: is brokerd started at logon (the user's Run key)?
+#[cfg(windows)]
+pub fn user_service(_env: Env<'_>) -> Check {
+    match crate::run_key::installed() {
+        Ok(Some(command)) => Check::pass(
+            "user_service",
+            format!(
+                "brokerd starts at logon: HKCU\\{}\\{} = {command}",
+                crate::run_key::RUN_KEY,
+                crate::run_key::VALUE
+            ),
+        ),
+        Ok(None) => Check::warn(
+            "user_service",
+            "nothing starts brokerd at logon (kubectl still starts it on demand)",
+            "brokerctl service install",
+        ),
+        Err(e) => Check::fail(
+            "user_service",
+            format!("cannot read the Run key: {e}"),
+            "check the registry permissions of HKEY_CURRENT_USER",
+        ),
+    }
+}
 
 /// The socket's directory must be ours and closed to others, as brokerd demands when it starts;
 /// this catches a directory changed since, or one that will stop the next start.
+#[cfg(unix)]
 pub fn socket_dir(socket: &Path, uid: u32) -> Check {
     let Some(dir) = socket.parent().filter(|d| !d.as_os_str().is_empty()) else {
         return Check::fail(
@@ -83,7 +135,7 @@ pub fn socket_dir(socket: &Path, uid: u32) -> Check {
 }
 
 /// Is brokerd installed as a user service that starts at login?
-#[cfg(not(target_os = "macos"))]
+#[cfg(all(unix, not(target_os = "macos")))]
 pub fn user_service(env: Env<'_>) -> Check {
     let home = env("HOME").map(PathBuf::from);
     let config_home = env("XDG_CONFIG_HOME")
@@ -141,7 +193,7 @@ pub fn user_service(env: Env<'_>) -> Check {
     }
 }
 
-#[cfg(not(target_os = "macos"))]
+#[cfg(all(unix, not(target_os = "macos")))]
 fn linked_in_wants(dir: &Path, unit: &str) -> bool {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return false;

@@ -20,6 +20,7 @@ use std::time::Instant;
 use broker_proto::v1::{self, broker_server, login_event};
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
+#[cfg(unix)]
 use tonic::transport::server::UdsConnectInfo;
 use tonic::{Code, Request, Response, Status};
 
@@ -92,6 +93,7 @@ impl BrokerService {
 }
 
 /// Refuses callers whose uid is not `daemon_uid`. Installed as a tonic interceptor.
+#[cfg(unix)]
 pub fn peer_check(daemon_uid: u32) -> impl Fn(Request<()>) -> Result<Request<()>, Status> + Clone {
     move |request: Request<()>| {
         let peer = request
@@ -126,17 +128,53 @@ pub fn peer_check(daemon_uid: u32) -> impl Fn(Request<()>) -> Result<Request<()>
     }
 }
 
+/// Windows: refuses calls on connections the pipe did not vet (whose client's process was
+/// checked to run as the user, `crate::pipe`). Installed as a tonic interceptor.
+#[cfg(windows)]
+pub fn peer_check() -> impl Fn(Request<()>) -> Result<Request<()>, Status> + Clone {
+    move |request: Request<()>| {
+        if request
+            .extensions()
+            .get::<crate::pipe::PipeConnectInfo>()
+            .is_some()
+        {
+            Ok(request)
+        } else {
+            Err(status(
+                Code::PermissionDenied,
+                v1::ErrorReason::PermissionDenied,
+                "permission denied: the caller's credentials are unknown".into(),
+            ))
+        }
+    }
+}
+
+/// The process that made a call, where the transport says.
+fn caller_pid<T>(request: &Request<T>) -> Option<i32> {
+    #[cfg(unix)]
+    {
+        request
+            .extensions()
+            .get::<UdsConnectInfo>()
+            .and_then(|info| info.peer_cred)
+            .and_then(|cred| cred.pid())
+    }
+    #[cfg(windows)]
+    {
+        request
+            .extensions()
+            .get::<crate::pipe::PipeConnectInfo>()
+            .and_then(|info| i32::try_from(info.pid).ok())
+    }
+}
+
 #[tonic::async_trait]
 impl broker_server::Broker for BrokerService {
     async fn get_token(
         &self,
         request: Request<v1::GetTokenRequest>,
     ) -> Result<Response<v1::GetTokenResponse>, Status> {
-        let caller_pid = request
-            .extensions()
-            .get::<UdsConnectInfo>()
-            .and_then(|info| info.peer_cred)
-            .and_then(|cred| cred.pid());
+        let caller_pid = caller_pid(&request);
         let request = request.into_inner();
         let spec = self.session_spec(request.spec)?;
         let result = match self.origin {

@@ -3,7 +3,6 @@
 
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -177,11 +176,7 @@ impl SessionIndex {
             source,
         };
         let dir = self.path.parent().unwrap_or(Path::new("."));
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(write_error)?;
+        crate::paths::create_private_dir(dir).map_err(write_error)?;
         let file = IndexFile {
             version: FORMAT_VERSION,
             sessions: sessions.to_vec(),
@@ -191,9 +186,7 @@ impl SessionIndex {
         let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(write_error)?;
         tmp.write_all(&json).map_err(write_error)?;
         tmp.as_file().sync_all().map_err(write_error)?;
-        tmp.as_file()
-            .set_permissions(fs::Permissions::from_mode(0o600))
-            .map_err(write_error)?;
+        crate::paths::make_private(tmp.as_file()).map_err(write_error)?;
         tmp.persist(&self.path).map_err(|e| write_error(e.error))?;
         Ok(())
     }

@@ -1,5 +1,6 @@
 //! The OS keyring through keyring-core: Secret Service on Linux and the BSDs, the Keychain on
-//! macOS.
+//! macOS, Credential Manager on Windows (where a secret over one credential's 2,560 bytes is
+//! split over several: [`super::chunked`]).
 //!
 //! The `keyring` crate's all-in-one `v1` API opens its platform store once per process and
 //! keeps the failure forever if the keyring was not up yet; a daemon started at login often
@@ -113,6 +114,8 @@ impl KeyringStore {
 /// Secret Service items have a label (Seahorse shows it). The Keychain store takes no such
 /// modifier (it refuses unknown ones, so passing it would fail every write); Keychain Access
 /// shows the service, `token-broker`, and the account, the key.
+/// (Credential Manager's store takes no label either: it shows the target name.)
+#[cfg(not(windows))]
 fn label_modifier(label: &str) -> Option<HashMap<&'static str, &str>> {
     if cfg!(target_os = "macos") {
         None
@@ -155,8 +158,74 @@ fn open_platform_store() -> Result<Arc<CredentialStore>, KeyringError> {
     Ok(store)
 }
 
+#[cfg(windows)]
+fn open_platform_store() -> Result<Arc<CredentialStore>, KeyringError> {
+    let store: Arc<CredentialStore> = windows_native_keyring_store::Store::new()?;
+    Ok(store)
+}
+
+/// Credential Manager's most bytes in one credential (CRED_MAX_CREDENTIAL_BLOB_SIZE).
+#[cfg(windows)]
+const CREDENTIAL_BLOB_LIMIT: usize = 2560;
+
+/// The credentials of one store, as [`super::chunked`] sees them.
+#[cfg(windows)]
+struct Credentials<'a>(&'a KeyringStore);
+
+#[cfg(windows)]
+impl super::chunked::Pieces for Credentials<'_> {
+    type Error = KeyringError;
+
+    fn get(&self, name: &str) -> Result<Option<Vec<u8>>, KeyringError> {
+        match self.0.with_entry(name, None, |entry| entry.get_secret()) {
+            Ok(value) => Ok(Some(value)),
+            Err(KeyringError::NoEntry) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn set(&self, name: &str, value: &[u8]) -> Result<(), KeyringError> {
+        self.0
+            .with_entry(name, None, |entry| entry.set_secret(value))
+    }
+
+    fn remove(&self, name: &str) -> Result<bool, KeyringError> {
+        match self
+            .0
+            .with_entry(name, None, |entry| entry.delete_credential())
+        {
+            Ok(()) => Ok(true),
+            Err(KeyringError::NoEntry) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+#[cfg(windows)]
+impl KeyringStore {
+    fn problem(&self, key: &str, problem: super::chunked::Problem<KeyringError>) -> StoreError {
+        use super::chunked::Problem;
+        match problem {
+            Problem::Store(e) => self.error(key, e),
+            Problem::TooLarge { bytes } => StoreError::Failed {
+                backend: self.backend().to_string(),
+                reason: format!(
+                    "a secret of {bytes} bytes is more than {} credentials can hold",
+                    super::chunked::MOST_PARTS
+                ),
+            },
+            Problem::Corrupt(reason) => StoreError::Corrupt {
+                backend: self.backend().to_string(),
+                key: key.into(),
+                reason,
+            },
+        }
+    }
+}
+
 #[cfg(not(any(
     target_os = "macos",
+    windows,
     all(
         unix,
         not(any(target_os = "macos", target_os = "ios", target_os = "android"))
@@ -172,6 +241,8 @@ impl SecretStore for KeyringStore {
     fn backend(&self) -> &str {
         if cfg!(target_os = "macos") {
             "macOS Keychain"
+        } else if cfg!(windows) {
+            "Windows Credential Manager"
         } else {
             "Secret Service"
         }
@@ -181,6 +252,40 @@ impl SecretStore for KeyringStore {
         StoreKind::Keyring
     }
 
+    #[cfg(windows)]
+    fn load(&self, key: &str) -> Result<Option<SecretString>, StoreError> {
+        let Some(bytes) =
+            super::chunked::load(&Credentials(self), key).map_err(|p| self.problem(key, p))?
+        else {
+            return Ok(None);
+        };
+        let bytes = zeroize::Zeroizing::new(bytes);
+        let text = std::str::from_utf8(&bytes).map_err(|_| StoreError::Corrupt {
+            backend: self.backend().to_string(),
+            key: key.into(),
+            reason: "the stored value is not UTF-8".into(),
+        })?;
+        Ok(Some(SecretString::from(text.to_string())))
+    }
+
+    #[cfg(windows)]
+    fn save(&self, key: &str, _label: &str, secret: &SecretString) -> Result<(), StoreError> {
+        super::chunked::save(
+            &Credentials(self),
+            key,
+            secret.expose_secret().as_bytes(),
+            CREDENTIAL_BLOB_LIMIT,
+            rand::random(),
+        )
+        .map_err(|p| self.problem(key, p))
+    }
+
+    #[cfg(windows)]
+    fn delete(&self, key: &str) -> Result<bool, StoreError> {
+        super::chunked::delete(&Credentials(self), key).map_err(|p| self.problem(key, p))
+    }
+
+    #[cfg(not(windows))]
     fn load(&self, key: &str) -> Result<Option<SecretString>, StoreError> {
         match self.with_entry(key, None, |entry| entry.get_password()) {
             Ok(secret) => Ok(Some(SecretString::from(secret))),
@@ -189,6 +294,7 @@ impl SecretStore for KeyringStore {
         }
     }
 
+    #[cfg(not(windows))]
     fn save(&self, key: &str, label: &str, secret: &SecretString) -> Result<(), StoreError> {
         let modifiers = label_modifier(label);
         self.with_entry(key, modifiers.as_ref(), |entry| {
@@ -197,6 +303,7 @@ impl SecretStore for KeyringStore {
         .map_err(|e| self.error(key, e))
     }
 
+    #[cfg(not(windows))]
     fn delete(&self, key: &str) -> Result<bool, StoreError> {
         match self.with_entry(key, None, |entry| entry.delete_credential()) {
             Ok(()) => Ok(true),
@@ -241,6 +348,7 @@ mod tests {
         assert!(store.load(&key).unwrap().is_none());
     }
 
+    #[cfg(not(windows))]
     #[test]
     fn items_are_labelled_only_where_the_store_takes_a_label() {
         let modifiers = label_modifier("token-broker refresh token for 0afd6a203d41");

@@ -5,6 +5,8 @@
 //! The store knows nothing of sessions or tokens; it keeps strings under keys. Calls block (the
 //! keyring APIs are synchronous), so the broker makes them from blocking threads.
 
+#[cfg(any(windows, test))]
+mod chunked;
 mod index;
 #[cfg(target_os = "linux")]
 mod kernel;

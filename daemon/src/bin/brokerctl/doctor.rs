@@ -32,10 +32,13 @@ pub async fn run(args: DoctorArgs, socket: &Path) -> Result<ExitCode> {
     let mut checks = Vec::new();
     let (daemon, remote) = daemon(socket, &args.authority_hosts).await;
     checks.push(daemon);
+    #[cfg(unix)]
     checks.push(doctor::setup::socket_dir(
         socket,
         broker_proto::current_uid(),
     ));
+    #[cfg(windows)]
+    checks.push(doctor::setup::socket_dir(socket));
     match remote {
         Some(found) => checks.extend(found),
         // Nobody to ask: check what a brokerd started from here would meet.

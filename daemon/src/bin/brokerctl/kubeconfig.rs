@@ -7,7 +7,6 @@
 //! file, and undo still puts the file back as it was.
 
 use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -260,13 +259,26 @@ fn write_with_backup(path: &Path, backup_content: &str, new: &str) -> Result<Pat
         backup = PathBuf::from(format!("{}{BACKUP_TAG}{now}-{n}", path.display()));
         n += 1;
     }
-    let mode = std::fs::metadata(path)
-        .map(|m| m.permissions().mode() & 0o777)
-        .unwrap_or(0o600);
+    let mode = file_mode(path);
     write_atomic(&backup, backup_content, 0o600)
         .with_context(|| format!("cannot write the backup {}", backup.display()))?;
     write_atomic(path, new, mode).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(backup)
+}
+
+/// The permission bits of `path` (0600 when it cannot be read), for its replacement to keep.
+#[cfg(unix)]
+fn file_mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .map(|m| m.permissions().mode() & 0o777)
+        .unwrap_or(0o600)
+}
+
+/// Windows has no mode bits: the replacement inherits its directory's access list.
+#[cfg(windows)]
+fn file_mode(_path: &Path) -> u32 {
+    0o600
 }
 
 fn write_atomic(path: &Path, text: &str, mode: u32) -> std::io::Result<()> {
@@ -277,8 +289,14 @@ fn write_atomic(path: &Path, text: &str, mode: u32) -> std::io::Result<()> {
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
     tmp.write_all(text.as_bytes())?;
     tmp.as_file().sync_all()?;
-    tmp.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(mode))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(mode))?;
+    }
+    #[cfg(windows)]
+    let _ = mode;
     tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
 }
@@ -316,9 +334,7 @@ async fn undo(files: &[PathBuf], socket: &Path) -> Result<ExitCode> {
                 )
             })?
         };
-        let mode = std::fs::metadata(path)
-            .map(|m| m.permissions().mode() & 0o777)
-            .unwrap_or(0o600);
+        let mode = file_mode(path);
         write_atomic(path, &original, mode)
             .with_context(|| format!("cannot restore {}", path.display()))?;
         std::fs::remove_file(&backup)

@@ -1,13 +1,21 @@
 //! `brokerctl service install|uninstall|status|logs`: brokerd as a systemd user service (a
-//! socket unit and a service unit) on Linux, a LaunchAgent on macOS. Each step that changes
+//! socket unit and a service unit) on Linux, a LaunchAgent on macOS, the user's Run key on
+//! Windows (`brokerd::run_key`). Each step that changes
 //! something is printed as it is done, as the command a person would have typed.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+#[cfg(unix)]
+use std::process::Command;
+use std::process::ExitCode;
+#[cfg(unix)]
 use std::time::{Duration, Instant};
 
+#[cfg(unix)]
 use crate::output::outln;
-use anyhow::{Context, Result, bail};
+#[cfg(unix)]
+use anyhow::bail;
+use anyhow::{Context, Result};
+#[cfg(unix)]
 use brokerd::service::{OnFailure, Plan, Step};
 use clap::Subcommand;
 
@@ -40,6 +48,12 @@ pub enum ServiceCommand {
     },
 }
 
+#[cfg(windows)]
+pub async fn run(command: ServiceCommand, socket: &Path) -> Result<ExitCode> {
+    windows::run(command, socket).await
+}
+
+#[cfg(unix)]
 pub async fn run(command: ServiceCommand, socket: &Path) -> Result<ExitCode> {
     match command {
         ServiceCommand::Install { force, dry_run } => {
@@ -80,12 +94,14 @@ pub async fn run(command: ServiceCommand, socket: &Path) -> Result<ExitCode> {
     }
 }
 
+#[cfg(unix)]
 /// A brokerd answering on the socket: its pid, and how many sessions it would forget.
 struct Running {
     pid: u32,
     memory_sessions: usize,
 }
 
+#[cfg(unix)]
 async fn running_brokerd(socket: &Path) -> Option<Running> {
     let mut client = broker_proto::connect(socket).await.ok()?;
     let status = client
@@ -103,6 +119,7 @@ async fn running_brokerd(socket: &Path) -> Option<Running> {
     })
 }
 
+#[cfg(unix)]
 /// Whether `pid` has exited and only waits to be reaped by its parent (a zombie holds no socket
 /// and no lock).
 fn exited(pid: u32) -> bool {
@@ -113,6 +130,7 @@ fn exited(pid: u32) -> bool {
     })
 }
 
+#[cfg(unix)]
 /// A brokerd started by hand or on demand holds the socket's lock: the service's brokerd
 /// would find it taken. Stop it, and wait until it has let go.
 async fn stop_unmanaged_brokerd(pid: u32) -> Result<()> {
@@ -133,6 +151,7 @@ async fn stop_unmanaged_brokerd(pid: u32) -> Result<()> {
     Ok(())
 }
 
+#[cfg(unix)]
 /// What an install would do, for `--dry-run`.
 fn show(plan: &Plan) {
     for step in &plan.steps {
@@ -151,6 +170,7 @@ fn show(plan: &Plan) {
     }
 }
 
+#[cfg(unix)]
 /// Carries out an install's steps in order, each printed as it is done. A failure stops it
 /// with one line; what was written stays, and the line says where.
 fn carry_out(plan: &Plan) -> Result<()> {
@@ -201,6 +221,7 @@ fn carry_out(plan: &Plan) -> Result<()> {
     Ok(())
 }
 
+#[cfg(unix)]
 /// A directory the install needs, private when it makes it.
 fn make_dir(path: &Path, mode: u32) -> Result<()> {
     use std::os::unix::fs::DirBuilderExt;
@@ -217,6 +238,7 @@ fn make_dir(path: &Path, mode: u32) -> Result<()> {
 }
 
 /// A command of an install that did not succeed.
+#[cfg(unix)]
 #[derive(Debug, thiserror::Error)]
 enum StepError {
     #[error("cannot run {program}: {source}")]
@@ -233,6 +255,7 @@ enum StepError {
     },
 }
 
+#[cfg(unix)]
 /// Runs `program args`, printing it first; a failure is one line with what it said.
 fn run_step(program: &str, args: &[&str]) -> Result<(), StepError> {
     let shown = format!("{program} {}", args.join(" "));
@@ -261,6 +284,7 @@ fn run_step(program: &str, args: &[&str]) -> Result<(), StepError> {
     Ok(())
 }
 
+#[cfg(unix)]
 /// Runs `program args` with the terminal, for what people read directly (status, logs).
 fn pass_through(program: &str, args: &[&str]) -> Result<ExitCode> {
     let status = Command::new(program)
@@ -274,6 +298,7 @@ fn pass_through(program: &str, args: &[&str]) -> Result<ExitCode> {
     })
 }
 
+#[cfg(unix)]
 fn write_file(path: &Path, text: &str) -> Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -281,6 +306,114 @@ fn write_file(path: &Path, text: &str) -> Result<()> {
     std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
     outln!("Wrote {}", path.display());
     Ok(())
+}
+
+/// Windows: the Run key (`brokerd::run_key`); brokerd itself runs windowless, logging to its
+/// file.
+#[cfg(windows)]
+mod windows {
+    use std::io::{BufRead, Seek};
+    use std::path::Path;
+    use std::process::ExitCode;
+
+    use anyhow::{Context, Result};
+    use brokerd::run_key::{self, RUN_KEY, VALUE};
+
+    use super::{ServiceCommand, installed_brokerd};
+    use crate::output::outln;
+
+    pub async fn run(command: ServiceCommand, socket: &Path) -> Result<ExitCode> {
+        match command {
+            ServiceCommand::Install { force: _, dry_run } => {
+                let command = run_key::command(&installed_brokerd()?);
+                if dry_run {
+                    outln!(
+                        "reg add HKCU\\{RUN_KEY} /v {VALUE} /t REG_SZ /d {}",
+                        quoted(&command)
+                    );
+                    return Ok(ExitCode::SUCCESS);
+                }
+                run_key::install(&command)
+                    .with_context(|| format!("cannot write HKCU\\{RUN_KEY}\\{VALUE}"))?;
+                outln!("Wrote HKCU\\{RUN_KEY}\\{VALUE} = {command}");
+                // Serving now, not only from the next logon: started as kubectl would.
+                match broker_proto::connect_or_start(socket).await {
+                    Ok(_) => outln!("brokerd serves on {}", socket.display()),
+                    Err(e) => {
+                        outln!("brokerd is not running now ({e}); it starts at the next logon")
+                    }
+                }
+                outln!("brokerd starts at logon, without a window.");
+                Ok(ExitCode::SUCCESS)
+            }
+            ServiceCommand::Uninstall => {
+                if run_key::uninstall()
+                    .with_context(|| format!("cannot remove HKCU\\{RUN_KEY}\\{VALUE}"))?
+                {
+                    outln!("Removed HKCU\\{RUN_KEY}\\{VALUE}; brokerd no longer starts at logon");
+                } else {
+                    outln!("Nothing to remove: HKCU\\{RUN_KEY} has no {VALUE} value");
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            ServiceCommand::Status => {
+                let installed = run_key::installed().context("cannot read the Run key")?;
+                match &installed {
+                    Some(command) => outln!("installed: HKCU\\{RUN_KEY}\\{VALUE} = {command}"),
+                    None => outln!("not installed: nothing starts brokerd at logon"),
+                }
+                // As `systemctl status` does: 3 when the service is not installed.
+                Ok(if installed.is_some() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(3)
+                })
+            }
+            ServiceCommand::Logs { follow, lines } => logs(follow, lines),
+        }
+    }
+
+    fn quoted(text: &str) -> String {
+        format!("\"{}\"", text.replace('"', "\\\""))
+    }
+
+    /// The last `lines` of brokerd.log, then, with `follow`, what is appended to it.
+    fn logs(follow: bool, lines: u32) -> Result<ExitCode> {
+        let path = brokerd::paths::log_dir()
+            .context("cannot find brokerd's log directory")?
+            .join("brokerd.log");
+        let mut file = std::fs::File::open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        let all: Vec<String> = std::io::BufReader::new(&file)
+            .lines()
+            .map_while(Result::ok)
+            .collect();
+        let skip = all.len().saturating_sub(lines as usize);
+        for line in all.iter().skip(skip) {
+            outln!("{}", broker_proto::text::printable(line));
+        }
+        if !follow {
+            return Ok(ExitCode::SUCCESS);
+        }
+        let mut at = file.seek(std::io::SeekFrom::End(0))?;
+        loop {
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            if len < at {
+                // Rotated: start over at the new file.
+                file = std::fs::File::open(&path)?;
+                at = 0;
+            }
+            file.seek(std::io::SeekFrom::Start(at))?;
+            let mut reader = std::io::BufReader::new(&file);
+            let mut line = String::new();
+            while reader.read_line(&mut line)? > 0 {
+                at += line.len() as u64;
+                outln!("{}", broker_proto::text::printable(line.trim_end()));
+                line.clear();
+            }
+        }
+    }
 }
 
 /// The absolute path of the brokerd to run: the one beside brokerctl, else the one on PATH.
@@ -297,7 +430,7 @@ fn installed_brokerd() -> Result<PathBuf> {
         .context("cannot find brokerd beside brokerctl or on PATH; install it first")
 }
 
-#[cfg(not(target_os = "macos"))]
+#[cfg(all(unix, not(target_os = "macos")))]
 mod platform {
     use super::*;
 
