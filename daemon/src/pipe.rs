@@ -217,15 +217,10 @@ async fn accept_loop(listener: PipeListener, tx: mpsc::Sender<io::Result<PipeCon
     } = listener;
     let mut server = first;
     loop {
-        tokio::select! {
-            connected = server.connect() => {
-                if let Err(e) = connected {
-                    tracing::warn!("cannot accept on {}: {e}", path.display());
-                    tokio::time::sleep(ACCEPT_PAUSE).await;
-                }
-            }
+        let accepted = tokio::select! {
+            connected = server.connect() => connected,
             () = tx.closed() => return,
-        }
+        };
         // The next instance before this one is handed over, so that there is always one to
         // connect to.
         let next = loop {
@@ -241,6 +236,13 @@ async fn accept_loop(listener: PipeListener, tx: mpsc::Sender<io::Result<PipeCon
             }
         };
         let connected = std::mem::replace(&mut server, next);
+        if let Err(e) = accepted {
+            // A client gone before it was accepted (ERROR_NO_DATA), or worse: this instance is
+            // dropped, the next one waits, and a pause keeps a persistent failure from spinning.
+            tracing::debug!("no connection on {}: {e}", path.display());
+            tokio::time::sleep(ACCEPT_PAUSE).await;
+            continue;
+        }
         match vet(&connected, &user) {
             Ok(pid) => {
                 let connection = PipeConnection {
