@@ -99,10 +99,23 @@ pub fn authorities(
 /// Everything brokerd's side of doctor checks, in the order people read it.
 /// Whether this process's memory is out of reach of core files and debuggers: brokerd's, when
 /// it answers `Diagnose` (there is no such check when brokerd is not running).
+#[cfg(unix)]
 pub fn this_process_protection() -> Check {
     process_protection(crate::hardening::dumpable(), crate::hardening::core_limit())
 }
 
+/// Windows: brokerd applies no protection there (`hardening.rs`); said as it is.
+#[cfg(windows)]
+pub fn this_process_protection() -> Check {
+    Check::warn(
+        "process_protection",
+        "on Windows other processes of your user can read brokerd's memory (no debugger \
+         protection is applied)",
+        "none within brokerd; run only programs you trust under this account",
+    )
+}
+
+#[cfg_attr(windows, allow(dead_code))]
 fn process_protection(dumpable: Option<bool>, core_limit: u64) -> Check {
     const ID: &str = "process_protection";
     let fix = "brokerd sets this itself at start; its log says why it could not";
