@@ -335,7 +335,8 @@ impl AsyncWrite for PipeConnection {
     }
 }
 
-fn wide(text: &str) -> Vec<u16> {
+/// `text` as the NUL-terminated UTF-16 string Windows' `W` functions take.
+pub(crate) fn wide(text: &str) -> Vec<u16> {
     text.encode_utf16().chain(std::iter::once(0)).collect()
 }
 

@@ -13,7 +13,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use broker_tests::harness::{cargo, on_path, require};
+use broker_tests::harness::{cargo, credential, on_path, require, success};
 use broker_tests::mock_entra::{AKS_SERVER_ID, MockConfig, MockEntra, TENANT_ID};
 use serde_json::Value;
 
@@ -157,17 +157,6 @@ fn subsystem(exe: &Path) -> u16 {
     u16::from_le_bytes(at(pe + 24 + 68, 2).try_into().unwrap())
 }
 
-fn ok(output: &Output, what: &str) -> String {
-    assert!(
-        output.status.success(),
-        "{what} failed ({}):\nstdout: {}\nstderr: {}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
 #[test]
 fn under_wine_brokerd_serves_the_shim_on_its_pipe_and_credential_manager_keeps_a_4_kb_token() {
     if !require(
@@ -209,7 +198,7 @@ fn under_wine_brokerd_serves_the_shim_on_its_pipe_and_credential_manager_keeps_a
     let mut login = vec!["login"];
     login.extend_from_slice(&session);
     login.extend_from_slice(&["--output", "json"]);
-    let events = ok(
+    let events = success(
         &wine.run("brokerctl.exe", &login, &[]),
         "brokerctl.exe login",
     );
@@ -223,16 +212,18 @@ fn under_wine_brokerd_serves_the_shim_on_its_pipe_and_credential_manager_keeps_a
     let mut get_token = vec!["get-token"];
     get_token.extend_from_slice(&session);
     let env = [("KUBERNETES_EXEC_INFO", exec_info)];
-    let credential: Value = serde_json::from_str(&ok(
-        &wine.run("broker-shim.exe", &get_token, &env),
-        "broker-shim.exe",
-    ))
-    .expect("an ExecCredential");
-    let first = credential["status"]["token"].as_str().expect("a token");
-    mock.verify(first, AKS_SERVER_ID)
-        .expect("a token the mock issued");
+    let served_token = || {
+        let token = credential(&wine.run("broker-shim.exe", &get_token, &env))["status"]["token"]
+            .as_str()
+            .expect("a token")
+            .to_string();
+        mock.verify(&token, AKS_SERVER_ID)
+            .expect("a token the mock issued");
+        token
+    };
+    served_token();
 
-    let status = ok(
+    let status = success(
         &wine.run("brokerctl.exe", &["status"], &[]),
         "brokerctl.exe status",
     );
@@ -243,14 +234,7 @@ fn under_wine_brokerd_serves_the_shim_on_its_pipe_and_credential_manager_keeps_a
     // index and the refresh token in Credential Manager (the access token was in memory only).
     wine.kill_all();
     let refreshes = mock.requests("refresh_token");
-    let credential: Value = serde_json::from_str(&ok(
-        &wine.run("broker-shim.exe", &get_token, &env),
-        "broker-shim.exe after a restart",
-    ))
-    .expect("an ExecCredential");
-    let second = credential["status"]["token"].as_str().expect("a token");
-    mock.verify(second, AKS_SERVER_ID)
-        .expect("a token the mock issued");
+    served_token();
     assert_eq!(
         mock.requests("refresh_token"),
         refreshes + 1,
@@ -258,7 +242,7 @@ fn under_wine_brokerd_serves_the_shim_on_its_pipe_and_credential_manager_keeps_a
     );
 
     // Started at logon: the Run key, written, read back and removed.
-    let install = ok(
+    let install = success(
         &wine.run("brokerctl.exe", &["service", "install"], &[]),
         "service install",
     );
@@ -286,7 +270,7 @@ fn under_wine_brokerd_serves_the_shim_on_its_pipe_and_credential_manager_keeps_a
             .status
             .success()
     );
-    ok(
+    success(
         &wine.run("brokerctl.exe", &["service", "uninstall"], &[]),
         "service uninstall",
     );
@@ -298,7 +282,7 @@ fn under_wine_brokerd_serves_the_shim_on_its_pipe_and_credential_manager_keeps_a
     );
 
     // Signing out removes the token and both of its credentials; the next call needs a login.
-    let logout = ok(
+    let logout = success(
         &wine.run("brokerctl.exe", &["logout", "--all"], &[]),
         "brokerctl.exe logout",
     );
