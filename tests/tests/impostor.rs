@@ -61,6 +61,17 @@ impl Impostor {
         self.connections.load(Ordering::SeqCst)
     }
 
+    /// The connections accepted so far, once `expected` have been or after five seconds. A
+    /// client's `connect` returns as soon as the kernel queues it, which can be before this
+    /// listener's thread has accepted and counted it.
+    fn connections_once(&self, expected: usize) -> usize {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while self.connections() < expected && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.connections()
+    }
+
     fn bytes(&self) -> usize {
         self.bytes.load(Ordering::SeqCst)
     }
@@ -206,7 +217,7 @@ fn a_listener_of_another_uid_is_refused_once_connected_before_a_byte_is_sent() {
         "{line}"
     );
     // It connected (that is how it learnt the peer's uid), and sent nothing.
-    assert_eq!(impostor.connections(), 1);
+    assert_eq!(impostor.connections_once(1), 1);
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(impostor.bytes(), 0, "not a byte reached the impostor");
 }
