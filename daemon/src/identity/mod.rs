@@ -255,20 +255,33 @@ pub struct IdentityClient {
     with_roots: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, IdpHttp>>>,
 }
 
-/// A token request as `target` wants it: for proof-of-possession, with `token_type=pop` and
-/// the key's `req_cnf` (kubelogin's PoP authentication scheme).
-macro_rules! as_target_wants {
-    ($request:expr, $target:expr) => {{
+/// Sends a token request to `target`'s token endpoint and reads the answer: the one way every
+/// grant but the device code's polling is redeemed. For proof-of-possession the request gets
+/// `token_type=pop` and the key's `req_cnf` (kubelogin's PoP authentication scheme). A macro
+/// because oauth2's request builders share no trait.
+macro_rules! exchange {
+    ($identity:expr, $request:expr, $target:expr) => {{
+        let (identity, target) = ($identity, $target);
         let request = $request;
-        match &$target.pop {
+        let request = match &target.pop {
             Some(cnf) => request
                 .add_extra_param("token_type", "pop")
                 .add_extra_param("req_cnf", cnf.clone()),
             None => request,
-        }
+        };
+        let answer = request
+            .request_async(&identity.http_for(target)?)
+            .await
+            .map_err(|e| {
+                crate::identity::IdentityError::from_request(
+                    e,
+                    crate::identity::IdentityError::rejected,
+                )
+            })?;
+        identity.token_set(answer, target)
     }};
 }
-pub(crate) use as_target_wants;
+pub(crate) use exchange;
 
 impl IdentityClient {
     pub fn new(clock: std::sync::Arc<dyn Clock>) -> Result<Self, IdentityError> {
@@ -379,16 +392,13 @@ impl IdentityClient {
     ) -> Result<TokenSet, IdentityError> {
         let client = self.oauth_client(target).await?;
         let presented = oauth2::RefreshToken::new(refresh_token.expose().to_string());
-        let answer = as_target_wants!(
+        exchange!(
+            self,
             client
                 .exchange_refresh_token(&presented)
                 .add_scopes(Self::scopes(target)),
             target
         )
-        .request_async(&self.http_for(target)?)
-        .await
-        .map_err(|e| IdentityError::from_request(e, IdentityError::rejected))?;
-        self.token_set(answer, target)
     }
 
     /// The client credentials grant with a client secret (kubelogin `spn`).
@@ -404,16 +414,13 @@ impl IdentityClient {
             .set_client_secret(oauth2::ClientSecret::new(
                 secret.expose_secret().to_string(),
             ));
-        let answer = as_target_wants!(
+        exchange!(
+            self,
             client
                 .exchange_client_credentials()
                 .add_scopes(Self::scopes(target)),
             target
         )
-        .request_async(&self.http_for(target)?)
-        .await
-        .map_err(|e| IdentityError::from_request(e, IdentityError::rejected))?;
-        self.token_set(answer, target)
     }
 
     /// The client credentials grant with a signed client assertion: a certificate's, or a
@@ -424,7 +431,8 @@ impl IdentityClient {
         assertion: String,
     ) -> Result<TokenSet, IdentityError> {
         let client = self.oauth_client(target).await?;
-        let answer = as_target_wants!(
+        exchange!(
+            self,
             client
                 .exchange_client_credentials()
                 .add_scopes(Self::scopes(target))
@@ -432,10 +440,6 @@ impl IdentityClient {
                 .add_extra_param("client_assertion", assertion),
             target
         )
-        .request_async(&self.http_for(target)?)
-        .await
-        .map_err(|e| IdentityError::from_request(e, IdentityError::rejected))?;
-        self.token_set(answer, target)
     }
 
     /// The client credentials grant with a certificate (kubelogin `spn` with a PEM or PFX).
@@ -503,16 +507,13 @@ impl IdentityClient {
         let client = self.oauth_client(target).await?;
         let username = oauth2::ResourceOwnerUsername::new(username.to_string());
         let password = oauth2::ResourceOwnerPassword::new(password.expose_secret().to_string());
-        let answer = as_target_wants!(
+        exchange!(
+            self,
             client
                 .exchange_password(&username, &password)
                 .add_scopes(Self::scopes(target)),
             target
         )
-        .request_async(&self.http_for(target)?)
-        .await
-        .map_err(|e| IdentityError::from_request(e, IdentityError::rejected))?;
-        self.token_set(answer, target)
     }
 
     /// A managed identity's token from IMDS (kubelogin `msi`).

@@ -58,15 +58,12 @@ pub(in crate::identity) async fn run(
         }
     };
 
-    let answer = crate::identity::as_target_wants!(
+    crate::identity::exchange!(
+        identity,
         client
             .exchange_code(AuthorizationCode::new(code))
             .set_pkce_verifier(verifier)
             .add_extra_param("scope", target.scopes.join(" ")),
         target
     )
-    .request_async(&identity.http_for(target)?)
-    .await
-    .map_err(|e| IdentityError::from_request(e, IdentityError::rejected))?;
-    identity.token_set(answer, target)
 }
