@@ -217,16 +217,9 @@ impl GetTokenOptions {
         flag("tenant-id", &spec.tenant_id);
         flag("authority-host", &spec.authority_host);
         flag("login", self.login.as_deref().unwrap_or(""));
-        flag("username", &spec.username);
-        flag("login-hint", &spec.login_hint);
-        flag("redirect-url", &spec.redirect_url);
-        flag("subscription", &spec.subscription);
-        flag(
-            "azure-pipelines-service-connection-id",
-            &spec.service_connection_id,
-        );
-        flag("pop-claims", &spec.pop_claims);
-        flag("identity-resource-id", &spec.identity_resource_id);
+        for (name, value) in crate::account_flags(spec) {
+            flag(name, value);
+        }
         flag(
             "client-certificate",
             &self.credentials.client_certificate_path,

@@ -213,6 +213,24 @@ pub fn login_mode_names() -> String {
         .join(", ")
 }
 
+/// The flags, spelt alike by kubelogin and brokerctl, that say which account signs in and how
+/// its token is asked for, in the order both render them ([`login_command`] and
+/// `kubelogin::Options::to_args`): a field added to the spec is added here once.
+pub(crate) fn account_flags(spec: &SessionSpec) -> [(&'static str, &str); 7] {
+    [
+        ("username", &spec.username),
+        ("login-hint", &spec.login_hint),
+        ("redirect-url", &spec.redirect_url),
+        ("subscription", &spec.subscription),
+        (
+            "azure-pipelines-service-connection-id",
+            &spec.service_connection_id,
+        ),
+        ("pop-claims", &spec.pop_claims),
+        ("identity-resource-id", &spec.identity_resource_id),
+    ]
+}
+
 /// The `brokerctl login` command that signs in the session `spec` names, for messages that tell
 /// a user what to run.
 pub fn login_command(spec: &SessionSpec) -> String {
@@ -236,16 +254,9 @@ pub fn login_command(spec: &SessionSpec) -> String {
     flag("server-id", &spec.server_id);
     flag("client-id", &spec.client_id);
     flag("tenant-id", &spec.tenant_id);
-    flag("username", &spec.username);
-    flag("login-hint", &spec.login_hint);
-    flag("identity-resource-id", &spec.identity_resource_id);
-    flag("subscription", &spec.subscription);
-    flag(
-        "azure-pipelines-service-connection-id",
-        &spec.service_connection_id,
-    );
-    flag("redirect-url", &spec.redirect_url);
-    flag("pop-claims", &spec.pop_claims);
+    for (name, value) in account_flags(spec) {
+        flag(name, value);
+    }
     if spec.authority_host.is_empty() {
         flag("environment", &spec.environment);
     } else {
