@@ -130,6 +130,24 @@ impl Inner {
             .find(|u| u.upn.eq_ignore_ascii_case(hint))
             .map(|u| u.upn.clone())
     }
+
+    /// Records `token` as a refresh token for `base`: in the family it continues (a rotation),
+    /// or in a new one (a sign-in), which reuse detection revokes as a whole.
+    fn keep_refresh_token(&mut self, token: &str, base: &GrantBase, continued: Option<u64>) {
+        let family = continued.unwrap_or_else(|| {
+            self.next_family += 1;
+            self.next_family
+        });
+        self.refresh_tokens.insert(
+            token.to_string(),
+            RefreshGrant {
+                base: base.clone(),
+                revoked: false,
+                used: false,
+                family,
+            },
+        );
+    }
 }
 
 impl Inner {
@@ -851,19 +869,7 @@ impl State {
         inner.access_tokens.push(access_token.clone());
         inner.access_tokens.push(id_token.clone());
         let refresh_token = random_text(inner.config.refresh_token_length.max(32), URL_SAFE);
-        let family = continued_family.unwrap_or_else(|| {
-            inner.next_family += 1;
-            inner.next_family
-        });
-        inner.refresh_tokens.insert(
-            refresh_token.clone(),
-            RefreshGrant {
-                base: base.clone(),
-                revoked: false,
-                used: false,
-                family,
-            },
-        );
+        inner.keep_refresh_token(&refresh_token, base, continued_family);
         let mut answer = json!({
             "access_token": access_token,
             "expires_in": lifetime,
@@ -945,19 +951,7 @@ impl State {
             // Entra's refresh tokens are opaque and long; so are these.
             let length = inner.config.refresh_token_length.saturating_sub(3);
             let refresh_token = format!("1.A{}", random_text(length, URL_SAFE));
-            let family = continued_family.unwrap_or_else(|| {
-                inner.next_family += 1;
-                inner.next_family
-            });
-            inner.refresh_tokens.insert(
-                refresh_token.clone(),
-                RefreshGrant {
-                    base: base.clone(),
-                    revoked: false,
-                    used: false,
-                    family,
-                },
-            );
+            inner.keep_refresh_token(&refresh_token, base, continued_family);
             answer["refresh_token"] = json!(refresh_token);
         }
         if base.scopes.iter().any(|s| s == "openid") {
