@@ -3,7 +3,7 @@
 
 use broker_tests::apiserver::FakeApiServer;
 use broker_tests::harness::{
-    ClientCert, KubeUser, Sandbox, failure, fast_mock, on_path, require, success,
+    ClientCert, Daemon, KubeUser, Sandbox, failure, fast_mock, on_path, require, success,
 };
 use broker_tests::mock_entra::{
     AKS_SERVER_ID, App, FEDERATION_AUDIENCE, GITHUB_SUBJECT, ManagedIdentity, MockConfig,
@@ -523,36 +523,66 @@ fn ropc_with_the_password_from_the_environment_or_remembered() {
     assert!(!daemon.log().contains(password));
 }
 
+/// A CI job signing in with a federated token: the app `APP` trusts `subject` from the mock's
+/// federation issuer, and the kubeconfig's user `user` runs `--login login` against the mock.
+/// Fields drop in order: the daemon before its sandbox, the mock last.
+struct CiJob {
+    config: std::path::PathBuf,
+    daemon: Daemon,
+    sandbox: Sandbox,
+    api: FakeApiServer,
+    mock: MockEntra,
+}
+
+impl CiJob {
+    fn new(subject: String, login: &str, user: &str) -> CiJob {
+        let mock = fast_mock();
+        mock.register_app(
+            APP,
+            App {
+                federated: Some((mock.federation_issuer(), subject)),
+                ..App::default()
+            },
+        );
+        let api = FakeApiServer::start(mock.shared_state());
+        let sandbox = Sandbox::new();
+        let daemon = sandbox.start_daemon(&["--store", "memory"]);
+        let args: Vec<String> = [
+            "--login",
+            login,
+            "--server-id",
+            AKS_SERVER_ID,
+            "--authority-host",
+            &mock.authority_host(),
+        ]
+        .map(String::from)
+        .to_vec();
+        let config = sandbox.kubeconfig(&api, &[KubeUser::new(user, args)]);
+        CiJob {
+            config,
+            daemon,
+            sandbox,
+            api,
+            mock,
+        }
+    }
+}
+
 #[test]
 fn azure_pipelines_trades_the_job_token_for_the_service_connection_s_oidc_token() {
     if !kubectl_available() {
         return;
     }
-    let mock = fast_mock();
     let connection = "5a1d0c6e-0000-4000-8000-00000000c0de";
-    mock.register_app(
-        APP,
-        App {
-            federated: Some((mock.federation_issuer(), pipeline_subject(connection))),
-            ..App::default()
-        },
-    );
+    let CiJob {
+        config,
+        daemon,
+        sandbox,
+        api,
+        mock,
+    } = CiJob::new(pipeline_subject(connection), "azurepipelines", "pipeline");
     let job_token = "job-access-token-0123456789abcdef";
     mock.set_pipeline_job_token(job_token);
-    let api = FakeApiServer::start(mock.shared_state());
-    let sandbox = Sandbox::new();
-    let daemon = sandbox.start_daemon(&["--store", "memory"]);
-    let args: Vec<String> = [
-        "--login",
-        "azurepipelines",
-        "--server-id",
-        AKS_SERVER_ID,
-        "--authority-host",
-        &mock.authority_host(),
-    ]
-    .map(String::from)
-    .to_vec();
-    let config = sandbox.kubeconfig(&api, &[KubeUser::new("pipeline", args)]);
     let uri = mock.pipelines_oidc_uri();
     // What an AzureCLI@2 task step with a service connection has in its environment.
     let env = |token: &'static str| {
@@ -763,30 +793,15 @@ fn workload_identity_in_a_github_actions_job_uses_its_id_token() {
     if !kubectl_available() {
         return;
     }
-    let mock = fast_mock();
-    mock.register_app(
-        APP,
-        App {
-            federated: Some((mock.federation_issuer(), GITHUB_SUBJECT.into())),
-            ..App::default()
-        },
-    );
+    let CiJob {
+        config,
+        daemon,
+        sandbox,
+        api,
+        mock,
+    } = CiJob::new(GITHUB_SUBJECT.into(), "workloadidentity", "gha");
     let request_token = "github-request-token-0123456789";
     mock.set_github_request_token(request_token);
-    let api = FakeApiServer::start(mock.shared_state());
-    let sandbox = Sandbox::new();
-    let daemon = sandbox.start_daemon(&["--store", "memory"]);
-    let args: Vec<String> = [
-        "--login",
-        "workloadidentity",
-        "--server-id",
-        AKS_SERVER_ID,
-        "--authority-host",
-        &mock.authority_host(),
-    ]
-    .map(String::from)
-    .to_vec();
-    let config = sandbox.kubeconfig(&api, &[KubeUser::new("gha", args)]);
     let url = mock.github_id_token_url();
     // What `azure/login` and `permissions: id-token: write` leave in a job's environment.
     let env = [
