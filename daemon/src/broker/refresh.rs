@@ -310,15 +310,12 @@ impl Broker {
             refresh_in,
             account,
         } = tokens;
-        if access.remaining(now).is_zero() {
-            // Never hand out an expired token, even a brand-new one.
-            return Err(BrokerError::Identity {
-                source: IdentityError::Malformed(
-                    "the identity provider issued an access token that has already expired \
-                     (check this machine's clock)"
-                        .into(),
-                ),
-            });
+        // Never hand out an expired token, even a brand-new one. A login fails whole; a refresh
+        // still keeps the refresh token that came with it (below): the issuer has taken the
+        // old one, and one that rotates strictly will not take it again.
+        let arrived_expired = access.remaining(now).is_zero();
+        if arrived_expired && persist == Persist::Required {
+            return Err(arrived_expired_error());
         }
         let keeps_refresh_token = session.spec.login_mode.keeps_refresh_token();
         let mut unsaved = None;
@@ -349,6 +346,12 @@ impl Broker {
                 None if persist == Persist::Required => credentials.grantor = None,
                 None => {}
             }
+        }
+        if arrived_expired {
+            if let Some(why) = unsaved {
+                session.unsaved_result(now, Err(why));
+            }
+            return Err(arrived_expired_error());
         }
         session.accepted(now, access.clone(), account, refresh_in, unsaved);
         Ok(access)
@@ -408,5 +411,17 @@ impl Broker {
         self.save_supplied(session, supplied, remember_password)
             .await?;
         Ok(access)
+    }
+}
+
+/// A grant whose access token had no life left when brokerd read it: this machine's clock is
+/// ahead of the issuer's, or it stepped (or the machine slept) while the request was out.
+fn arrived_expired_error() -> BrokerError {
+    BrokerError::Identity {
+        source: IdentityError::Malformed(
+            "the identity provider issued an access token that has already expired \
+             (check this machine's clock)"
+                .into(),
+        ),
     }
 }

@@ -193,6 +193,54 @@ async fn a_token_that_arrives_expired_is_refused() {
     assert!(b.broker.status().is_empty(), "no half-made session");
 }
 
+/// A refresh whose access token has no life left by the time brokerd reads it (the clock
+/// stepped, or the machine slept, while the request was out) is not served; but the issuer
+/// has rotated the refresh token, and at one that rotates strictly the old one is dead: the
+/// new one is kept, and the next refresh presents it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_that_arrives_expired_keeps_the_rotated_refresh_token() {
+    use secrecy::ExposeSecret;
+    let store = Arc::new(MemoryStore::new());
+    let b = bench_with_store(store.clone());
+    b.mock.set_strict_rotation(true);
+    let id = b.login().await.unwrap().session_id;
+    let key = format!("refresh-token/{id}");
+    let stored = |store: &MemoryStore| {
+        store
+            .load(&key)
+            .unwrap()
+            .unwrap()
+            .expose_secret()
+            .to_string()
+    };
+    let first = stored(&store);
+
+    b.clock.advance(Duration::from_secs(3600));
+    b.mock.set_access_token_lifetime(0);
+    let err = b
+        .broker
+        .get_token(&b.spec, &Supplied::default())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("already expired"), "{err}");
+    assert_eq!(b.mock.requests("refresh_token"), 1);
+    let rotated = stored(&store);
+    assert!(rotated != first, "the rotated refresh token is stored");
+    assert!(b.mock.issued_refresh_tokens().contains(&rotated));
+
+    // Once the backoff is over, the next refresh presents the rotated token, not the used one.
+    b.mock.set_access_token_lifetime(3600);
+    b.clock.advance(Duration::from_secs(60));
+    let grant = b
+        .broker
+        .get_token(&b.spec, &Supplied::default())
+        .await
+        .unwrap();
+    assert!(grant.token.remaining(b.clock.now()) > Duration::from_secs(3000));
+    assert_eq!(b.mock.requests("refresh_token"), 2);
+    assert_eq!(b.mock.requests("refresh_token_reused"), 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_session_needs_a_login() {
     let b = bench();
