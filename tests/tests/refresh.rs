@@ -15,6 +15,30 @@ fn status(sandbox: &Sandbox) -> Value {
     serde_json::from_str(&success(&sandbox.ctl(&["status", "-o", "json"]), "status")).unwrap()
 }
 
+/// Waits until brokerd has read the answers of `count` refreshes made after `since`. The mock
+/// counts a request when it arrives and answers a little later; a test that moves the clock
+/// on before brokerd has read the answer sees that answer's token expire on arrival.
+fn wait_for_refreshes_read(sandbox: &Sandbox, since: SystemTime, count: usize) {
+    let read = || {
+        status(sandbox)["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|s| s["last_refresh_at"].as_str())
+            .filter(|at| humantime::parse_rfc3339(at).is_ok_and(|at| at > since))
+            .count()
+    };
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while read() < count {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "brokerd read {} of {count} refresh answers",
+            read()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn expiry(output: &Output) -> SystemTime {
     let cred = credential(output);
     humantime::parse_rfc3339(cred["status"]["expirationTimestamp"].as_str().unwrap()).unwrap()
@@ -307,6 +331,7 @@ fn a_thousand_idle_sessions_keep_alive_spread_out_and_under_the_cap() {
             "{} of {due} due keepalives ran",
             mock.requests("refresh_token")
         );
+        wait_for_refreshes_read(&sandbox, start + Duration::from_secs(86_400), due as usize);
         if due > done {
             steps.push(due - done);
         }
