@@ -476,7 +476,20 @@ fn an_issuer_behind_a_private_certificate_authority() {
     refused.finish();
     assert_eq!(mock.requests("devicecode"), 0);
 
-    sign_in(&sandbox, &mock, &issuer, &["--certificate-authority", &ca]);
+    // Saved as a profile too: the CA file is not part of it, and the login says so.
+    let mut login = start_device_login(
+        &sandbox,
+        &issuer,
+        &["--certificate-authority", &ca, "--profile", "corp"],
+    );
+    approve(&mut login, &mock);
+    assert_eq!(login.next_event()["event"], "logged_in");
+    let (status, stderr) = login.finish();
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stderr.contains("certificate authority is not part of profile corp"),
+        "{stderr}"
+    );
 
     let mut args = int128_args(&issuer, "device-code");
     args.push(format!("--certificate-authority={ca}"));
@@ -491,4 +504,49 @@ fn an_issuer_behind_a_private_certificate_authority() {
         &sandbox.ctl(&["refresh", &session]),
         "a refresh through the private CA",
     );
+}
+
+/// `brokerctl login --profile NAME` with an issuer's flags saves them as a profile; the name
+/// alone then serves kubectl the issuer's ID token, from the session the flags name.
+#[test]
+fn a_profile_holds_an_issuer_s_flags_and_its_name_alone_serves_kubectl() {
+    if !kubectl_available() {
+        return;
+    }
+    let (mock, issuer, api) = issuer_and_cluster();
+    let sandbox = Sandbox::new();
+    let daemon = sandbox.start_daemon(&["--store", "memory"]);
+    let mut login = start_device_login(&sandbox, &issuer, &["--profile", "dev"]);
+    approve(&mut login, &mock);
+    let done = login.next_event();
+    assert_eq!(done["event"], "logged_in", "{done}");
+    let (status, stderr) = login.finish();
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.contains("Saved profile dev in"), "{stderr}");
+    let text =
+        std::fs::read_to_string(sandbox.home.join(".config/token-broker/config.toml")).unwrap();
+    assert!(
+        text.contains(&format!("oidc_issuer_url = \"{issuer}\"")),
+        "{text}"
+    );
+    assert!(text.contains(r#"oidc_extra_scopes = ["email"]"#), "{text}");
+
+    daemon.wait_for_log("configuration reloaded");
+    let config = sandbox.kubeconfig(
+        &api,
+        &[
+            KubeUser::new("by-profile", vec!["--profile".into(), "dev".into()]),
+            KubeUser::new("by-flags", int128_args(&issuer, "device-code")),
+        ],
+    );
+    for user in ["by-profile", "by-flags"] {
+        success(&sandbox.kubectl_get_api(&config, user, &[]), user);
+        assert_eq!(
+            last_request(&api),
+            (true, "alice@contoso.example".to_string()),
+            "the cluster took the ID token ({user})"
+        );
+    }
+    assert_eq!(only_session(&sandbox), done["session_id"].as_str().unwrap());
+    assert_no_tokens_in(&text, &mock, "the configuration file");
 }

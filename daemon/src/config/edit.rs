@@ -79,11 +79,24 @@ fn profile_table(profile: &Profile) -> Table {
             "service_connection_id",
             profile.service_connection_id.as_str(),
         ),
+        ("pop_claims", profile.pop_claims.as_str()),
+        ("oidc_issuer_url", profile.oidc_issuer_url.as_str()),
     ];
     for (key, text) in fields {
         if !text.is_empty() {
             table.insert(key, value(text));
         }
+    }
+    for (key, list) in [
+        ("oidc_extra_scopes", &profile.oidc_extra_scopes),
+        ("oidc_auth_params", &profile.oidc_auth_params),
+    ] {
+        if !list.is_empty() {
+            table.insert(key, value(list.iter().collect::<toml_edit::Array>()));
+        }
+    }
+    if profile.oidc_use_access_token {
+        table.insert("oidc_use_access_token", value(true));
     }
     if profile.allow_forwarding {
         table.insert("allow_forwarding", value(true));
@@ -154,6 +167,28 @@ mod tests {
         changed.tenant_id = "fabrikam.example".into();
         save_profile(&path, "prod", &changed).unwrap();
         assert_eq!(Config::load(&path).unwrap().profiles["prod"], changed);
+    }
+
+    #[test]
+    fn an_openid_connect_profile_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        let keycloak = Profile {
+            client_id: "kubernetes".into(),
+            login: Some("devicecode".into()),
+            oidc_issuer_url: "https://sso.example/realms/dev".into(),
+            oidc_extra_scopes: vec!["email".into(), "groups".into()],
+            oidc_auth_params: vec!["prompt=consent".into()],
+            oidc_use_access_token: true,
+            ..Profile::default()
+        };
+        save_profile(&path, "keycloak", &keycloak).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.contains(r#"oidc_extra_scopes = ["email", "groups"]"#),
+            "{text}"
+        );
+        assert_eq!(Config::load(&path).unwrap().profiles["keycloak"], keycloak);
     }
 
     #[test]

@@ -130,6 +130,24 @@ pub struct Profile {
     /// Azure Pipelines: the service connection (`--azure-pipelines-service-connection-id`).
     #[serde(default)]
     pub service_connection_id: String,
+    /// Proof-of-possession (Azure Arc): `u=<the cluster's ARM id>[,key=value…]`
+    /// (`--pop-claims`; it implies `--pop-enabled`).
+    #[serde(default)]
+    pub pop_claims: String,
+    /// Any OpenID Connect issuer instead of Entra (int128/kubelogin's `--oidc-issuer-url`);
+    /// `client_id` is then the issuer's client, and `server_id` and `tenant_id` are not used.
+    #[serde(default)]
+    pub oidc_issuer_url: String,
+    /// OpenID Connect: scopes to ask for besides `openid` (`--oidc-extra-scope`).
+    #[serde(default)]
+    pub oidc_extra_scopes: Vec<String>,
+    /// OpenID Connect: serve the access token instead of the ID token.
+    #[serde(default)]
+    pub oidc_use_access_token: bool,
+    /// OpenID Connect: `KEY=VALUE`s added to the authorization request
+    /// (`--oidc-auth-request-extra-params`).
+    #[serde(default)]
+    pub oidc_auth_params: Vec<String>,
     /// The session this profile names is served on the forwarding socket too.
     #[serde(default)]
     pub allow_forwarding: bool,
@@ -287,6 +305,14 @@ impl Profile {
                 given.clone()
             }
         };
+        // Repeatable flags replace the profile's list when given at all.
+        let pick_list = |given: &Vec<String>, own: &Vec<String>| {
+            if given.is_empty() {
+                own.clone()
+            } else {
+                given.clone()
+            }
+        };
         let login_mode = match (given.login_mode, &self.login) {
             (Some(mode), _) => mode,
             (None, Some(name)) => LoginMode::from_name(name).ok_or_else(|| {
@@ -319,11 +345,12 @@ impl Profile {
             // Given by the caller only: where its own environment points.
             azure_config_dir: given.azure_config_dir.clone(),
             legacy: given.legacy,
-            pop_claims: given.pop_claims.clone(),
-            oidc_issuer_url: given.oidc_issuer_url.clone(),
-            oidc_extra_scopes: given.oidc_extra_scopes.clone(),
-            oidc_use_access_token: given.oidc_use_access_token,
-            oidc_auth_params: given.oidc_auth_params.clone(),
+            pop_claims: pick(&given.pop_claims, &self.pop_claims),
+            oidc_issuer_url: pick(&given.oidc_issuer_url, &self.oidc_issuer_url),
+            oidc_extra_scopes: pick_list(&given.oidc_extra_scopes, &self.oidc_extra_scopes),
+            oidc_use_access_token: given.oidc_use_access_token || self.oidc_use_access_token,
+            oidc_auth_params: pick_list(&given.oidc_auth_params, &self.oidc_auth_params),
+            // Given by the caller only: the PEM its flags point at (a profile holds no files).
             oidc_certificate_authority: given.oidc_certificate_authority.clone(),
         })
         .map_err(|e| e.to_string())
@@ -377,6 +404,44 @@ mod tests {
         let spec = config.profiles["prod"].spec(None).unwrap();
         assert_eq!(spec.authority.as_str(), "https://login.microsoftonline.us");
         assert_eq!(spec.login_mode, LoginMode::Interactive);
+    }
+
+    #[test]
+    fn an_openid_connect_profile_names_an_issuer_session_and_flags_override_it() {
+        let config = Config::parse(
+            r#"
+            [profiles.keycloak]
+            oidc_issuer_url = "https://sso.example/realms/dev"
+            client_id = "kubernetes"
+            oidc_extra_scopes = ["email"]
+            oidc_auth_params = ["prompt=consent"]
+            login = "devicecode"
+            "#,
+        )
+        .unwrap();
+        let profile = &config.profiles["keycloak"];
+        let spec = profile.spec(None).unwrap();
+        let oidc = spec.oidc.as_ref().expect("an OpenID Connect session");
+        assert_eq!(spec.client_id, "kubernetes");
+        assert!(spec.scopes().iter().any(|s| s == "email"), "{spec:?}");
+        assert!(!oidc.use_access_token);
+        let given = SpecInput {
+            oidc_extra_scopes: vec!["groups".into()],
+            oidc_use_access_token: true,
+            ..SpecInput::default()
+        };
+        let spec = profile.spec(Some(&given)).unwrap();
+        assert!(spec.oidc.as_ref().unwrap().use_access_token);
+        let scopes = spec.scopes();
+        assert!(scopes.iter().any(|s| s == "groups"), "{scopes:?}");
+        assert!(
+            !scopes.iter().any(|s| s == "email"),
+            "a given list replaces the profile's"
+        );
+
+        let err =
+            Config::parse("[profiles.x]\noidc_issuer_url = \"http://sso.example\"").unwrap_err();
+        assert!(err.contains("profile \"x\""), "{err}");
     }
 
     #[test]

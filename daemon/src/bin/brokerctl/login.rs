@@ -143,6 +143,12 @@ async fn remember_profile(
     if written {
         errln!("Saved profile {name} in {}.", path.display());
     }
+    if !flags.certificate_authority.is_empty() || !flags.certificate_authority_data.is_empty() {
+        errln!(
+            "The issuer's certificate authority is not part of profile {name}: name this issuer \
+             with its flags (--oidc-issuer-url … --certificate-authority …) where it is used."
+        );
+    }
     Ok(flags.with_fields_of(&profile))
 }
 

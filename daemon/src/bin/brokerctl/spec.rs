@@ -116,11 +116,17 @@ impl SpecArgs {
         ]
         .iter()
         .any(|v| v.is_some())
+            || !self.oidc_extra_scope.is_empty()
+            || !self.oidc_auth_request_extra_params.is_empty()
+            || self.oidc_use_access_token
     }
 
     /// `profile` with the fields these flags give laid over it.
     pub fn over(&self, profile: &Profile) -> Profile {
         let pick = |flag: &Option<String>, old: &str| flag.clone().unwrap_or_else(|| old.into());
+        let pick_list = |flags: &Vec<String>, old: &Vec<String>| {
+            if flags.is_empty() { old } else { flags }.clone()
+        };
         Profile {
             server_id: pick(&self.server_id, &profile.server_id),
             tenant_id: pick(&self.tenant_id, &profile.tenant_id),
@@ -136,6 +142,14 @@ impl SpecArgs {
             service_connection_id: pick(
                 &self.azure_pipelines_service_connection_id,
                 &profile.service_connection_id,
+            ),
+            pop_claims: pick(&self.pop_claims, &profile.pop_claims),
+            oidc_issuer_url: pick(&self.oidc_issuer_url, &profile.oidc_issuer_url),
+            oidc_extra_scopes: pick_list(&self.oidc_extra_scope, &profile.oidc_extra_scopes),
+            oidc_use_access_token: self.oidc_use_access_token || profile.oidc_use_access_token,
+            oidc_auth_params: pick_list(
+                &self.oidc_auth_request_extra_params,
+                &profile.oidc_auth_params,
             ),
             allow_forwarding: profile.allow_forwarding,
         }
@@ -158,6 +172,12 @@ impl SpecArgs {
             redirect_url: some(&profile.redirect_url),
             subscription: some(&profile.subscription),
             azure_pipelines_service_connection_id: some(&profile.service_connection_id),
+            pop_enabled: !profile.pop_claims.is_empty(),
+            pop_claims: some(&profile.pop_claims),
+            oidc_issuer_url: some(&profile.oidc_issuer_url),
+            oidc_extra_scope: profile.oidc_extra_scopes.clone(),
+            oidc_use_access_token: profile.oidc_use_access_token,
+            oidc_auth_request_extra_params: profile.oidc_auth_params.clone(),
             ..self.clone()
         }
     }
