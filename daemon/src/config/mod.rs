@@ -298,21 +298,6 @@ impl Profile {
     /// The session this profile names, with `overrides` (a caller's explicit flags) on top.
     pub fn spec(&self, overrides: Option<&SpecInput>) -> Result<SessionSpec, String> {
         let given = overrides.cloned().unwrap_or_default();
-        let pick = |given: &String, own: &String| {
-            if given.is_empty() {
-                own.clone()
-            } else {
-                given.clone()
-            }
-        };
-        // Repeatable flags replace the profile's list when given at all.
-        let pick_list = |given: &Vec<String>, own: &Vec<String>| {
-            if given.is_empty() {
-                own.clone()
-            } else {
-                given.clone()
-            }
-        };
         let login_mode = match (given.login_mode, &self.login) {
             (Some(mode), _) => mode,
             (None, Some(name)) => LoginMode::from_name(name).ok_or_else(|| {
@@ -347,14 +332,20 @@ impl Profile {
             legacy: given.legacy,
             pop_claims: pick(&given.pop_claims, &self.pop_claims),
             oidc_issuer_url: pick(&given.oidc_issuer_url, &self.oidc_issuer_url),
-            oidc_extra_scopes: pick_list(&given.oidc_extra_scopes, &self.oidc_extra_scopes),
+            oidc_extra_scopes: pick(&given.oidc_extra_scopes, &self.oidc_extra_scopes),
             oidc_use_access_token: given.oidc_use_access_token || self.oidc_use_access_token,
-            oidc_auth_params: pick_list(&given.oidc_auth_params, &self.oidc_auth_params),
+            oidc_auth_params: pick(&given.oidc_auth_params, &self.oidc_auth_params),
             // Given by the caller only: the PEM its flags point at (a profile holds no files).
             oidc_certificate_authority: given.oidc_certificate_authority.clone(),
         })
         .map_err(|e| e.to_string())
     }
+}
+
+/// The caller's value when it gave one, else the profile's own. A repeatable flag given at all
+/// replaces the profile's whole list.
+fn pick<T: Clone + Default + PartialEq>(given: &T, own: &T) -> T {
+    if *given == T::default() { own } else { given }.clone()
 }
 
 fn one_line(text: &str) -> String {
