@@ -48,11 +48,29 @@ fn bench_with_store(store: Arc<dyn SecretStore>) -> Bench {
     }
 }
 
+/// The refresh token `store` holds for session `id`.
+fn stored_refresh_token(store: &dyn SecretStore, id: &impl std::fmt::Display) -> String {
+    use secrecy::ExposeSecret;
+    store
+        .load(&format!("refresh-token/{id}"))
+        .unwrap()
+        .expect("a stored refresh token")
+        .expose_secret()
+        .to_string()
+}
+
 fn bench() -> Bench {
     bench_with_store(Arc::new(MemoryStore::new()))
 }
 
 impl Bench {
+    /// What a GetToken for the bench's session gets, with no credentials supplied.
+    async fn get_token(&self) -> Result<Grant, BrokerError> {
+        self.broker
+            .get_token(&self.spec, &Supplied::default())
+            .await
+    }
+
     /// A device code login in which the user approves at once.
     async fn login(&self) -> Result<LoggedIn, Arc<BrokerError>> {
         let state = self.mock.shared_state();
@@ -77,28 +95,16 @@ async fn an_expired_token_is_never_served_even_when_the_idp_is_down() {
     // The laptop slept past the token's expiry; the IdP is down on wake-up.
     b.clock.advance(Duration::from_secs(3600));
     b.mock.inject(Fault::Status(503), 1);
-    let err = b
-        .broker
-        .get_token(&b.spec, &Supplied::default())
-        .await
-        .unwrap_err();
+    let err = b.get_token().await.unwrap_err();
     assert_eq!(err.reason(), Reason::IdpUnavailable, "{err}");
     assert!(err.to_string().contains("HTTP 503"), "{err}");
     // While it backs off, requests fail fast without asking the IdP.
-    let err = b
-        .broker
-        .get_token(&b.spec, &Supplied::default())
-        .await
-        .unwrap_err();
+    let err = b.get_token().await.unwrap_err();
     assert!(err.to_string().contains("retrying in"), "{err}");
     assert_eq!(b.mock.requests("refresh_token"), 1);
     // Once the backoff is over, the next request refreshes.
     b.clock.advance(Duration::from_secs(10));
-    let grant = b
-        .broker
-        .get_token(&b.spec, &Supplied::default())
-        .await
-        .unwrap();
+    let grant = b.get_token().await.unwrap();
     assert!(grant.token.remaining(b.clock.now()) > Duration::from_secs(3000));
 }
 
@@ -106,19 +112,11 @@ async fn an_expired_token_is_never_served_even_when_the_idp_is_down() {
 async fn a_still_valid_token_is_served_while_the_idp_fails() {
     let b = bench();
     b.login().await.unwrap();
-    let first = b
-        .broker
-        .get_token(&b.spec, &Supplied::default())
-        .await
-        .unwrap();
+    let first = b.get_token().await.unwrap();
     // Within the refresh margin but not expired: refresh is tried, fails, the token stays.
     b.clock.advance(Duration::from_secs(3599 - 300));
     b.mock.inject(Fault::TooManyRequests { retry_after: 30 }, 1);
-    let served = b
-        .broker
-        .get_token(&b.spec, &Supplied::default())
-        .await
-        .unwrap();
+    let served = b.get_token().await.unwrap();
     assert_eq!(served.token.expose(), first.token.expose());
     let status = &b.broker.status()[0];
     assert!(status.last_error.as_deref().unwrap().contains("429"));
@@ -155,32 +153,19 @@ async fn a_refused_refresh_token_fails_fast_until_the_next_login() {
     b.login().await.unwrap();
     b.mock.revoke_refresh_tokens();
     b.clock.advance(Duration::from_secs(3700));
-    let err = b
-        .broker
-        .get_token(&b.spec, &Supplied::default())
-        .await
-        .unwrap_err();
+    let err = b.get_token().await.unwrap_err();
     assert_eq!(err.reason(), Reason::LoginRequired);
     assert_eq!(err.idp_codes(), &[50173]);
     let asked = b.mock.requests("refresh_token");
     for _ in 0..5 {
-        let err = b
-            .broker
-            .get_token(&b.spec, &Supplied::default())
-            .await
-            .unwrap_err();
+        let err = b.get_token().await.unwrap_err();
         assert_eq!(err.reason(), Reason::LoginRequired);
     }
     assert_eq!(b.mock.requests("refresh_token"), asked, "no request loop");
     assert_eq!(b.broker.status()[0].state, SessionState::LoginRequired);
 
     b.login().await.unwrap();
-    assert!(
-        b.broker
-            .get_token(&b.spec, &Supplied::default())
-            .await
-            .is_ok()
-    );
+    assert!(b.get_token().await.is_ok());
     assert_eq!(b.broker.status()[0].state, SessionState::Fresh);
 }
 
@@ -199,43 +184,25 @@ async fn a_token_that_arrives_expired_is_refused() {
 /// new one is kept, and the next refresh presents it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refresh_that_arrives_expired_keeps_the_rotated_refresh_token() {
-    use secrecy::ExposeSecret;
     let store = Arc::new(MemoryStore::new());
     let b = bench_with_store(store.clone());
     b.mock.set_strict_rotation(true);
     let id = b.login().await.unwrap().session_id;
-    let key = format!("refresh-token/{id}");
-    let stored = |store: &MemoryStore| {
-        store
-            .load(&key)
-            .unwrap()
-            .unwrap()
-            .expose_secret()
-            .to_string()
-    };
-    let first = stored(&store);
+    let first = stored_refresh_token(store.as_ref(), &id);
 
     b.clock.advance(Duration::from_secs(3600));
     b.mock.set_access_token_lifetime(0);
-    let err = b
-        .broker
-        .get_token(&b.spec, &Supplied::default())
-        .await
-        .unwrap_err();
+    let err = b.get_token().await.unwrap_err();
     assert!(err.to_string().contains("already expired"), "{err}");
     assert_eq!(b.mock.requests("refresh_token"), 1);
-    let rotated = stored(&store);
+    let rotated = stored_refresh_token(store.as_ref(), &id);
     assert!(rotated != first, "the rotated refresh token is stored");
     assert!(b.mock.issued_refresh_tokens().contains(&rotated));
 
     // Once the backoff is over, the next refresh presents the rotated token, not the used one.
     b.mock.set_access_token_lifetime(3600);
     b.clock.advance(Duration::from_secs(60));
-    let grant = b
-        .broker
-        .get_token(&b.spec, &Supplied::default())
-        .await
-        .unwrap();
+    let grant = b.get_token().await.unwrap();
     assert!(grant.token.remaining(b.clock.now()) > Duration::from_secs(3000));
     assert_eq!(b.mock.requests("refresh_token"), 2);
     assert_eq!(b.mock.requests("refresh_token_reused"), 0);
@@ -244,11 +211,7 @@ async fn a_refresh_that_arrives_expired_keeps_the_rotated_refresh_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_session_needs_a_login() {
     let b = bench();
-    let err = b
-        .broker
-        .get_token(&b.spec, &Supplied::default())
-        .await
-        .unwrap_err();
+    let err = b.get_token().await.unwrap_err();
     assert_eq!(err.reason(), Reason::LoginRequired);
     assert_eq!(b.mock.requests("refresh_token"), 0);
 }
@@ -333,30 +296,19 @@ impl SecretStore for WriteFailingStore {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_keyring_write_keeps_the_old_refresh_token_and_says_so() {
-    use secrecy::ExposeSecret;
     let store = Arc::new(WriteFailingStore::default());
     let b = bench_with_store(store.clone());
     let id = b.login().await.unwrap().session_id;
-    let key = format!("refresh-token/{id}");
-    let stored = store
-        .load(&key)
-        .unwrap()
-        .unwrap()
-        .expose_secret()
-        .to_string();
+    let stored = stored_refresh_token(store.as_ref(), &id);
 
     store
         .refuse
         .store(true, std::sync::atomic::Ordering::SeqCst);
     b.clock.advance(Duration::from_secs(3599 - 60));
-    let grant = b
-        .broker
-        .get_token(&b.spec, &Supplied::default())
-        .await
-        .unwrap();
+    let grant = b.get_token().await.unwrap();
     assert!(grant.token.remaining(b.clock.now()) > Duration::from_secs(3000));
     // The old refresh token is still the stored one, and status says why.
-    assert_eq!(store.load(&key).unwrap().unwrap().expose_secret(), stored);
+    assert_eq!(stored_refresh_token(store.as_ref(), &id), stored);
     let status = &b.broker.status()[0];
     assert_eq!(status.state, SessionState::Fresh);
     let error = status.last_error.as_deref().unwrap();
@@ -375,12 +327,7 @@ async fn a_failed_keyring_write_keeps_the_old_refresh_token_and_says_so() {
         .refuse
         .store(false, std::sync::atomic::Ordering::SeqCst);
     b.broker.save_all_unsaved().await;
-    let now_stored = store
-        .load(&key)
-        .unwrap()
-        .unwrap()
-        .expose_secret()
-        .to_string();
+    let now_stored = stored_refresh_token(store.as_ref(), &id);
     assert_ne!(now_stored, stored, "the rotated token is stored");
     let status = &b.broker.status()[0];
     assert_eq!(status.unsaved, None);
@@ -486,11 +433,7 @@ async fn malformed_and_oversized_answers_are_passing_failures() {
         b.clock.advance(Duration::from_secs(3599 - 60));
         b.mock.inject(fault.clone(), 1);
         // The token from the login still has a minute: it is served, and the session degrades.
-        let grant = b
-            .broker
-            .get_token(&b.spec, &Supplied::default())
-            .await
-            .unwrap();
+        let grant = b.get_token().await.unwrap();
         assert!(grant.token.remaining(b.clock.now()) <= Duration::from_secs(60));
         let status = &b.broker.status()[0];
         assert_eq!(status.state, SessionState::Degraded, "{fault:?}");
@@ -504,10 +447,7 @@ async fn retry_after_is_honoured() {
     b.login().await.unwrap();
     b.clock.advance(Duration::from_secs(3599 - 120));
     b.mock.inject(Fault::TooManyRequests { retry_after: 90 }, 1);
-    b.broker
-        .get_token(&b.spec, &Supplied::default())
-        .await
-        .unwrap();
+    b.get_token().await.unwrap();
     let now = b.clock.now();
     let next = b.broker.status()[0].next_refresh.unwrap();
     assert!(
@@ -515,9 +455,6 @@ async fn retry_after_is_honoured() {
         "retry at {next:?}, now {now:?}"
     );
     // Until then requests do not ask again.
-    b.broker
-        .get_token(&b.spec, &Supplied::default())
-        .await
-        .unwrap();
+    b.get_token().await.unwrap();
     assert_eq!(b.mock.requests("refresh_token"), 1);
 }
