@@ -14,13 +14,24 @@ const APP: &str = "aaaaaaaa-0000-0000-0000-00000000000a";
 const SECRET: &str = "spn-secret-Value~7Q8s.6tZa1!";
 
 fn base_args(mock: &MockEntra, login: &str) -> Vec<String> {
+    let mut args = args_without_tenant(mock, login);
+    args.extend(["--tenant-id", TENANT_ID].map(String::from));
+    args
+}
+
+/// Names another tenant in `base_args`' place: another session.
+fn set_tenant(args: &mut [String], tenant: &str) {
+    let at = args.iter().position(|a| a == "--tenant-id").unwrap() + 1;
+    args[at] = tenant.into();
+}
+
+/// `base_args` but the tenant, for the modes that take it from the environment.
+fn args_without_tenant(mock: &MockEntra, login: &str) -> Vec<String> {
     [
         "--login",
         login,
         "--server-id",
         AKS_SERVER_ID,
-        "--tenant-id",
-        TENANT_ID,
         "--authority-host",
         &mock.authority_host(),
     ]
@@ -190,7 +201,7 @@ fn spn_with_a_certificate_pem_or_pfx_and_a_badly_signed_assertion_refused() {
         "--client-certificate".into(),
         cert.pfx.display().to_string(),
     ]);
-    pfx_args[5] = "00000000-0000-0000-0000-0000000000f0".into(); // another tenant: another session
+    set_tenant(&mut pfx_args, "00000000-0000-0000-0000-0000000000f0"); // another session
     let config = sandbox.kubeconfig(
         &api,
         &[
@@ -231,7 +242,7 @@ fn spn_with_a_certificate_pem_or_pfx_and_a_badly_signed_assertion_refused() {
         "--client-certificate".into(),
         other.pem.display().to_string(),
     ]);
-    args[5] = "00000000-0000-0000-0000-0000000000f1".into();
+    set_tenant(&mut args, "00000000-0000-0000-0000-0000000000f1");
     let config = sandbox.kubeconfig(&api, &[KubeUser::new("bad", args)]);
     let err = failure(
         &sandbox.kubectl_get_api(&config, "bad", &[]),
@@ -276,16 +287,7 @@ fn workload_identity_with_a_rotated_token_file_and_refused_assertions() {
         ("AZURE_TENANT_ID", TENANT_ID),
         ("AZURE_FEDERATED_TOKEN_FILE", file.as_str()),
     ];
-    let args: Vec<String> = [
-        "--login",
-        "workloadidentity",
-        "--server-id",
-        AKS_SERVER_ID,
-        "--authority-host",
-        &mock.authority_host(),
-    ]
-    .map(String::from)
-    .to_vec();
+    let args = args_without_tenant(&mock, "workloadidentity");
     let config = sandbox.kubeconfig(&api, &[KubeUser::new("wi", args)]);
 
     // A token for the wrong audience, then an expired one: both refused, as configuration errors.
@@ -547,16 +549,7 @@ impl CiJob {
         let api = FakeApiServer::start(mock.shared_state());
         let sandbox = Sandbox::new();
         let daemon = sandbox.start_daemon(&["--store", "memory"]);
-        let args: Vec<String> = [
-            "--login",
-            login,
-            "--server-id",
-            AKS_SERVER_ID,
-            "--authority-host",
-            &mock.authority_host(),
-        ]
-        .map(String::from)
-        .to_vec();
+        let args = args_without_tenant(&mock, login);
         let config = sandbox.kubeconfig(&api, &[KubeUser::new(user, args)]);
         CiJob {
             config,
