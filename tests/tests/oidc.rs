@@ -74,13 +74,21 @@ fn approve(login: &mut CtlRun, mock: &MockEntra) {
     assert!(mock.approve(code["user_code"].as_str().unwrap()));
 }
 
-/// A whole device code sign-in at `issuer`, approved at the mock.
-fn sign_in(sandbox: &Sandbox, mock: &MockEntra, issuer: &str, extra: &[&str]) {
+/// A whole device code sign-in at `issuer`, approved at the mock: the `logged_in` event, and
+/// what brokerctl said on stderr.
+fn sign_in(
+    sandbox: &Sandbox,
+    mock: &MockEntra,
+    issuer: &str,
+    extra: &[&str],
+) -> (serde_json::Value, String) {
     let mut login = start_device_login(sandbox, issuer, extra);
     approve(&mut login, mock);
     let done = login.next_event();
     assert_eq!(done["event"], "logged_in", "{done}");
-    assert!(login.finish().0.success());
+    let (status, stderr) = login.finish();
+    assert!(status.success(), "{stderr}");
+    (done, stderr)
 }
 
 #[test]
@@ -477,15 +485,12 @@ fn an_issuer_behind_a_private_certificate_authority() {
     assert_eq!(mock.requests("devicecode"), 0);
 
     // Saved as a profile too: the CA file is not part of it, and the login says so.
-    let mut login = start_device_login(
+    let (_, stderr) = sign_in(
         &sandbox,
+        &mock,
         &issuer,
         &["--certificate-authority", &ca, "--profile", "corp"],
     );
-    approve(&mut login, &mock);
-    assert_eq!(login.next_event()["event"], "logged_in");
-    let (status, stderr) = login.finish();
-    assert!(status.success(), "{stderr}");
     assert!(
         stderr.contains("certificate authority is not part of profile corp"),
         "{stderr}"
@@ -516,12 +521,7 @@ fn a_profile_holds_an_issuer_s_flags_and_its_name_alone_serves_kubectl() {
     let (mock, issuer, api) = issuer_and_cluster();
     let sandbox = Sandbox::new();
     let daemon = sandbox.start_daemon(&["--store", "memory"]);
-    let mut login = start_device_login(&sandbox, &issuer, &["--profile", "dev"]);
-    approve(&mut login, &mock);
-    let done = login.next_event();
-    assert_eq!(done["event"], "logged_in", "{done}");
-    let (status, stderr) = login.finish();
-    assert!(status.success(), "{stderr}");
+    let (done, stderr) = sign_in(&sandbox, &mock, &issuer, &["--profile", "dev"]);
     assert!(stderr.contains("Saved profile dev in"), "{stderr}");
     let text =
         std::fs::read_to_string(sandbox.home.join(".config/token-broker/config.toml")).unwrap();
