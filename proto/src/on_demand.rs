@@ -52,18 +52,18 @@ impl ConnectError {
     pub fn from_io(path: &Path, error: &std::io::Error) -> Self {
         use std::io::ErrorKind;
         let path = path.to_path_buf();
-        #[cfg(unix)]
-        let foreign = error
-            .get_ref()
-            .and_then(|e| e.downcast_ref::<crate::socket::ForeignPeer>())
-            .map(ToString::to_string);
         #[cfg(windows)]
-        let foreign = error
+        use crate::pipe::ForeignPeer;
+        #[cfg(unix)]
+        use crate::socket::ForeignPeer;
+        if let Some(foreign) = error
             .get_ref()
-            .and_then(|e| e.downcast_ref::<crate::pipe::ForeignPeer>())
-            .map(ToString::to_string);
-        if let Some(reason) = foreign {
-            return ConnectError::Untrusted { path, reason };
+            .and_then(|e| e.downcast_ref::<ForeignPeer>())
+        {
+            return ConnectError::Untrusted {
+                path,
+                reason: foreign.to_string(),
+            };
         }
         match error.kind() {
             ErrorKind::NotFound | ErrorKind::ConnectionRefused => ConnectError::NotRunning { path },
@@ -239,9 +239,10 @@ fn start(path: &Path) -> Result<(), String> {
 /// The brokerd installed beside this binary (as packages and `cargo install` put them),
 /// else `brokerd`, to be found on PATH.
 pub fn brokerd_program() -> PathBuf {
+    let name = format!("brokerd{}", std::env::consts::EXE_SUFFIX);
     std::env::current_exe()
         .ok()
-        .map(|me| me.with_file_name(format!("brokerd{}", std::env::consts::EXE_SUFFIX)))
+        .map(|me| me.with_file_name(&name))
         .filter(|sibling| sibling.is_file())
-        .unwrap_or_else(|| PathBuf::from(format!("brokerd{}", std::env::consts::EXE_SUFFIX)))
+        .unwrap_or_else(|| PathBuf::from(name))
 }
