@@ -254,7 +254,7 @@ async fn run(
     tracing::info!(
         "serving on {}{} (secret store: {}; configuration: {})",
         socket.display(),
-        if cfg!(unix) && inherited_listener(&listener) {
+        if inherited_listener(&listener) {
             ", passed by the service manager"
         } else if on_demand {
             ", started on demand"
