@@ -64,21 +64,7 @@ pub async fn serve(
         Err(why) => ForwardSocket::NotServed(why.clone()),
     };
     let service = BrokerService::new(broker, path.clone(), forward_socket);
-
-    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = move || {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|stop| *stop).await;
-        }
-    };
-    tokio::spawn(async move {
-        shutdown.await;
-        tracing::info!("shutting down");
-        let _ = stop_tx.send(true);
-        let _ = stopping_tx.send(());
-    });
+    let stop = Stop::on(shutdown);
     let reclaimer = Reclaimer::start();
     let forwarded = match &forward {
         Ok(listener) => Some((
@@ -93,35 +79,29 @@ pub async fn serve(
         test_clock,
         peer_check(uid),
         reclaimer.clone(),
-        stopped(),
+        stop.stopped(),
     );
+    let forward_stopped = stop.stopped();
     let servers = async move {
         match forwarded {
             Some((socket, service)) => {
                 let (main, forwarded) = tokio::join!(
                     main,
-                    one_socket(socket, service, None, peer_check(uid), reclaimer, stopped())
+                    one_socket(
+                        socket,
+                        service,
+                        None,
+                        peer_check(uid),
+                        reclaimer,
+                        forward_stopped
+                    )
                 );
                 main.and(forwarded)
             }
             None => main.await,
         }
     };
-
-    let drain_deadline = async move {
-        if stopping_rx.await.is_ok() {
-            tokio::time::sleep(DRAIN_TIMEOUT).await;
-        } else {
-            std::future::pending::<()>().await;
-        }
-    };
-    let result = tokio::select! {
-        result = servers => result.map_err(std::io::Error::other),
-        () = drain_deadline => {
-            tracing::warn!("in-flight calls did not finish within {} s; stopping anyway", DRAIN_TIMEOUT.as_secs());
-            Ok(())
-        }
-    };
+    let result = stop.drained(servers).await;
     listener.remove();
     drop(listener);
     if let Ok(forward) = forward {
@@ -145,37 +125,66 @@ pub async fn serve(
         listener.path.clone(),
         ForwardSocket::NotServed("a forwarding socket is served on Linux and macOS only".into()),
     );
-    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        shutdown.await;
-        tracing::info!("shutting down");
-        let _ = stop_tx.send(true);
-        let _ = stopping_tx.send(());
-    });
-    let stopped = async move {
-        let _ = stop_rx.wait_for(|stop| *stop).await;
-    };
+    let stop = Stop::on(shutdown);
     let server = one_socket(
         listener.accept(),
         service,
         test_clock,
         peer_check(),
         Reclaimer::start(),
-        stopped,
+        stop.stopped(),
     );
-    let drain_deadline = async move {
-        if stopping_rx.await.is_ok() {
-            tokio::time::sleep(DRAIN_TIMEOUT).await;
-        } else {
-            std::future::pending::<()>().await;
+    stop.drained(server).await
+}
+
+/// What a shutdown sets off: the servers stop accepting, and in-flight calls get
+/// [`DRAIN_TIMEOUT`] to finish.
+struct Stop {
+    stop: tokio::sync::watch::Receiver<bool>,
+    stopping: tokio::sync::oneshot::Receiver<()>,
+}
+
+impl Stop {
+    /// Watches `shutdown` from a task of its own.
+    fn on(shutdown: impl Future<Output = ()> + Send + 'static) -> Stop {
+        let (stopping_tx, stopping) = tokio::sync::oneshot::channel::<()>();
+        let (stop_tx, stop) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            tracing::info!("shutting down");
+            let _ = stop_tx.send(true);
+            let _ = stopping_tx.send(());
+        });
+        Stop { stop, stopping }
+    }
+
+    /// Completes when the shutdown starts: a server's cue to stop accepting.
+    fn stopped(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut stop = self.stop.clone();
+        async move {
+            let _ = stop.wait_for(|stop| *stop).await;
         }
-    };
-    tokio::select! {
-        result = server => result.map_err(std::io::Error::other),
-        () = drain_deadline => {
-            tracing::warn!("in-flight calls did not finish within {} s; stopping anyway", DRAIN_TIMEOUT.as_secs());
-            Ok(())
+    }
+
+    /// Runs `servers` to their end, or until the drain time after the shutdown runs out.
+    async fn drained(
+        self,
+        servers: impl Future<Output = Result<(), tonic::transport::Error>>,
+    ) -> std::io::Result<()> {
+        let stopping = self.stopping;
+        let drain_deadline = async move {
+            if stopping.await.is_ok() {
+                tokio::time::sleep(DRAIN_TIMEOUT).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            result = servers => result.map_err(std::io::Error::other),
+            () = drain_deadline => {
+                tracing::warn!("in-flight calls did not finish within {} s; stopping anyway", DRAIN_TIMEOUT.as_secs());
+                Ok(())
+            }
         }
     }
 }
