@@ -13,16 +13,17 @@ use std::time::Duration;
 use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
 use tokio::sync::Notify;
 
-/// Windows: nothing is done yet. Windows Error Reporting writes no full dumps unless an
-/// administrator asks for them, but any process of the user can read brokerd's memory; said
-/// once at start-up rather than hidden.
+/// Windows: what brokerd's memory is open to, said at start-up and by doctor rather than
+/// hidden. Windows Error Reporting writes no full dumps unless an administrator asks for them,
+/// but any process of the user can read brokerd's memory.
+#[cfg(windows)]
+pub const UNPROTECTED_ON_WINDOWS: &str = "on Windows other processes of this user can read \
+    brokerd's memory (no debugger protection is applied)";
+
+/// Windows: nothing is done yet ([`UNPROTECTED_ON_WINDOWS`]).
 #[cfg(windows)]
 pub fn protect_process() -> Vec<String> {
-    vec![
-        "on Windows other processes of this user can read brokerd's memory (no \
-         debugger protection is applied)"
-            .to_string(),
-    ]
+    vec![UNPROTECTED_ON_WINDOWS.to_string()]
 }
 
 /// What [`protect_process`] could not do, one line each.

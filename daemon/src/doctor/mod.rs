@@ -109,8 +109,7 @@ pub fn this_process_protection() -> Check {
 pub fn this_process_protection() -> Check {
     Check::warn(
         "process_protection",
-        "on Windows other processes of your user can read brokerd's memory (no debugger \
-         protection is applied)",
+        crate::hardening::UNPROTECTED_ON_WINDOWS,
         "none within brokerd; run only programs you trust under this account",
     )
 }
